@@ -1,0 +1,208 @@
+"""The ``aftercare`` command line (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from bot.settings import Settings, SettingsError, load_settings
+
+
+def _settings(*, require_secret: bool = True, demo: bool = False) -> Settings:
+    try:
+        return load_settings(require_secret=require_secret, demo=demo)
+    except SettingsError as exc:
+        print(f"aftercare: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from bot.migrations import upgrade
+    from bot.services.library_seed import seed_library
+    from db.session import Database
+
+    settings = _settings(require_secret=False)
+    upgrade(settings.database_url)
+
+    async def seed() -> None:
+        db = Database(settings.database_url)
+        try:
+            async with db.write() as session:
+                result = await seed_library(session=session, now=_now())
+        finally:
+            await db.dispose()
+        added = [*result.flows_added, *result.protocols_added]
+        print(
+            f"database at head; library: {len(added)} added"
+            + (f" ({', '.join(added)})" if added else "")
+        )
+
+    asyncio.run(seed())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.server import serve
+
+    settings = _settings()
+    overrides: dict[str, object] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    asyncio.run(serve(settings.with_overrides(**overrides), with_worker=args.with_worker))
+    return 0
+
+
+def cmd_worker(_args: argparse.Namespace) -> int:
+    from bot.server import run_worker
+
+    asyncio.run(run_worker(_settings(require_secret=False)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import run_demo
+
+    asyncio.run(run_demo(host=args.host, port=args.port))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bot.cli_flows import validate_command
+
+    return validate_command(args.paths, sys.stdout)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from bot.cli_flows import simulate_command
+
+    return simulate_command(args.flow, args.script, args.lang, sys.stdout, sys.stdin)
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    from bot.security.passwords import PasswordRejected
+    from bot.services.accounts import AccountError, NewUser, create_user
+    from db.enums import Role
+    from db.session import Database
+
+    if not args.password_stdin:
+        print(
+            "aftercare: pass --password-stdin and the password on standard input", file=sys.stderr
+        )
+        return 2
+    password = sys.stdin.readline().rstrip("\r\n")
+    settings = _settings(require_secret=False)
+
+    async def run() -> int:
+        db = Database(settings.database_url)
+        try:
+            async with db.write() as session:
+                user = await create_user(
+                    session=session,
+                    new=NewUser(
+                        email=args.email,
+                        role=Role(args.role),
+                        password=password,
+                        name=args.name or "",
+                        phone=args.phone,
+                        on_call=args.on_call,
+                    ),
+                    now=_now(),
+                )
+                print(f"created {user.role} {user.email} (id {user.id})")
+        except (AccountError, PasswordRejected) as exc:
+            print(f"aftercare: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await db.dispose()
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_create_token(args: argparse.Namespace) -> int:
+    from bot.services.accounts import AccountError, create_token
+    from db.session import Database
+
+    settings = _settings(require_secret=False)
+
+    async def run() -> int:
+        db = Database(settings.database_url)
+        try:
+            async with db.write() as session:
+                _user, token = await create_token(
+                    session=session, email=args.email, label=args.label or "", now=_now()
+                )
+        except AccountError as exc:
+            print(f"aftercare: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await db.dispose()
+        print(token)
+        return 0
+
+    return asyncio.run(run())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aftercare",
+        description="Text-message follow-up between psychiatric treatments.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("migrate", help="upgrade the database and seed the shipped library")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("serve", help="run the web app")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--with-worker", action="store_true", help="also run the scheduler")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run the scheduler/dispatcher only")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("demo", help="SQLite, console SMS, demo data; serves web + worker")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="chat with a flow in the terminal")
+    p.add_argument("flow", metavar="FLOW", help="a library flow key or a YAML file")
+    p.add_argument("--script", metavar="FILE", help="one reply per line; prints the transcript")
+    p.add_argument("--lang", default="en")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("validate", help="validate flow/protocol YAML files")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("create-user", help="create a user (password on stdin)")
+    p.add_argument("--email", required=True)
+    p.add_argument("--role", required=True, choices=["admin", "clinician"])
+    p.add_argument("--name")
+    p.add_argument("--phone", help="E.164, for on-call paging")
+    p.add_argument("--on-call", action="store_true")
+    p.add_argument("--password-stdin", action="store_true")
+    p.set_defaults(func=cmd_create_user)
+
+    p = sub.add_parser("create-token", help="print a new API token for a user, once")
+    p.add_argument("--email", required=True)
+    p.add_argument("--label")
+    p.set_defaults(func=cmd_create_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,63 @@
+"""Running the web app and/or the worker until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from bot.app import create_app
+from bot.logs import configure
+from bot.settings import Settings
+from bot.worker import Worker
+
+log = logging.getLogger(__name__)
+
+WorkerFactory = Callable[[web.Application], Worker]
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(
+    settings: Settings,
+    *,
+    with_worker: bool,
+    on_started: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    configure(settings.log_level)
+    app = create_app(settings, with_worker=with_worker)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("serving on http://%s:%d", settings.host, settings.port)
+    try:
+        if on_started is not None:
+            await on_started()
+        await _wait_for_signal()
+    finally:
+        await runner.cleanup()
+
+
+async def run_worker(settings: Settings) -> None:
+    """The worker alone: the same app resources, no HTTP listener."""
+    configure(settings.log_level)
+    app = create_app(settings, with_worker=True)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    log.info("worker running")
+    try:
+        await _wait_for_signal()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,120 @@
+"""One async engine and session factory for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+SQLite: WAL, foreign keys, a busy timeout, ``synchronous=NORMAL``, and write
+transactions that begin with ``BEGIN IMMEDIATE``: a deferred transaction that
+later upgrades to a writer gets SQLITE_BUSY at once, whatever the busy
+timeout, so every writer takes the lock up front. Within one process writers
+also queue on an ``asyncio.Lock``, so they wait without spinning on the file.
+Reads use a second engine with ordinary deferred transactions, which WAL lets
+run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+class DatabaseURLError(ValueError):
+    pass
+
+
+def check_url(url: str) -> str:
+    """Return the driver name of ``url`` or raise with what is accepted."""
+    try:
+        driver = make_url(url).drivername
+    except Exception as exc:
+        raise DatabaseURLError(f"not a database URL: {exc}") from exc
+    if driver not in SUPPORTED_DRIVERS:
+        raise DatabaseURLError(
+            f"driver {driver!r} is not supported; use one of {', '.join(SUPPORTED_DRIVERS)}"
+        )
+    return driver
+
+
+def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when a transaction begins.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An engine with the project's settings; on SQLite, writes begin IMMEDIATE."""
+    return _create(url, immediate=True, **kwargs)
+
+
+def _create(url: str, *, immediate: bool, **kwargs: Any) -> AsyncEngine:
+    driver = check_url(url)
+    if driver.startswith("sqlite"):
+        engine = create_async_engine(url, **kwargs)
+        _sqlite_pragmas(engine, immediate=immediate)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 10)
+    return create_async_engine(url, **kwargs)
+
+
+class Database:
+    """The engines and session factories of one process."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.is_sqlite = check_url(url).startswith("sqlite")
+        self.engine = _create(url, immediate=True, **engine_kwargs)
+        self.read_engine = (
+            _create(url, immediate=False, **engine_kwargs) if self.is_sqlite else self.engine
+        )
+        self._write_factory = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read_factory = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commits on success, rolls back on error."""
+        if self._write_lock is None:
+            async with self._write_factory() as session, session.begin():
+                yield session
+            return
+        async with self._write_lock, self._write_factory() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only unit of work (never committed)."""
+        async with self._read_factory() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self.read_engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()

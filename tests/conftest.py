@@ -1,0 +1,130 @@
+"""Shared fixtures: a migrated database on SQLite and on a real PostgreSQL.
+
+PostgreSQL tests run against ``TEST_POSTGRES_URL`` (default
+``postgresql+asyncpg://postgres@127.0.0.1:5432/test``). Each test gets its own
+database, cloned from a migrated template, and drops it afterwards. Without a
+server they are skipped with the reason shown, except under ``CI``, where a
+missing server fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from bot.migrations import upgrade
+from db.session import Database
+
+PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _dsn(url: str, database: str | None = None) -> str:
+    u = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        u = u.set(database=database)
+    return u.render_as_string(hide_password=False)
+
+
+def pg_url_for(database: str) -> str:
+    return make_url(PG_URL).set(database=database).render_as_string(hide_password=False)
+
+
+async def _pg_admin(sql: str) -> None:
+    conn = await asyncpg.connect(_dsn(PG_URL), timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def pg_admin(sql: str) -> None:
+    asyncio.run(_pg_admin(sql))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The admin URL of a reachable server, or skip (fail under CI)."""
+    try:
+        pg_admin("SELECT 1")
+    except Exception as exc:
+        reason = f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}: {exc}"
+        if IN_CI:
+            pytest.fail(reason + " (CI requires PostgreSQL; .ci/run starts it)")
+        pytest.skip(reason)
+    return PG_URL
+
+
+@pytest.fixture(scope="session")
+def pg_template(postgres_server: str) -> Iterator[str]:
+    """A migrated template database that per-test databases are cloned from."""
+    name = f"aftercare_tmpl_{os.getpid()}"
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_admin(f'CREATE DATABASE "{name}"')
+    upgrade(pg_url_for(name))
+    yield name
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tmpl") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+def new_pg_database(template: str | None = None) -> str:
+    name = f"aftercare_t_{uuid.uuid4().hex[:12]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
+    pg_admin(f'CREATE DATABASE "{name}"{clause}')
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A freshly migrated database URL, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "test.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    name = new_pg_database(request.getfixturevalue("pg_template"))
+    try:
+        yield pg_url_for(name)
+    finally:
+        drop_pg_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty (unmigrated) database URL on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    request.getfixturevalue("postgres_server")
+    name = new_pg_database()
+    try:
+        yield pg_url_for(name)
+    finally:
+        drop_pg_database(name)
+
+
+@pytest.fixture
+async def database(db_url: str) -> AsyncIterator[Database]:
+    db = Database(db_url)
+    try:
+        yield db
+    finally:
+        await db.dispose()
