@@ -84,7 +84,9 @@ def load(text: str | bytes, *, max_bytes: int = MAX_SOURCE_BYTES) -> Source:
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SourceError([Problem(1, 1, f"document is not valid UTF-8 (byte {exc.start})")]) from exc
+        raise SourceError(
+            [Problem(1, 1, f"document is not valid UTF-8 (byte {exc.start})")]
+        ) from exc
     if "\x00" in decoded:
         raise SourceError([Problem(1, 1, "document contains a NUL character")])
     _reject_anchors(decoded)
@@ -94,8 +96,11 @@ def load(text: str | bytes, *, max_bytes: int = MAX_SOURCE_BYTES) -> Source:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         msg = exc.problem or exc.context or "invalid YAML"
-        if "\t" in msg or "tab" in msg.lower():
-            msg += " (use spaces, not tabs, to indent)"
+        tab = _indent_tab(decoded, line)
+        if tab is not None:
+            raise SourceError(
+                [Problem(line, tab, "tabs are not allowed for indentation; use spaces")]
+            ) from exc
         raise SourceError([Problem(line, col, f"invalid YAML: {msg}")]) from exc
     except yaml.YAMLError as exc:
         raise SourceError([Problem(1, 1, f"invalid YAML: {exc}")]) from exc
@@ -109,27 +114,44 @@ def load(text: str | bytes, *, max_bytes: int = MAX_SOURCE_BYTES) -> Source:
     return src
 
 
+def _indent_tab(text: str, line: int) -> int | None:
+    """Column of a tab in the indentation of ``line`` (1-based), if there is one."""
+    lines = text.splitlines()
+    if not 1 <= line <= len(lines):
+        return None
+    row = lines[line - 1]
+    indent = row[: len(row) - len(row.lstrip(" \t"))]
+    pos = indent.find("\t")
+    return None if pos < 0 else pos + 1
+
+
 def _reject_anchors(text: str) -> None:
     try:
         for event in yaml.parse(text, Loader=_Loader):
             if isinstance(event, yaml.AliasEvent):
                 line, col = _mark(event)  # type: ignore[arg-type]
                 raise SourceError(
-                    [Problem(line, col, "YAML aliases (*name) are not allowed; write the value out")]
+                    [
+                        Problem(
+                            line, col, "YAML aliases (*name) are not allowed; write the value out"
+                        )
+                    ]
                 )
             anchor = getattr(event, "anchor", None)
             if anchor is not None:
                 line, col = _mark(event)  # type: ignore[arg-type]
                 raise SourceError(
-                    [Problem(line, col, "YAML anchors (&name) are not allowed; write the value out")]
+                    [
+                        Problem(
+                            line, col, "YAML anchors (&name) are not allowed; write the value out"
+                        )
+                    ]
                 )
     except yaml.MarkedYAMLError:
         return  # compose() reports it with a better message
 
 
-def _build(
-    node: yaml.Node, path: Path, src: Source, problems: list[Problem], depth: int
-) -> Any:
+def _build(node: yaml.Node, path: Path, src: Source, problems: list[Problem], depth: int) -> Any:
     src.positions[path] = _mark(node)
     if depth > MAX_DEPTH:
         line, col = _mark(node)
@@ -167,7 +189,14 @@ def _build(
 _constructor = yaml.SafeLoader("")  # used only for its scalar constructors
 
 
+_YAML12_BOOLS = frozenset({"true", "false"})
+
+
 def _scalar(node: yaml.ScalarNode) -> Any:
+    # YAML 1.1 reads yes/no/on/off as booleans (the "Norway problem"); flows list
+    # words like "yes" and "no" as synonyms, so only true/false are booleans here.
+    if node.tag == "tag:yaml.org,2002:bool" and node.value.lower() not in _YAML12_BOOLS:
+        return node.value
     return _constructor.construct_object(node, deep=True)
 
 

@@ -47,7 +47,9 @@ def test_signatures_on_whenever_token_set() -> None:
         ({"SMS_SEND_TIMEOUT": "soon"}, "SMS_SEND_TIMEOUT", "seconds"),
     ],
 )
-def test_invalid_values_name_the_variable(env: dict[str, str], variable: str, fragment: str) -> None:
+def test_invalid_values_name_the_variable(
+    env: dict[str, str], variable: str, fragment: str
+) -> None:
     with pytest.raises(SettingsError) as info:
         _load(**env)
     matching = [p for p in info.value.problems if p.startswith(variable + ":")]
