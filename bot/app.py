@@ -6,10 +6,13 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from bot.appkeys import CLOCK, DATABASE, SETTINGS
+from bot import background
+from bot.appkeys import CLOCK, DATABASE, SETTINGS, TRANSPORT
 from bot.clock import Clock, SystemClock
 from bot.settings import Settings
-from bot.web import health
+from bot.sms.factory import build_transport
+from bot.sms.transport import Transport
+from bot.web import api, health, twilio_hooks
 from bot.worker import Worker
 from db.session import Database
 
@@ -21,11 +24,16 @@ def create_app(
     *,
     database: Database | None = None,
     clock: Clock | None = None,
+    transport: Callable[[], Transport] | None = None,
     with_worker: bool = False,
     extra_setup: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
-    """Build the app. A ``database`` passed in is shared, not disposed, by the app."""
-    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
+    """Build the app. A ``database`` passed in is shared, not disposed, by the app.
+
+    ``transport`` is a factory called inside the running loop; the default
+    follows ``SMS_TRANSPORT``.
+    """
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=api.middlewares())
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
 
@@ -39,10 +47,20 @@ def create_app(
         yield
         await db.dispose()
 
+    async def transport_ctx(app: web.Application) -> AsyncIterator[None]:
+        sms = transport() if transport is not None else build_transport(settings)
+        app[TRANSPORT] = sms
+        yield
+        await sms.close()
+
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(transport_ctx)
+    app.cleanup_ctx.append(background.background_ctx)
     if with_worker:
         app.cleanup_ctx.append(_worker_ctx)
     health.setup(app)
+    twilio_hooks.setup(app)
+    api.setup(app)
     if extra_setup is not None:
         extra_setup(app)
     return app

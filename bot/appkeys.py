@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from bot.clock import Clock
 from bot.settings import Settings
+from bot.sms.transport import Transport
 from db.session import Database
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
 CLOCK = web.AppKey("clock", Clock)
+TRANSPORT = web.AppKey("transport", Transport)
+
+
+class TaskSet:
+    """Tasks started after a response; shutdown waits for them."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+
+BACKGROUND = web.AppKey("background", TaskSet)

@@ -1,13 +1,108 @@
-"""The worker's ticks, built from the app's resources."""
+"""The worker's ticks, built from the app's resources.
+
+Each tick claims a bounded batch of due rows, commits, then sends what it
+queued through the outbox at once (the worker's own fast path).
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
+import logging
 
+from aiohttp import web
+from sqlalchemy import select
+
+from bot.appkeys import CLOCK, DATABASE, SETTINGS, TRANSPORT
+from bot.services import dispatch, outbox
+from bot.services.scheduling import replenish
 from bot.worker import Tick
+from db.enums import EnrollmentStatus
+from db.models import Enrollment, Patient
+
+log = logging.getLogger(__name__)
+
+OUTBOX_INTERVAL_S = 2.0
+DISPATCH_INTERVAL_S = 5.0
+REMINDER_INTERVAL_S = 30.0
+EXPIRY_INTERVAL_S = 30.0
+REPLENISH_INTERVAL_S = 300.0
+BATCH = 500
+REPLENISH_BATCH = 200
 
 
 def build_ticks(app: web.Application) -> list[Tick]:
     """Every periodic job of the worker; each claims a bounded batch of due rows."""
-    ticks: list[Tick] = []
-    return ticks
+    db, transport, clock, settings = app[DATABASE], app[TRANSPORT], app[CLOCK], app[SETTINGS]
+
+    async def send_queued(ids: list[int]) -> None:
+        if ids:
+            await outbox.send(db, transport, clock, ids=ids)
+
+    async def send_outbox() -> int:
+        return await outbox.send(db, transport, clock, limit=BATCH)
+
+    async def start_due() -> int:
+        result = await dispatch.start_due(db, settings, clock.now(), limit=BATCH)
+        await send_queued(result.outbound_ids)
+        if result.handled or result.failed:
+            log.info(
+                "dispatch: started %d, deferred %d, waiting %d, missed %d, cancelled %d, failed %d",
+                result.started,
+                result.deferred,
+                result.waiting,
+                result.missed,
+                result.cancelled,
+                result.failed,
+            )
+        return result.handled
+
+    async def remind() -> int:
+        result = await dispatch.remind_due(db, settings, clock.now(), limit=BATCH)
+        await send_queued(result.outbound_ids)
+        return result.handled
+
+    async def expire() -> int:
+        result = await dispatch.expire_due(db, settings, clock.now(), limit=BATCH)
+        await send_queued(result.outbound_ids)
+        return result.handled
+
+    cursor = {"after": 0}
+
+    async def top_up() -> int:
+        """Walk the active enrollments a batch at a time, keeping recurring check-ins ahead."""
+        created = 0
+        async with db.write() as session:
+            rows = (
+                await session.execute(
+                    select(Enrollment, Patient)
+                    .join(Patient, Patient.id == Enrollment.patient_id)
+                    .where(
+                        Enrollment.status == EnrollmentStatus.ACTIVE,
+                        Enrollment.id > cursor["after"],
+                    )
+                    .order_by(Enrollment.id)
+                    .limit(REPLENISH_BATCH)
+                )
+            ).all()
+            for enrollment, patient in rows:
+                try:
+                    async with session.begin_nested():
+                        created += len(
+                            await replenish(
+                                session=session,
+                                enrollment=enrollment,
+                                patient=patient,
+                                now=clock.now(),
+                            )
+                        )
+                except Exception:
+                    log.exception("replenishing enrollment %s failed", enrollment.id)
+            cursor["after"] = rows[-1][0].id if len(rows) == REPLENISH_BATCH else 0
+        return created
+
+    return [
+        Tick("outbox", OUTBOX_INTERVAL_S, send_outbox),
+        Tick("dispatch", DISPATCH_INTERVAL_S, start_due),
+        Tick("reminders", REMINDER_INTERVAL_S, remind),
+        Tick("expiry", EXPIRY_INTERVAL_S, expire),
+        Tick("replenish", REPLENISH_INTERVAL_S, top_up),
+    ]

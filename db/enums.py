@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from flows.model import Severity as Severity
+
 
 class Role(StrEnum):
     CLINICIAN = "clinician"
@@ -59,24 +61,13 @@ class MessageStatus(StrEnum):
     RECEIVED = "received"
 
 
-class Severity(StrEnum):
-    CRITICAL = "critical"
-    HIGH = "high"
-    MODERATE = "moderate"
-    LOW = "low"
-
-    @property
-    def rank(self) -> int:
-        """0 for the most severe: the queue sorts on it."""
-        return _SEVERITY_RANK[self]
-
-
-_SEVERITY_RANK = {
+SEVERITY_RANK = {
     Severity.CRITICAL: 0,
     Severity.HIGH: 1,
     Severity.MODERATE: 2,
     Severity.LOW: 3,
 }
+"""0 for the most severe: the queue sorts on it."""
 
 
 class EscalationStatus(StrEnum):

@@ -15,9 +15,7 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _patient(phone: str) -> Patient:
-    return Patient(
-        first_name="Ana", phone=phone, timezone="UTC", created_at=NOW, updated_at=NOW
-    )
+    return Patient(first_name="Ana", phone=phone, timezone="UTC", created_at=NOW, updated_at=NOW)
 
 
 async def test_duplicate_patient_phone_is_rejected(database: Database) -> None:

@@ -1,0 +1,334 @@
+"""Running check-in conversations: start one, feed it an input, persist what the engine says.
+
+The engine (``flows.engine``) is pure; this module turns its events into rows
+in the caller's transaction: answers, scores, escalations, outbox messages and
+the new conversation state, so they all commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.services.escalations import raise_escalation
+from bot.services.flow_store import latest_published, pinned
+from bot.services.outbox import enqueue
+from bot.services.scheduling import patient_can_receive, quiet_now, start_windows
+from bot.settings import Settings
+from db.enums import CheckinStatus
+from db.models import Answer, Checkin, Message, Patient, Score, Treatment
+from flows import engine
+from flows.durations import parse_duration
+from flows.engine import (
+    AnswerRecorded,
+    ConversationEnded,
+    ConversationState,
+    EscalationRequested,
+    Input,
+    Outcome,
+    ScoreComputed,
+    ScoreHistory,
+    SendMessage,
+    Step,
+)
+from flows.model import AnswerValue
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 52
+DEFAULT_EXPIRY_S = 24 * 3600
+
+_OUTCOME_STATUS = {
+    Outcome.COMPLETED: CheckinStatus.COMPLETED,
+    Outcome.EXPIRED: CheckinStatus.EXPIRED,
+    Outcome.CRISIS: CheckinStatus.COMPLETED,
+}
+
+
+@dataclass(slots=True)
+class Applied:
+    """What one input produced: outbound rows to send after commit, and what ended."""
+
+    outbound: list[Message] = field(default_factory=list)
+    ended: bool = False
+    escalations: int = 0
+    started: list[Checkin] = field(default_factory=list)
+
+    def merge(self, other: Applied) -> None:
+        self.outbound.extend(other.outbound)
+        self.escalations += other.escalations
+        self.started.extend(other.started)
+
+
+def _seconds(duration: str) -> int:
+    return int(parse_duration(duration).total_seconds())
+
+
+async def score_history(*, session: AsyncSession, patient_id: int) -> dict[str, ScoreHistory]:
+    """Previous totals per score (oldest first) and how many came after the latest treatment."""
+    last_treatment = await session.scalar(
+        select(Treatment.administered_at)
+        .where(Treatment.patient_id == patient_id)
+        .order_by(Treatment.administered_at.desc())
+        .limit(1)
+    )
+    rows = (
+        await session.execute(
+            select(Score.instrument, Score.total, Score.created_at)
+            .where(Score.patient_id == patient_id)
+            .order_by(Score.created_at.desc(), Score.id.desc())
+            .limit(HISTORY_LIMIT * 8)
+        )
+    ).all()
+    totals: dict[str, list[float]] = {}
+    after: dict[str, int] = {}
+    for instrument, total, created_at in rows:
+        bucket = totals.setdefault(instrument, [])
+        if len(bucket) >= HISTORY_LIMIT:
+            continue
+        bucket.append(total)
+        if last_treatment is not None and created_at >= last_treatment:
+            after[instrument] = after.get(instrument, 0) + 1
+    return {
+        name: ScoreHistory(
+            totals=tuple(reversed(values)),
+            since_treatment=None if last_treatment is None else after.get(name, 0),
+        )
+        for name, values in totals.items()
+    }
+
+
+def _context(
+    patient: Patient,
+    settings: Settings,
+    history: dict[str, ScoreHistory],
+    prefill: dict[str, AnswerValue] | None = None,
+) -> engine.Context:
+    return engine.Context(
+        first_name=patient.first_name,
+        language=patient.language or "en",
+        clinic_name=settings.clinic_name,
+        clinic_phone=settings.clinic_phone,
+        history=history,
+        prefill=prefill or {},
+    )
+
+
+async def start_checkin(
+    *,
+    session: AsyncSession,
+    checkin: Checkin,
+    patient: Patient,
+    settings: Settings,
+    now: datetime,
+    prefill: dict[str, AnswerValue] | None = None,
+) -> Applied:
+    """Pin the newest published version, run ``engine.start`` and persist its events."""
+    if checkin.status is not CheckinStatus.SCHEDULED or checkin.state is not None:
+        return Applied()
+    version, flow = await latest_published(session=session, key=checkin.flow_key)
+    checkin.flow_version = version
+    checkin.status = CheckinStatus.ACTIVE
+    checkin.started_at = now
+    checkin.lease_until = None
+    if checkin.expiry_after_s is None:
+        checkin.expiry_after_s = _seconds(flow.expiry.after) if flow.expiry else DEFAULT_EXPIRY_S
+    if checkin.reminder_after_s is None and flow.reminder is not None:
+        checkin.reminder_after_s = _seconds(flow.reminder.after)
+    checkin.reminder_at, checkin.expires_at = start_windows(
+        patient, now, checkin.reminder_after_s, checkin.expiry_after_s
+    )
+    history = await score_history(session=session, patient_id=patient.id)
+    step = engine.start(flow, _context(patient, settings, history, prefill), now)
+    return await apply_step(
+        session=session, checkin=checkin, patient=patient, step=step, settings=settings, now=now
+    )
+
+
+async def resume_checkin(
+    *,
+    session: AsyncSession,
+    checkin: Checkin,
+    patient: Patient,
+    settings: Settings,
+    input: Input,
+    now: datetime,
+    message_id: int | None = None,
+) -> Applied:
+    """Feed one input (a reply, a reminder, the expiry) to an active conversation."""
+    if checkin.status is not CheckinStatus.ACTIVE or checkin.state is None:
+        return Applied()
+    assert checkin.flow_version is not None
+    flow = await pinned(session=session, key=checkin.flow_key, version=checkin.flow_version)
+    state = ConversationState.from_json(checkin.state)
+    step = engine.resume(flow, state, input, now)
+    return await apply_step(
+        session=session,
+        checkin=checkin,
+        patient=patient,
+        step=step,
+        settings=settings,
+        now=now,
+        message_id=message_id,
+    )
+
+
+async def apply_step(
+    *,
+    session: AsyncSession,
+    checkin: Checkin,
+    patient: Patient,
+    step: Step,
+    settings: Settings,
+    now: datetime,
+    message_id: int | None = None,
+) -> Applied:
+    applied = Applied()
+    checkin.state = step.state.to_json()
+    ended: ConversationEnded | None = None
+    for event in step.events:
+        if isinstance(event, SendMessage):
+            applied.outbound.append(
+                enqueue(
+                    session=session,
+                    phone=patient.phone,
+                    body=event.text,
+                    purpose=str(event.purpose),
+                    now=now,
+                    patient_id=patient.id,
+                    checkin_id=checkin.id,
+                )
+            )
+        elif isinstance(event, AnswerRecorded):
+            session.add(
+                Answer(
+                    checkin_id=checkin.id,
+                    message_id=message_id if event.raw is not None else None,
+                    question_key=event.key,
+                    raw_text=event.raw,
+                    value=event.value,
+                    created_at=now,
+                )
+            )
+        elif isinstance(event, ScoreComputed):
+            session.add(
+                Score(
+                    checkin_id=checkin.id,
+                    patient_id=patient.id,
+                    instrument=event.name,
+                    total=event.total,
+                    band=event.band,
+                    flags=list(event.flags),
+                    complete=event.complete,
+                    created_at=now,
+                )
+            )
+        elif isinstance(event, EscalationRequested):
+            raise_escalation(
+                session=session,
+                severity=event.severity,
+                reason=event.reason,
+                summary=event.summary,
+                now=now,
+                patient_id=patient.id,
+                checkin_id=checkin.id,
+                message_id=message_id,
+            )
+            applied.escalations += 1
+        elif isinstance(event, ConversationEnded):
+            ended = event
+    if ended is not None:
+        applied.ended = True
+        checkin.status = _OUTCOME_STATUS[ended.outcome]
+        checkin.outcome = str(ended.outcome)
+        checkin.completed_at = now
+        checkin.lease_until = None
+        await session.flush()
+        if ended.handover and ended.outcome is Outcome.COMPLETED:
+            applied.merge(
+                await _handover(
+                    session=session,
+                    previous=checkin,
+                    patient=patient,
+                    flow_key=ended.handover,
+                    carry=dict(ended.carry),
+                    settings=settings,
+                    now=now,
+                )
+            )
+        elif ended.outcome is not Outcome.CRISIS:
+            applied.merge(
+                await start_waiting(session=session, patient=patient, settings=settings, now=now)
+            )
+    return applied
+
+
+async def start_waiting(
+    *, session: AsyncSession, patient: Patient, settings: Settings, now: datetime
+) -> Applied:
+    """One conversation at a time: when one ends, the next one already due starts at once,
+    unless its window has passed or it is the patient's quiet hours (the worker sends it then)."""
+    if not patient_can_receive(patient):
+        return Applied()
+    waiting = await session.scalar(
+        select(Checkin)
+        .where(
+            Checkin.patient_id == patient.id,
+            Checkin.status == CheckinStatus.SCHEDULED,
+            Checkin.due_at <= now,
+        )
+        .order_by(Checkin.due_at, Checkin.id)
+        .limit(1)
+    )
+    if waiting is None:
+        return Applied()
+    if waiting.expires_at is not None and waiting.expires_at <= now:
+        return Applied()  # the dispatcher marks it missed
+    if quiet_now(patient, now):
+        return Applied()
+    applied = await start_checkin(
+        session=session, checkin=waiting, patient=patient, settings=settings, now=now
+    )
+    applied.started.append(waiting)
+    return applied
+
+
+async def _handover(
+    *,
+    session: AsyncSession,
+    previous: Checkin,
+    patient: Patient,
+    flow_key: str,
+    carry: dict[str, AnswerValue],
+    settings: Settings,
+    now: datetime,
+) -> Applied:
+    """Start the next flow at once (PHQ-2 → PHQ-9, item 9 → C-SSRS), carrying the answers."""
+    follow = Checkin(
+        patient_id=patient.id,
+        flow_key=flow_key,
+        enrollment_id=previous.enrollment_id,
+        treatment_id=previous.treatment_id,
+        previous_id=previous.id,
+        status=CheckinStatus.SCHEDULED,
+        due_at=now,
+        reminder_after_s=previous.reminder_after_s,
+        expiry_after_s=previous.expiry_after_s,
+        created_at=now,
+    )
+    session.add(follow)
+    await session.flush()
+    applied = await start_checkin(
+        session=session,
+        checkin=follow,
+        patient=patient,
+        settings=settings,
+        now=now,
+        prefill=carry,
+    )
+    applied.started.append(follow)
+    return applied

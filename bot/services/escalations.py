@@ -1,0 +1,61 @@
+"""Raising escalations: the one place that decides SLA due times."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.enums import SEVERITY_RANK, EscalationStatus, Severity
+from db.models import Escalation
+
+# How long an escalation may wait unclaimed before it is paged again (issue: on-call SLA).
+SLA = {
+    Severity.CRITICAL: timedelta(minutes=15),
+    Severity.HIGH: timedelta(hours=4),
+    Severity.MODERATE: timedelta(hours=24),
+    Severity.LOW: timedelta(hours=72),
+}
+
+
+def raise_escalation(
+    *,
+    session: AsyncSession,
+    severity: Severity,
+    reason: str,
+    summary: str,
+    now: datetime,
+    patient_id: int | None,
+    checkin_id: int | None = None,
+    message_id: int | None = None,
+) -> Escalation:
+    escalation = Escalation(
+        patient_id=patient_id,
+        checkin_id=checkin_id,
+        message_id=message_id,
+        severity=severity,
+        severity_rank=SEVERITY_RANK[severity],
+        reason=reason,
+        summary=summary[:2000],
+        status=EscalationStatus.OPEN,
+        sla_due_at=now + SLA[severity],
+        page_count=0,
+        created_at=now,
+    )
+    session.add(escalation)
+    return escalation
+
+
+async def open_escalation_exists(*, session: AsyncSession, patient_id: int, reason: str) -> bool:
+    """Used to keep one open low-priority item per patient and reason, not one per text."""
+    found = await session.scalar(
+        select(Escalation.id)
+        .where(
+            Escalation.patient_id == patient_id,
+            Escalation.reason == reason,
+            Escalation.status != EscalationStatus.RESOLVED,
+        )
+        .limit(1)
+    )
+    return found is not None

@@ -1,0 +1,68 @@
+"""Published flow versions as parsed ``Flow`` objects, cached per process.
+
+Published versions are immutable, so a (key, version) pair can be parsed once
+and kept; parsing YAML on every inbound message would dominate its cost.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.enums import VersionStatus
+from db.models import FlowVersion
+from flows.definition import load_flow
+from flows.model import Flow
+
+_CACHE_SIZE = 512
+_cache: OrderedDict[tuple[str, int, str], Flow] = OrderedDict()
+
+
+class FlowUnavailableError(LookupError):
+    pass
+
+
+def parse_cached(key: str, version: int, checksum: str, source: str) -> Flow:
+    cache_key = (key, version, checksum)
+    flow = _cache.get(cache_key)
+    if flow is None:
+        flow = load_flow(source)
+        _cache[cache_key] = flow
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    else:
+        _cache.move_to_end(cache_key)
+    return flow
+
+
+async def latest_published(*, session: AsyncSession, key: str) -> tuple[int, Flow]:
+    """The newest published version of ``key``; retired or unknown flows raise."""
+    row = (
+        await session.execute(
+            select(
+                FlowVersion.version, FlowVersion.checksum, FlowVersion.source, FlowVersion.status
+            )
+            .where(FlowVersion.key == key, FlowVersion.version.is_not(None))
+            .order_by(FlowVersion.version.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None or row.status is not VersionStatus.PUBLISHED or row.version is None:
+        raise FlowUnavailableError(f"flow {key!r} has no published version")
+    return row.version, parse_cached(key, row.version, row.checksum, row.source)
+
+
+async def pinned(*, session: AsyncSession, key: str, version: int) -> Flow:
+    """Exactly ``version`` of ``key`` (a running conversation stays on its version)."""
+    row = (
+        await session.execute(
+            select(FlowVersion.checksum, FlowVersion.source).where(
+                FlowVersion.key == key, FlowVersion.version == version
+            )
+        )
+    ).first()
+    if row is None:
+        raise FlowUnavailableError(f"flow {key!r} version {version} does not exist")
+    return parse_cached(key, version, row.checksum, row.source)

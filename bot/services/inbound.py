@@ -1,0 +1,330 @@
+"""One inbound SMS, handled in one transaction.
+
+Order matters: the message is recorded first (its ``MessageSid`` makes a
+re-delivery a no-op), then the crisis detector runs on the text before
+anything else routes it, then STOP/START/HELP, then the conversation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.logs import mask_phone
+from bot.services.conversations import Applied, resume_checkin
+from bot.services.escalations import open_escalation_exists, raise_escalation
+from bot.services.outbox import enqueue
+from bot.settings import Settings
+from db.enums import CheckinStatus, Direction, MessageStatus, Severity
+from db.models import Checkin, Message, Patient
+from db.session import Database
+from flows import keywords, safety
+from flows.engine import Reply
+
+log = logging.getLogger(__name__)
+
+ACK_EVERY = timedelta(hours=12)
+UNKNOWN_REPLY_EVERY = timedelta(hours=24)
+MAX_BODY_CHARS = 1600
+
+
+@dataclass(frozen=True, slots=True)
+class InboundSms:
+    sid: str
+    from_: str
+    to: str
+    body: str
+
+
+@dataclass(slots=True)
+class InboundResult:
+    duplicate: bool = False
+    outbound_ids: list[int] = field(default_factory=list)
+    route: str = ""
+
+
+def _texts(settings: Settings, language: str) -> dict[str, str]:
+    clinic = settings.clinic_name or ("su clínica" if language == "es" else "your clinic")
+    phone = settings.clinic_phone
+    if language == "es":
+        call = f"llame al {phone}" if phone else "llame a su clínica"
+        return {
+            "help": f"{clinic}: mensajes de seguimiento de su tratamiento. Para ayuda {call}. "
+            "En crisis llame o envíe un texto al 988; emergencias 911. Responda STOP para no recibir más.",
+            "ack": "Gracias, recibimos su mensaje. Su equipo de atención lo verá. "
+            "En crisis llame o envíe un texto al 988.",
+            "unknown": f"Este número no está vinculado a un paciente; {call}. "
+            "En crisis llame o envíe un texto al 988.",
+        }
+    call = f"call {phone}" if phone else "call your clinic"
+    return {
+        "help": f"{clinic}: follow-up texts about your treatment. For help {call}. "
+        "In a crisis call or text 988; emergencies 911. Reply STOP to opt out.",
+        "ack": "Thanks, we got your message. Your care team will see it. "
+        "In a crisis call or text 988.",
+        "unknown": f"This number isn't linked to a patient; {call}. In a crisis call or text 988.",
+    }
+
+
+class _Handler:
+    def __init__(
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        sms: InboundSms,
+        now: datetime,
+        db: Database,
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.sms = sms
+        self.now = now
+        self.db = db
+        self.result = InboundResult()
+        self.outbound: list[Message] = []
+
+    def reply(self, body: str, purpose: str, patient: Patient | None) -> None:
+        self.outbound.append(
+            enqueue(
+                session=self.session,
+                phone=self.sms.from_,
+                body=body,
+                purpose=purpose,
+                now=self.now,
+                patient_id=patient.id if patient else None,
+            )
+        )
+
+    async def run(self) -> InboundResult:
+        session = self.session
+        patient_query = select(Patient).where(Patient.phone == self.sms.from_)
+        if not self.db.is_sqlite:
+            # one reply at a time per patient: later replies wait for this transaction
+            patient_query = patient_query.with_for_update()
+        patient = await session.scalar(patient_query)
+
+        message = Message(
+            direction=Direction.IN,
+            patient_id=patient.id if patient else None,
+            phone=self.sms.from_,
+            body=self.sms.body[:MAX_BODY_CHARS],
+            provider_sid=self.sms.sid,
+            status=MessageStatus.RECEIVED,
+            created_at=self.now,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(message)
+                await session.flush()
+        except IntegrityError:
+            self.result.duplicate = True
+            self.result.route = "duplicate"
+            return self.result
+
+        active = None
+        if patient is not None:
+            active = await session.scalar(
+                select(Checkin)
+                .where(Checkin.patient_id == patient.id, Checkin.status == CheckinStatus.ACTIVE)
+                .order_by(Checkin.started_at.desc())
+                .limit(1)
+            )
+            if active is not None:
+                message.checkin_id = active.id
+
+        crisis = safety.detect(self.sms.body)
+        if crisis is not None:
+            await self._crisis(patient, active, message, crisis)
+        else:
+            await self._route(patient, active, message)
+        await session.flush()
+        self.result.outbound_ids = [m.id for m in self.outbound]
+        return self.result
+
+    async def _crisis(
+        self,
+        patient: Patient | None,
+        active: Checkin | None,
+        message: Message,
+        crisis: safety.CrisisMatch,
+    ) -> None:
+        self.result.route = "crisis"
+        log.warning("crisis language (%s) from %s", crisis.category, mask_phone(self.sms.from_))
+        if patient is not None and active is not None and patient.opted_out_at is None:
+            applied = await resume_checkin(
+                session=self.session,
+                checkin=active,
+                patient=patient,
+                settings=self.settings,
+                input=Reply(self.sms.body),
+                now=self.now,
+                message_id=message.id,
+            )
+            if applied.escalations:
+                self._collect(applied)
+                return
+        # Outside a conversation (or one that could not take it): escalate and answer here.
+        who = "a patient" if patient is not None else "an unknown number"
+        raise_escalation(
+            session=self.session,
+            severity=Severity.CRITICAL,
+            reason="crisis_language",
+            summary=f"Crisis language ({crisis.category}) in a text from {who}, outside a check-in.",
+            now=self.now,
+            patient_id=patient.id if patient else None,
+            checkin_id=active.id if active else None,
+            message_id=message.id,
+        )
+        language = patient.language if patient else "en"
+        reply = safety.crisis_reply(language, self.settings.clinic_name, self.settings.clinic_phone)
+        self.reply(reply, "crisis", patient)
+
+    async def _route(
+        self, patient: Patient | None, active: Checkin | None, message: Message
+    ) -> None:
+        opted_out = patient is not None and patient.opted_out_at is not None
+        keyword = keywords.classify(self.sms.body, opted_out=opted_out)
+        language = patient.language if patient else "en"
+        texts = _texts(self.settings, language)
+        if keyword is keywords.Keyword.STOP:
+            self.result.route = "stop"
+            if patient is not None:
+                await self._opt_out(patient, active, message)
+            return
+        if keyword is keywords.Keyword.START:
+            self.result.route = "start"
+            if patient is not None and patient.opted_out_at is not None:
+                patient.opted_out_at = None
+                patient.updated_at = self.now
+                log.info("patient %s opted back in", patient.id)
+            return
+        if keyword is keywords.Keyword.HELP:
+            self.result.route = "help"
+            self.reply(texts["help"], "help", patient)
+            return
+        if patient is None:
+            self.result.route = "unknown"
+            if not await self._replied_recently(purpose="unknown", since=UNKNOWN_REPLY_EVERY):
+                self.reply(texts["unknown"], "unknown", None)
+            return
+        if opted_out:
+            self.result.route = "opted_out"
+            await self._patient_message(patient, message, acknowledge=False)
+            return
+        if active is not None:
+            self.result.route = "conversation"
+            applied = await resume_checkin(
+                session=self.session,
+                checkin=active,
+                patient=patient,
+                settings=self.settings,
+                input=Reply(self.sms.body),
+                now=self.now,
+                message_id=message.id,
+            )
+            self._collect(applied)
+            return
+        self.result.route = "patient_message"
+        await self._patient_message(patient, message, acknowledge=True)
+
+    def _collect(self, applied: Applied) -> None:
+        self.outbound.extend(applied.outbound)
+
+    async def _replied_recently(self, *, purpose: str, since: timedelta) -> bool:
+        found = await self.session.scalar(
+            select(Message.id)
+            .where(
+                Message.phone == self.sms.from_,
+                Message.direction == Direction.OUT,
+                Message.purpose == purpose,
+                Message.created_at >= self.now - since,
+            )
+            .limit(1)
+        )
+        return found is not None
+
+    async def _patient_message(
+        self, patient: Patient, message: Message, *, acknowledge: bool
+    ) -> None:
+        """A text outside any conversation: recorded, acknowledged once, shown to clinicians."""
+        if not await open_escalation_exists(
+            session=self.session, patient_id=patient.id, reason="patient_message"
+        ):
+            late = await self.session.scalar(
+                select(Checkin.id)
+                .where(
+                    Checkin.patient_id == patient.id,
+                    Checkin.status.in_((CheckinStatus.EXPIRED, CheckinStatus.MISSED)),
+                    Checkin.completed_at >= self.now - timedelta(days=2),
+                )
+                .limit(1)
+            )
+            raise_escalation(
+                session=self.session,
+                severity=Severity.LOW,
+                reason="patient_message",
+                summary="Late reply to an expired check-in."
+                if late
+                else "The patient sent a message outside a check-in.",
+                now=self.now,
+                patient_id=patient.id,
+                message_id=message.id,
+            )
+        if acknowledge and not await self._replied_recently(purpose="ack", since=ACK_EVERY):
+            self.reply(_texts(self.settings, patient.language)["ack"], "ack", patient)
+
+    async def _opt_out(self, patient: Patient, active: Checkin | None, message: Message) -> None:
+        """STOP: nothing more is sent (Twilio confirms the opt-out itself)."""
+        now = self.now
+        if patient.opted_out_at is None:
+            patient.opted_out_at = now
+            patient.updated_at = now
+        await self.session.execute(
+            update(Checkin)
+            .where(
+                Checkin.patient_id == patient.id,
+                Checkin.status.in_((CheckinStatus.SCHEDULED, CheckinStatus.ACTIVE)),
+            )
+            .values(status=CheckinStatus.CANCELLED, outcome="opted_out", completed_at=now)
+        )
+        await self.session.execute(
+            update(Message)
+            .where(
+                Message.patient_id == patient.id,
+                Message.direction == Direction.OUT,
+                Message.status == MessageStatus.PENDING,
+                Message.purpose != "crisis",
+            )
+            .values(status=MessageStatus.CANCELLED, updated_at=now)
+        )
+        if not await open_escalation_exists(
+            session=self.session, patient_id=patient.id, reason="opted_out"
+        ):
+            raise_escalation(
+                session=self.session,
+                severity=Severity.LOW,
+                reason="opted_out",
+                summary="The patient replied STOP: no more texts will be sent until they reply START.",
+                now=now,
+                patient_id=patient.id,
+                checkin_id=active.id if active else None,
+                message_id=message.id,
+            )
+        log.info("patient %s opted out", patient.id)
+
+
+async def handle_inbound(
+    db: Database, settings: Settings, sms: InboundSms, now: datetime
+) -> InboundResult:
+    """Record and act on one inbound message; a repeated ``MessageSid`` changes nothing."""
+    try:
+        async with db.write() as session:
+            return await _Handler(session, settings, sms, now, db).run()
+    except IntegrityError:
+        # Two deliveries of one MessageSid raced past each other; the other one won.
+        return InboundResult(duplicate=True, route="duplicate")

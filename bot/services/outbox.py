@@ -1,0 +1,385 @@
+"""The outbox: every outgoing SMS is a row first, sent after commit.
+
+Claiming a row moves it from ``pending`` to ``sending`` with a lease in one
+UPDATE, so two processes never send the same row; a row whose lease ran out
+(the sender crashed) is claimable again. Twilio has no idempotency key, so a
+crash between Twilio's acceptance and our commit can duplicate one message;
+never more, and none is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from bot.clock import Clock
+from bot.logs import mask_phone
+from bot.services.escalations import open_escalation_exists, raise_escalation
+from bot.sms.transport import (
+    OPTED_OUT_CODE,
+    TRANSIENT_DELIVERY_CODES,
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+    Transport,
+)
+from db.enums import Direction, MessageStatus, Severity
+from db.models import Message, Patient
+from db.session import Database
+from flows import gsm
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)
+MAX_ATTEMPTS = 8
+BACKOFF_BASE_S = 10
+BACKOFF_CAP = timedelta(minutes=30)
+UNREACHABLE_AFTER = 3
+SEND_CONCURRENCY = 16
+DELIVERY_RETRIES = 3
+# Purposes that still go to a patient who opted out (safety overrides STOP).
+ALWAYS_SEND = frozenset({"crisis"})
+
+
+def enqueue(
+    *,
+    session: AsyncSession,
+    phone: str,
+    body: str,
+    purpose: str,
+    now: datetime,
+    patient_id: int | None = None,
+    checkin_id: int | None = None,
+    user_id: int | None = None,
+    send_after: datetime | None = None,
+) -> Message:
+    """Add an outbound row to the session; the caller's transaction commits it."""
+    message = Message(
+        direction=Direction.OUT,
+        patient_id=patient_id,
+        checkin_id=checkin_id,
+        user_id=user_id,
+        phone=phone,
+        body=body,
+        purpose=purpose,
+        status=MessageStatus.PENDING,
+        segments=gsm.segment_count(body),
+        encoding=gsm.encoding(body),
+        send_after=send_after,
+        attempts=0,
+        created_at=now,
+    )
+    session.add(message)
+    return message
+
+
+def backoff(attempts: int) -> timedelta:
+    """10 s, 20 s, 40 s, ... capped at 30 minutes."""
+    return min(timedelta(seconds=BACKOFF_BASE_S * 2 ** max(attempts - 1, 0)), BACKOFF_CAP)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    phone: str
+    body: str
+    attempts: int
+
+
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    return or_(
+        and_(
+            Message.status == MessageStatus.PENDING,
+            or_(Message.send_after.is_(None), Message.send_after <= now),
+        ),
+        and_(Message.status == MessageStatus.SENDING, Message.lease_until < now),
+    )
+
+
+async def _claim(
+    db: Database, ids: Iterable[int] | None, now: datetime, limit: int
+) -> list[Claimed]:
+    async with db.write() as session:
+        query = (
+            select(Message.id)
+            .where(Message.direction == Direction.OUT, _claimable(now))
+            .order_by(Message.send_after.is_not(None), Message.send_after, Message.id)
+            .limit(limit)
+        )
+        if ids is not None:
+            query = query.where(Message.id.in_(list(ids)))
+        if not db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        chosen = list((await session.scalars(query)).all())
+        if not chosen:
+            return []
+        await _cancel_opted_out(session, chosen, now)
+        rows = (
+            await session.execute(
+                update(Message)
+                .where(Message.id.in_(chosen), _claimable(now))
+                .values(
+                    status=MessageStatus.SENDING,
+                    lease_until=now + LEASE,
+                    attempts=Message.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(Message.id, Message.phone, Message.body, Message.attempts)
+            )
+        ).all()
+    return [Claimed(r.id, r.phone, r.body, r.attempts) for r in rows]
+
+
+async def _cancel_opted_out(session: AsyncSession, ids: list[int], now: datetime) -> None:
+    """A patient who said STOP hears nothing more, except crisis resources."""
+    await session.execute(
+        update(Message)
+        .where(
+            Message.id.in_(ids),
+            Message.purpose.not_in(ALWAYS_SEND),
+            Message.patient_id.in_(select(Patient.id).where(Patient.opted_out_at.is_not(None))),
+        )
+        .values(status=MessageStatus.CANCELLED, updated_at=now)
+    )
+
+
+async def _record_success(
+    db: Database, claimed: Claimed, sid: str, status: str, now: datetime
+) -> None:
+    async with db.write() as session:
+        await session.execute(
+            update(Message)
+            .where(Message.id == claimed.id)
+            .values(
+                provider_sid=sid,
+                status=_initial_status(status),
+                sent_at=now,
+                lease_until=None,
+                error_code=None,
+                updated_at=now,
+            )
+        )
+
+
+def _initial_status(twilio_status: str) -> MessageStatus:
+    try:
+        status = MessageStatus(twilio_status)
+    except ValueError:
+        return MessageStatus.ACCEPTED
+    if status in (MessageStatus.PENDING, MessageStatus.SENDING):
+        return MessageStatus.ACCEPTED
+    return status
+
+
+async def _record_failure(db: Database, claimed: Claimed, exc: SendError, now: datetime) -> None:
+    async with db.write() as session:
+        if isinstance(exc, TransientSendError) and claimed.attempts < MAX_ATTEMPTS:
+            await session.execute(
+                update(Message)
+                .where(Message.id == claimed.id)
+                .values(
+                    status=MessageStatus.PENDING,
+                    send_after=now + backoff(claimed.attempts),
+                    lease_until=None,
+                    error_code=exc.code,
+                    updated_at=now,
+                )
+            )
+            return
+        await session.execute(
+            update(Message)
+            .where(Message.id == claimed.id)
+            .values(
+                status=MessageStatus.FAILED,
+                lease_until=None,
+                error_code=exc.code,
+                updated_at=now,
+            )
+        )
+        message = await session.get(Message, claimed.id)
+        if message is not None and message.patient_id is not None:
+            await on_permanent_failure(
+                session=session, patient_id=message.patient_id, code=exc.code, now=now
+            )
+
+
+async def on_permanent_failure(
+    *, session: AsyncSession, patient_id: int, code: int | None, now: datetime
+) -> None:
+    """21610 means the patient opted out at the carrier; repeated failures mean unreachable."""
+    patient = await session.get(Patient, patient_id)
+    if patient is None:
+        return
+    if code == OPTED_OUT_CODE:
+        if patient.opted_out_at is None:
+            patient.opted_out_at = now
+            patient.updated_at = now
+        return
+    recent = (
+        await session.scalars(
+            select(Message.status)
+            .where(Message.patient_id == patient_id, Message.direction == Direction.OUT)
+            .where(Message.status.in_(_FINAL_STATUSES))
+            .order_by(Message.id.desc())
+            .limit(UNREACHABLE_AFTER)
+        )
+    ).all()
+    failed = [s for s in recent if s in (MessageStatus.FAILED, MessageStatus.UNDELIVERED)]
+    if len(failed) >= UNREACHABLE_AFTER and patient.unreachable_at is None:
+        patient.unreachable_at = now
+        patient.updated_at = now
+        if not await open_escalation_exists(
+            session=session, patient_id=patient_id, reason="unreachable"
+        ):
+            raise_escalation(
+                session=session,
+                severity=Severity.MODERATE,
+                reason="unreachable",
+                summary=f"The last {UNREACHABLE_AFTER} messages to this patient failed (error {code}).",
+                now=now,
+                patient_id=patient_id,
+            )
+
+
+_FINAL_STATUSES = (
+    MessageStatus.SENT,
+    MessageStatus.DELIVERED,
+    MessageStatus.UNDELIVERED,
+    MessageStatus.FAILED,
+    MessageStatus.ACCEPTED,
+    MessageStatus.QUEUED,
+)
+
+
+async def _send_one(db: Database, transport: Transport, clock: Clock, claimed: Claimed) -> bool:
+    try:
+        result = await transport.send(to=claimed.phone, body=claimed.body)
+    except SendError as exc:
+        kind = "permanent" if isinstance(exc, PermanentSendError) else "transient"
+        log.warning(
+            "send %s failed (%s, code %s: %s) to %s, attempt %d",
+            claimed.id,
+            kind,
+            exc.code,
+            exc,
+            mask_phone(claimed.phone),
+            claimed.attempts,
+        )
+        await _record_failure(db, claimed, exc, clock.now())
+        return False
+    await _record_success(db, claimed, result.sid, result.status, clock.now())
+    return True
+
+
+async def send(
+    db: Database,
+    transport: Transport,
+    clock: Clock,
+    *,
+    ids: Iterable[int] | None = None,
+    limit: int = 200,
+) -> int:
+    """Claim due rows (only ``ids`` if given) and send them; return how many were accepted."""
+    claimed = await _claim(db, ids, clock.now(), limit)
+    if not claimed:
+        return 0
+    semaphore = asyncio.Semaphore(SEND_CONCURRENCY)
+
+    async def guarded(c: Claimed) -> bool:
+        async with semaphore:
+            try:
+                return await _send_one(db, transport, clock, c)
+            except Exception:
+                # The row keeps its lease and is retried after it; one bad row never stops the rest.
+                log.exception("unexpected error sending message %s", c.id)
+                return False
+
+    results = await asyncio.gather(*(guarded(c) for c in claimed))
+    return sum(results)
+
+
+# Twilio's statuses in the order a message moves through them; callbacks only move forward.
+_RANK = {
+    MessageStatus.PENDING: 0,
+    MessageStatus.SENDING: 1,
+    MessageStatus.ACCEPTED: 2,
+    MessageStatus.QUEUED: 3,
+    MessageStatus.SENT: 4,
+    MessageStatus.DELIVERED: 5,
+    MessageStatus.UNDELIVERED: 5,
+    MessageStatus.FAILED: 5,
+    MessageStatus.CANCELLED: 5,
+}
+_TWILIO_STATUS = {
+    "accepted": MessageStatus.ACCEPTED,
+    "scheduled": MessageStatus.ACCEPTED,
+    "queued": MessageStatus.QUEUED,
+    "sending": MessageStatus.QUEUED,
+    "sent": MessageStatus.SENT,
+    "delivered": MessageStatus.DELIVERED,
+    "read": MessageStatus.DELIVERED,
+    "undelivered": MessageStatus.UNDELIVERED,
+    "failed": MessageStatus.FAILED,
+    "canceled": MessageStatus.CANCELLED,
+}
+
+
+class UnknownStatusError(ValueError):
+    pass
+
+
+def parse_status(value: str) -> MessageStatus:
+    try:
+        return _TWILIO_STATUS[value.strip().lower()]
+    except KeyError as exc:
+        raise UnknownStatusError(f"unknown MessageStatus {value[:40]!r}") from exc
+
+
+async def apply_status(
+    *,
+    session: AsyncSession,
+    sid: str,
+    status: MessageStatus,
+    error_code: int | None,
+    now: datetime,
+) -> bool:
+    """Record a delivery status if it moves the message forward; False if unknown or stale."""
+    message = await session.scalar(
+        select(Message).where(Message.provider_sid == sid).with_for_update()
+    )
+    if message is None or message.direction != Direction.OUT:
+        return False
+    if _RANK.get(status, 0) <= _RANK.get(message.status, 0):
+        return False
+    message.status = status
+    message.error_code = error_code
+    message.updated_at = now
+    if status not in (MessageStatus.UNDELIVERED, MessageStatus.FAILED):
+        return True
+    if error_code in TRANSIENT_DELIVERY_CODES and message.attempts < DELIVERY_RETRIES:
+        # The handset was unreachable for now: send the same text again later, as a new row.
+        retry = enqueue(
+            session=session,
+            phone=message.phone,
+            body=message.body,
+            purpose=message.purpose,
+            now=now,
+            patient_id=message.patient_id,
+            checkin_id=message.checkin_id,
+            user_id=message.user_id,
+            send_after=now + backoff(message.attempts + 1) * 6,
+        )
+        retry.attempts = message.attempts
+        return True
+    if message.patient_id:
+        await on_permanent_failure(
+            session=session, patient_id=message.patient_id, code=error_code, now=now
+        )
+    return True

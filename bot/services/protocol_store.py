@@ -1,0 +1,62 @@
+"""Published protocol versions as parsed ``Protocol`` objects, cached per process."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.enums import VersionStatus
+from db.models import ProtocolVersion
+from flows.protocol import Protocol, load_protocol
+
+_cache: OrderedDict[tuple[str, int, str], Protocol] = OrderedDict()
+_CACHE_SIZE = 128
+
+
+class ProtocolUnavailableError(LookupError):
+    pass
+
+
+def _parse(key: str, version: int, checksum: str, source: str) -> Protocol:
+    cache_key = (key, version, checksum)
+    found = _cache.get(cache_key)
+    if found is None:
+        found = load_protocol(source)
+        _cache[cache_key] = found
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return found
+
+
+async def latest_published(*, session: AsyncSession, key: str) -> tuple[int, Protocol]:
+    row = (
+        await session.execute(
+            select(
+                ProtocolVersion.version,
+                ProtocolVersion.checksum,
+                ProtocolVersion.source,
+                ProtocolVersion.status,
+            )
+            .where(ProtocolVersion.key == key, ProtocolVersion.version.is_not(None))
+            .order_by(ProtocolVersion.version.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None or row.status is not VersionStatus.PUBLISHED or row.version is None:
+        raise ProtocolUnavailableError(f"protocol {key!r} has no published version")
+    return row.version, _parse(key, row.version, row.checksum, row.source)
+
+
+async def pinned(*, session: AsyncSession, key: str, version: int) -> Protocol:
+    row = (
+        await session.execute(
+            select(ProtocolVersion.checksum, ProtocolVersion.source).where(
+                ProtocolVersion.key == key, ProtocolVersion.version == version
+            )
+        )
+    ).first()
+    if row is None:
+        raise ProtocolUnavailableError(f"protocol {key!r} version {version} does not exist")
+    return _parse(key, version, row.checksum, row.source)

@@ -1,0 +1,42 @@
+"""Twilio webhook signatures, checked against the public URL Twilio called.
+
+Behind a proxy aiohttp sees an internal URL; Twilio signed the public one, so
+the URL is rebuilt from ``PUBLIC_BASE_URL`` plus the request's raw path and
+query. The library's validator also accepts the URL with or without the
+default port, as Twilio may sign either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from twilio.request_validator import RequestValidator
+
+
+def public_url(base_url: str, path_qs: str) -> str:
+    return base_url.rstrip("/") + path_qs
+
+
+def params_for_signature(pairs: Sequence[tuple[str, str]]) -> dict[str, str | list[str]]:
+    """Form pairs as the validator wants them (repeated keys become lists)."""
+    out: dict[str, str | list[str]] = {}
+    for key, value in pairs:
+        if key in out:
+            existing = out[key]
+            out[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            out[key] = value
+    return out
+
+
+def is_valid(
+    *, auth_token: str, url: str, params: Mapping[str, str | list[str]], signature: str | None
+) -> bool:
+    if not signature:
+        return False
+    return bool(RequestValidator(auth_token).validate(url, dict(params), signature))
+
+
+def sign(*, auth_token: str, url: str, params: Mapping[str, str | list[str]]) -> str:
+    """What Twilio would send in ``X-Twilio-Signature`` (the demo phone and tests use it)."""
+    return str(RequestValidator(auth_token).compute_signature(url, dict(params)))

@@ -1,0 +1,19 @@
+"""The JSON API under ``/api/v1`` (CONTRACT.md)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from bot.web.api import escalations, openapi, patients
+from bot.web.api.errors import api_errors
+
+
+def middlewares() -> list[Middleware]:
+    return [api_errors]
+
+
+def setup(app: web.Application) -> None:
+    patients.setup(app)
+    escalations.setup(app)
+    openapi.setup(app)

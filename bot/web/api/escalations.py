@@ -1,0 +1,161 @@
+"""The escalation queue over the API."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.appkeys import CLOCK, DATABASE
+from bot.services import queue
+from bot.web.api import schemas, serialize
+from bot.web.api.auth import STAFF, Principal, require
+from bot.web.api.errors import ApiError, invalid, json_body
+from bot.web.api.patients import path_id, source
+from db import audit
+from db.enums import EscalationStatus, Severity
+from db.models import Escalation, User
+
+
+def _filters(request: web.Request) -> dict[str, object]:
+    out: dict[str, object] = {}
+    status = request.query.get("status", "").strip()
+    if status:
+        try:
+            out["statuses"] = [EscalationStatus(s) for s in status.split(",")]
+        except ValueError as exc:
+            raise invalid("status", "must be open, claimed or resolved (comma-separated)") from exc
+    severity = request.query.get("severity", "").strip()
+    if severity:
+        try:
+            out["severity"] = Severity(severity)
+        except ValueError as exc:
+            raise invalid("severity", "must be critical, high, moderate or low") from exc
+    patient = request.query.get("patient_id", "").strip()
+    if patient:
+        if not patient.isdigit() or len(patient) > 18:
+            raise invalid("patient_id", "must be a whole number")
+        out["patient_id"] = int(patient)
+    return out
+
+
+async def list_escalations(request: web.Request) -> web.Response:
+    await require(request, *STAFF)
+    query = queue.queue_query(**_filters(request))  # type: ignore[arg-type]
+    async with request.app[DATABASE].read() as session:
+        rows = (await session.scalars(query)).all()
+        claimers = {e.claimed_by for e in rows if e.claimed_by}
+        emails = (
+            dict(
+                (await session.execute(select(User.id, User.email).where(User.id.in_(claimers))))
+                .tuples()
+                .all()
+            )
+            if claimers
+            else {}
+        )
+    return web.json_response(
+        {"items": [serialize.escalation(e, emails.get(e.claimed_by or 0)) for e in rows]}
+    )
+
+
+async def get_escalation(request: web.Request) -> web.Response:
+    who = await require(request, *STAFF)
+    escalation_id = path_id(request)
+    async with request.app[DATABASE].write() as session:
+        found = await session.get(Escalation, escalation_id)
+        if found is None:
+            raise ApiError(404, "not_found", "escalation not found")
+        _audit(request, who, session, "escalation.view", escalation_id)
+    return web.json_response(serialize.escalation(found))
+
+
+def _audit(
+    request: web.Request,
+    who: Principal,
+    session: AsyncSession,
+    action: str,
+    subject: int,
+    **details: object,
+) -> None:
+    audit.record(
+        session=session,
+        action=action,
+        at=request.app[CLOCK].now(),
+        actor_id=who.user_id,
+        subject_type="escalation",
+        subject_id=subject,
+        source_address=source(request),
+        details=dict(details),
+    )
+
+
+async def claim(request: web.Request) -> web.Response:
+    who = await require(request, *STAFF)
+    escalation_id = path_id(request)
+    try:
+        async with request.app[DATABASE].write() as session:
+            found = await queue.claim(
+                session=session,
+                escalation_id=escalation_id,
+                user_id=who.user_id,
+                now=request.app[CLOCK].now(),
+            )
+            _audit(request, who, session, "escalation.claim", escalation_id)
+    except queue.QueueError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from exc
+    return web.json_response(serialize.escalation(found, who.email))
+
+
+async def release(request: web.Request) -> web.Response:
+    who = await require(request, *STAFF)
+    escalation_id = path_id(request)
+    try:
+        async with request.app[DATABASE].write() as session:
+            found = await queue.release(
+                session=session,
+                escalation_id=escalation_id,
+                user_id=who.user_id,
+                is_admin=who.is_admin,
+            )
+            _audit(request, who, session, "escalation.release", escalation_id)
+    except queue.QueueError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from exc
+    return web.json_response(serialize.escalation(found))
+
+
+async def resolve(request: web.Request) -> web.Response:
+    who = await require(request, *STAFF)
+    escalation_id = path_id(request)
+    body = schemas.parse(schemas.Resolve, await json_body(request))
+    try:
+        async with request.app[DATABASE].write() as session:
+            found = await queue.resolve(
+                session=session,
+                escalation_id=escalation_id,
+                user_id=who.user_id,
+                is_admin=who.is_admin,
+                disposition=body.disposition,
+                note=body.note,
+                now=request.app[CLOCK].now(),
+            )
+            _audit(
+                request,
+                who,
+                session,
+                "escalation.resolve",
+                escalation_id,
+                disposition=str(body.disposition),
+            )
+    except queue.QueueError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from exc
+    return web.json_response(serialize.escalation(found))
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/v1/escalations", list_escalations)
+    r.add_get("/api/v1/escalations/{id}", get_escalation)
+    r.add_post("/api/v1/escalations/{id}/claim", claim)
+    r.add_post("/api/v1/escalations/{id}/release", release)
+    r.add_post("/api/v1/escalations/{id}/resolve", resolve)

@@ -1,0 +1,401 @@
+"""The OpenAPI 3.1 document of ``/api/v1``, served at ``/api/v1/openapi.json``.
+
+Request schemas come from the pydantic models that validate the bodies, so
+the document cannot drift from what the server accepts; a test checks that
+every route the app registers is documented.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from bot.web.api import schemas
+
+_NULLABLE_STR = {"type": ["string", "null"]}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_NULLABLE_INT = {"type": ["integer", "null"]}
+
+RESPONSES: dict[str, dict[str, Any]] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {},
+                },
+            }
+        },
+    },
+    "Patient": {
+        "type": "object",
+        "required": ["id", "first_name", "phone", "timezone", "language", "status"],
+        "properties": {
+            "id": {"type": "integer"},
+            "first_name": {"type": "string"},
+            "phone": {"type": "string"},
+            "timezone": {"type": "string"},
+            "language": {"type": "string"},
+            "external_ref": _NULLABLE_STR,
+            "quiet_hours": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "properties": {"start": {"type": "string"}, "end": {"type": "string"}},
+                    },
+                ]
+            },
+            "status": {"type": "string", "enum": ["active", "paused", "discharged"]},
+            "opted_out_at": _NULLABLE_TIME,
+            "unreachable_at": _NULLABLE_TIME,
+            "created_at": _NULLABLE_TIME,
+            "updated_at": _NULLABLE_TIME,
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["id", "direction", "body", "status", "created_at", "checkin_id"],
+        "properties": {
+            "id": {"type": "integer"},
+            "direction": {"type": "string", "enum": ["in", "out"]},
+            "body": {"type": "string"},
+            "status": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "checkin_id": _NULLABLE_INT,
+            "purpose": {"type": "string"},
+            "error_code": _NULLABLE_INT,
+            "segments": {"type": "integer"},
+        },
+    },
+    "Checkin": {
+        "type": "object",
+        "required": [
+            "id",
+            "flow",
+            "flow_version",
+            "status",
+            "due_at",
+            "started_at",
+            "completed_at",
+            "scores",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "flow": {"type": "string"},
+            "flow_version": _NULLABLE_INT,
+            "status": {
+                "type": "string",
+                "enum": ["scheduled", "active", "completed", "missed", "expired", "cancelled"],
+            },
+            "due_at": {"type": "string", "format": "date-time"},
+            "started_at": _NULLABLE_TIME,
+            "completed_at": _NULLABLE_TIME,
+            "expires_at": _NULLABLE_TIME,
+            "outcome": _NULLABLE_STR,
+            "scores": {"type": "object", "additionalProperties": {"type": "number"}},
+        },
+    },
+    "Treatment": {
+        "type": "object",
+        "required": ["id", "patient_id", "kind", "administered_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "patient_id": {"type": "integer"},
+            "kind": {"type": "string"},
+            "administered_at": {"type": "string", "format": "date-time"},
+            "checkins": {"type": "array", "items": {"$ref": "#/components/schemas/Checkin"}},
+        },
+    },
+    "Enrollment": {
+        "type": "object",
+        "required": ["id", "patient_id", "protocol", "protocol_version", "start_at", "status"],
+        "properties": {
+            "id": {"type": "integer"},
+            "patient_id": {"type": "integer"},
+            "protocol": {"type": "string"},
+            "protocol_version": {"type": "integer"},
+            "start_at": {"type": "string", "format": "date-time"},
+            "status": {"type": "string"},
+            "checkins": {"type": "array", "items": {"$ref": "#/components/schemas/Checkin"}},
+        },
+    },
+    "Escalation": {
+        "type": "object",
+        "required": [
+            "id",
+            "patient_id",
+            "checkin_id",
+            "severity",
+            "reason",
+            "summary",
+            "status",
+            "created_at",
+            "claimed_by",
+            "resolved_at",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "patient_id": _NULLABLE_INT,
+            "checkin_id": _NULLABLE_INT,
+            "severity": {"type": "string", "enum": ["critical", "high", "moderate", "low"]},
+            "reason": {"type": "string"},
+            "summary": {"type": "string"},
+            "status": {"type": "string", "enum": ["open", "claimed", "resolved"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "sla_due_at": _NULLABLE_TIME,
+            "claimed_by": _NULLABLE_INT,
+            "claimed_by_email": _NULLABLE_STR,
+            "claimed_at": _NULLABLE_TIME,
+            "resolved_at": _NULLABLE_TIME,
+            "resolved_by": _NULLABLE_INT,
+            "disposition": _NULLABLE_STR,
+            "note": _NULLABLE_STR,
+            "page_count": {"type": "integer"},
+        },
+    },
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": _ref(name)}},
+    }
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "malformed request",
+        401: "missing or invalid token",
+        403: "the caller's role may not do this",
+        404: "not found",
+        409: "conflict with the current state",
+        413: "request body too large",
+        422: "a field is invalid (details name it)",
+    }
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+_AUTH = (401, 403)
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    status: int = 200,
+    body: type[BaseModel] | None = None,
+    params: list[dict[str, Any]] | None = None,
+    errors: tuple[int, ...] = (),
+    tag: str = "patients",
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "responses": {str(status): _json(ok), **_errors(*_AUTH, *errors)},
+    }
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body.__name__)}},
+        }
+    return op
+
+
+def query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/api/v1/patients": {
+            "get": _op(
+                "List and search patients",
+                _list_of("Patient"),
+                params=[
+                    query("q", {"type": "string"}),
+                    query("status", {"type": "string", "enum": ["active", "paused", "discharged"]}),
+                ],
+                errors=(422,),
+            ),
+            "post": _op(
+                "Create a patient (admin)",
+                _ref("Patient"),
+                status=201,
+                body=schemas.PatientCreate,
+                errors=(400, 409, 413, 422),
+            ),
+        },
+        "/api/v1/patients/{id}": {
+            "get": _op("A patient", _ref("Patient"), params=[_ID], errors=(404,)),
+            "patch": _op(
+                "Change a patient; status active|paused|discharged (admin)",
+                _ref("Patient"),
+                params=[_ID],
+                body=schemas.PatientUpdate,
+                errors=(400, 404, 409, 413, 422),
+            ),
+        },
+        "/api/v1/patients/{id}/messages": {
+            "get": _op(
+                "A patient's messages, oldest first",
+                _list_of("Message"),
+                params=[_ID],
+                errors=(404,),
+            ),
+        },
+        "/api/v1/patients/{id}/checkins": {
+            "get": _op(
+                "A patient's check-ins with their scores",
+                _list_of("Checkin"),
+                params=[_ID],
+                errors=(404,),
+            ),
+            "post": _op(
+                "Schedule an ad-hoc check-in (due now by default; quiet hours apply)",
+                _ref("Checkin"),
+                status=201,
+                params=[_ID],
+                body=schemas.CheckinCreate,
+                errors=(400, 404, 409, 413, 422),
+            ),
+        },
+        "/api/v1/patients/{id}/treatments": {
+            "post": _op(
+                "Record a treatment; schedules the protocol's check-ins relative to it",
+                _ref("Treatment"),
+                status=201,
+                params=[_ID],
+                body=schemas.TreatmentCreate,
+                errors=(400, 404, 413, 422),
+            ),
+        },
+        "/api/v1/patients/{id}/enrollments": {
+            "post": _op(
+                "Enrol the patient in a protocol (admin)",
+                _ref("Enrollment"),
+                status=201,
+                params=[_ID],
+                body=schemas.EnrollmentCreate,
+                errors=(400, 404, 409, 413, 422),
+            ),
+        },
+        "/api/v1/escalations": {
+            "get": _op(
+                "The queue: most severe first, then oldest first",
+                _list_of("Escalation"),
+                params=[
+                    query("status", {"type": "string"}),
+                    query(
+                        "severity",
+                        {"type": "string", "enum": ["critical", "high", "moderate", "low"]},
+                    ),
+                    query("patient_id", {"type": "integer"}),
+                ],
+                errors=(422,),
+                tag="escalations",
+            ),
+        },
+        "/api/v1/escalations/{id}": {
+            "get": _op(
+                "An escalation", _ref("Escalation"), params=[_ID], errors=(404,), tag="escalations"
+            ),
+        },
+        "/api/v1/escalations/{id}/claim": {
+            "post": _op(
+                "Claim it for the caller",
+                _ref("Escalation"),
+                params=[_ID],
+                errors=(404, 409),
+                tag="escalations",
+            ),
+        },
+        "/api/v1/escalations/{id}/release": {
+            "post": _op(
+                "Give a claimed escalation back to the queue",
+                _ref("Escalation"),
+                params=[_ID],
+                errors=(404, 409),
+                tag="escalations",
+            ),
+        },
+        "/api/v1/escalations/{id}/resolve": {
+            "post": _op(
+                "Resolve with a disposition and a note",
+                _ref("Escalation"),
+                params=[_ID],
+                body=schemas.Resolve,
+                errors=(400, 404, 409, 413, 422),
+                tag="escalations",
+            ),
+        },
+    }
+
+
+EXTRA_PATHS: dict[str, dict[str, Any]] = {}
+"""Other API modules add their operations here at import time (flows, exports)."""
+
+REQUEST_MODELS: list[type[BaseModel]] = [
+    schemas.PatientCreate,
+    schemas.PatientUpdate,
+    schemas.CheckinCreate,
+    schemas.TreatmentCreate,
+    schemas.EnrollmentCreate,
+    schemas.Resolve,
+    schemas.Simulate,
+]
+
+
+@cache
+def document() -> dict[str, Any]:
+    components: dict[str, Any] = dict(RESPONSES)
+    for model in REQUEST_MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            components[name] = sub
+        components[model.__name__] = schema
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "aftercare API",
+            "version": "1",
+            "description": "Patients, check-ins, the escalation queue and flow definitions. "
+            "Authenticate with `Authorization: Bearer <token>` (`aftercare create-token`).",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": {**_paths(), **EXTRA_PATHS},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+async def serve(_request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/v1/openapi.json", serve)

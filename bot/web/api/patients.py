@@ -1,0 +1,300 @@
+"""Patients and what hangs off them: messages, check-ins, treatments, enrollments."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from aiohttp import web
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.appkeys import CLOCK, DATABASE
+from bot.services import scheduling
+from bot.services.flow_store import FlowUnavailableError
+from bot.services.protocol_store import ProtocolUnavailableError
+from bot.web.api import schemas, serialize
+from bot.web.api.auth import ADMIN, STAFF, Principal, require
+from bot.web.api.errors import ApiError, invalid, json_body, not_found
+from db import audit
+from db.enums import PatientStatus
+from db.models import Checkin, Message, Patient, Score
+
+MAX_LIST = 200
+
+
+def path_id(request: web.Request, name: str = "id") -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 18:
+        raise not_found("resource")
+    return int(raw)
+
+
+def source(request: web.Request) -> str:
+    return (request.remote or "")[:64]
+
+
+async def _patient(session: AsyncSession, patient_id: int, *, lock: bool = False) -> Patient:
+    query = select(Patient).where(Patient.id == patient_id)
+    if lock:
+        query = query.with_for_update()
+    found = await session.scalar(query)
+    if found is None:
+        raise not_found("patient")
+    return found
+
+
+def _audit(
+    request: web.Request,
+    who: Principal,
+    session: AsyncSession,
+    action: str,
+    subject_id: object,
+    **details: object,
+) -> None:
+    audit.record(
+        session=session,
+        action=action,
+        at=request.app[CLOCK].now(),
+        actor_id=who.user_id,
+        subject_type="patient",
+        subject_id=subject_id,
+        source_address=source(request),
+        details=dict(details),
+    )
+
+
+async def list_patients(request: web.Request) -> web.Response:
+    await require(request, *STAFF)
+    q = request.query.get("q", "").strip()[:80]
+    status = request.query.get("status", "").strip()
+    query = select(Patient).order_by(Patient.first_name, Patient.id).limit(MAX_LIST)
+    if q:
+        like = f"%{q}%"
+        query = query.where(
+            or_(Patient.first_name.ilike(like), Patient.phone.like(like), Patient.external_ref == q)
+        )
+    if status:
+        try:
+            query = query.where(Patient.status == PatientStatus(status))
+        except ValueError as exc:
+            raise invalid("status", "must be active, paused or discharged") from exc
+    async with request.app[DATABASE].read() as session:
+        rows = (await session.scalars(query)).all()
+    return web.json_response({"items": [serialize.patient(p) for p in rows]})
+
+
+async def create_patient(request: web.Request) -> web.Response:
+    who = await require(request, *ADMIN)
+    body = schemas.parse(schemas.PatientCreate, await json_body(request))
+    now = request.app[CLOCK].now()
+    patient = Patient(
+        first_name=body.first_name,
+        phone=body.phone,
+        timezone=body.timezone,
+        language=body.language,
+        external_ref=body.external_ref,
+        quiet_start=body.quiet_hours.start if body.quiet_hours else None,
+        quiet_end=body.quiet_hours.end if body.quiet_hours else None,
+        status=PatientStatus.ACTIVE,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        async with request.app[DATABASE].write() as session:
+            taken = await session.scalar(
+                select(func.count()).select_from(Patient).where(Patient.phone == body.phone)
+            )
+            if taken:
+                raise ApiError(
+                    409,
+                    "conflict",
+                    "phone: another patient has this phone number",
+                    [{"field": "phone", "message": "already in use"}],
+                )
+            session.add(patient)
+            await session.flush()
+            _audit(request, who, session, "patient.create", patient.id)
+    except IntegrityError as exc:
+        raise ApiError(409, "conflict", "phone or external_ref is already in use") from exc
+    return web.json_response(serialize.patient(patient), status=201)
+
+
+async def get_patient(request: web.Request) -> web.Response:
+    who = await require(request, *STAFF)
+    patient_id = path_id(request)
+    async with request.app[DATABASE].write() as session:
+        patient = await _patient(session, patient_id)
+        _audit(request, who, session, "patient.view", patient_id)
+    return web.json_response(serialize.patient(patient))
+
+
+async def update_patient(request: web.Request) -> web.Response:
+    who = await require(request, *ADMIN)
+    patient_id = path_id(request)
+    data = await json_body(request)
+    body = schemas.parse(schemas.PatientUpdate, data)
+    now = request.app[CLOCK].now()
+    try:
+        async with request.app[DATABASE].write() as session:
+            patient = await _patient(session, patient_id, lock=True)
+            changed: list[str] = []
+            for name in ("first_name", "phone", "timezone", "language", "external_ref"):
+                if name in body.model_fields_set and getattr(body, name) is not None:
+                    setattr(patient, name, getattr(body, name))
+                    changed.append(name)
+            if "quiet_hours" in body.model_fields_set:
+                patient.quiet_start = body.quiet_hours.start if body.quiet_hours else None
+                patient.quiet_end = body.quiet_hours.end if body.quiet_hours else None
+                changed.append("quiet_hours")
+            if body.status is not None and body.status is not patient.status:
+                previous = patient.status
+                patient.status = body.status
+                changed.append("status")
+                if body.status is PatientStatus.ACTIVE:
+                    await session.flush()
+                    await scheduling.rematerialise(session=session, patient=patient, now=now)
+                elif previous is PatientStatus.ACTIVE or body.status is PatientStatus.DISCHARGED:
+                    await scheduling.cancel_pending(
+                        session=session, patient_id=patient.id, now=now, why=str(body.status)
+                    )
+            patient.updated_at = now
+            _audit(request, who, session, "patient.update", patient_id, fields=changed)
+    except IntegrityError as exc:
+        raise ApiError(409, "conflict", "phone or external_ref is already in use") from exc
+    return web.json_response(serialize.patient(patient))
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    await require(request, *STAFF)
+    patient_id = path_id(request)
+    async with request.app[DATABASE].read() as session:
+        await _patient(session, patient_id)
+        rows = (
+            await session.scalars(
+                select(Message)
+                .where(Message.patient_id == patient_id)
+                .order_by(Message.created_at, Message.id)
+            )
+        ).all()
+    return web.json_response({"items": [serialize.message(m) for m in rows]})
+
+
+async def list_checkins(request: web.Request) -> web.Response:
+    await require(request, *STAFF)
+    patient_id = path_id(request)
+    async with request.app[DATABASE].read() as session:
+        await _patient(session, patient_id)
+        rows = (
+            await session.scalars(
+                select(Checkin)
+                .where(Checkin.patient_id == patient_id)
+                .order_by(Checkin.due_at, Checkin.id)
+            )
+        ).all()
+        scores: dict[int, dict[str, float]] = defaultdict(dict)
+        for checkin_id, name, total in (
+            await session.execute(
+                select(Score.checkin_id, Score.instrument, Score.total).where(
+                    Score.patient_id == patient_id
+                )
+            )
+        ).all():
+            scores[checkin_id][name] = total
+    return web.json_response({"items": [serialize.checkin(c, scores.get(c.id)) for c in rows]})
+
+
+async def create_checkin(request: web.Request) -> web.Response:
+    who = await require(request, *STAFF)
+    patient_id = path_id(request)
+    body = schemas.parse(schemas.CheckinCreate, await json_body(request))
+    now = request.app[CLOCK].now()
+    async with request.app[DATABASE].write() as session:
+        patient = await _patient(session, patient_id, lock=True)
+        _receivable(patient)
+        try:
+            checkin = await scheduling.adhoc_checkin(
+                session=session,
+                patient=patient,
+                flow_key=body.flow,
+                due_at=body.due_at or now,
+                now=now,
+            )
+        except FlowUnavailableError as exc:
+            raise invalid("flow", str(exc)) from exc
+        _audit(request, who, session, "checkin.create", patient_id, flow=body.flow)
+    return web.json_response(serialize.checkin(checkin), status=201)
+
+
+def _receivable(patient: Patient) -> None:
+    if patient.status is not PatientStatus.ACTIVE:
+        raise ApiError(409, "conflict", f"the patient is {patient.status}; reactivate them first")
+    if patient.opted_out_at is not None:
+        raise ApiError(409, "conflict", "the patient opted out (STOP); they must reply START first")
+
+
+async def create_treatment(request: web.Request) -> web.Response:
+    who = await require(request, *STAFF)
+    patient_id = path_id(request)
+    body = schemas.parse(schemas.TreatmentCreate, await json_body(request))
+    now = request.app[CLOCK].now()
+    async with request.app[DATABASE].write() as session:
+        patient = await _patient(session, patient_id, lock=True)
+        treatment, created = await scheduling.record_treatment(
+            session=session,
+            patient=patient,
+            kind=body.kind,
+            administered_at=body.administered_at,
+            now=now,
+            recorded_by=who.user_id,
+        )
+        _audit(request, who, session, "treatment.create", patient_id, kind=body.kind)
+    out = serialize.treatment(treatment)
+    out["checkins"] = [serialize.checkin(c) for c in created]
+    return web.json_response(out, status=201)
+
+
+async def create_enrollment(request: web.Request) -> web.Response:
+    who = await require(request, *ADMIN)
+    patient_id = path_id(request)
+    body = schemas.parse(schemas.EnrollmentCreate, await json_body(request))
+    now = request.app[CLOCK].now()
+    async with request.app[DATABASE].write() as session:
+        patient = await _patient(session, patient_id, lock=True)
+        _receivable(patient)
+        try:
+            enrollment, created = await scheduling.enroll(
+                session=session,
+                patient=patient,
+                protocol_key=body.protocol,
+                start_at=body.start_at or now,
+                now=now,
+            )
+        except ProtocolUnavailableError as exc:
+            raise invalid("protocol", str(exc)) from exc
+        _audit(request, who, session, "enrollment.create", patient_id, protocol=body.protocol)
+    return web.json_response(
+        {
+            "id": enrollment.id,
+            "patient_id": patient_id,
+            "protocol": enrollment.protocol_key,
+            "protocol_version": enrollment.protocol_version,
+            "start_at": serialize.iso(enrollment.start_at),
+            "status": str(enrollment.status),
+            "checkins": [serialize.checkin(c) for c in created],
+        },
+        status=201,
+    )
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/v1/patients", list_patients)
+    r.add_post("/api/v1/patients", create_patient)
+    r.add_get("/api/v1/patients/{id}", get_patient)
+    r.add_patch("/api/v1/patients/{id}", update_patient)
+    r.add_get("/api/v1/patients/{id}/messages", list_messages)
+    r.add_get("/api/v1/patients/{id}/checkins", list_checkins)
+    r.add_post("/api/v1/patients/{id}/checkins", create_checkin)
+    r.add_post("/api/v1/patients/{id}/treatments", create_treatment)
+    r.add_post("/api/v1/patients/{id}/enrollments", create_enrollment)

@@ -1,0 +1,94 @@
+"""JSON shapes of the API's resources (CONTRACT.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from db.models import Checkin, Escalation, Message, Patient, Treatment
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def patient(p: Patient) -> dict[str, Any]:
+    quiet = (
+        {"start": p.quiet_start.strftime("%H:%M"), "end": p.quiet_end.strftime("%H:%M")}
+        if p.quiet_start is not None and p.quiet_end is not None
+        else None
+    )
+    return {
+        "id": p.id,
+        "first_name": p.first_name,
+        "phone": p.phone,
+        "timezone": p.timezone,
+        "language": p.language,
+        "external_ref": p.external_ref,
+        "quiet_hours": quiet,
+        "status": str(p.status),
+        "opted_out_at": iso(p.opted_out_at),
+        "unreachable_at": iso(p.unreachable_at),
+        "created_at": iso(p.created_at),
+        "updated_at": iso(p.updated_at),
+    }
+
+
+def message(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "direction": str(m.direction),
+        "body": m.body,
+        "status": str(m.status),
+        "created_at": iso(m.created_at),
+        "checkin_id": m.checkin_id,
+        "purpose": m.purpose,
+        "error_code": m.error_code,
+        "segments": m.segments,
+    }
+
+
+def checkin(c: Checkin, scores: dict[str, float] | None = None) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "flow": c.flow_key,
+        "flow_version": c.flow_version,
+        "status": str(c.status),
+        "due_at": iso(c.due_at),
+        "started_at": iso(c.started_at),
+        "completed_at": iso(c.completed_at),
+        "expires_at": iso(c.expires_at),
+        "outcome": c.outcome,
+        "scores": scores or {},
+    }
+
+
+def treatment(t: Treatment) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "patient_id": t.patient_id,
+        "kind": t.kind,
+        "administered_at": iso(t.administered_at),
+    }
+
+
+def escalation(e: Escalation, claimed_by_email: str | None = None) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "patient_id": e.patient_id,
+        "checkin_id": e.checkin_id,
+        "severity": str(e.severity),
+        "reason": e.reason,
+        "summary": e.summary,
+        "status": str(e.status),
+        "created_at": iso(e.created_at),
+        "sla_due_at": iso(e.sla_due_at),
+        "claimed_by": e.claimed_by,
+        "claimed_by_email": claimed_by_email,
+        "claimed_at": iso(e.claimed_at),
+        "resolved_at": iso(e.resolved_at),
+        "resolved_by": e.resolved_by,
+        "disposition": str(e.disposition) if e.disposition else None,
+        "note": e.note,
+        "page_count": e.page_count,
+    }

@@ -1,0 +1,140 @@
+"""Twilio webhooks: ``POST /twilio/sms`` and ``POST /twilio/status``.
+
+Signature first, before anything is parsed into the database; then strict
+field checks; the reply is an empty TwiML document and the answer goes out
+through the outbox after commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from bot import background
+from bot.appkeys import CLOCK, DATABASE, SETTINGS, TRANSPORT
+from bot.logs import mask_phone
+from bot.services import outbox
+from bot.services.inbound import InboundSms, handle_inbound
+from bot.settings import is_e164
+from bot.sms import signature
+
+log = logging.getLogger(__name__)
+
+MAX_WEBHOOK_BYTES = 64 * 1024
+TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+MAX_SID = 64
+
+
+def _twiml(status: int = 200) -> web.Response:
+    return web.Response(text=TWIML_EMPTY, status=status, content_type="text/xml")
+
+
+def _plain(status: int, message: str) -> web.Response:
+    return web.Response(text=message + "\n", status=status, content_type="text/plain")
+
+
+async def _read_form(request: web.Request) -> list[tuple[str, str]] | web.Response:
+    """The verified form pairs, or the error response to send."""
+    if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
+        return _plain(413, f"request body over {MAX_WEBHOOK_BYTES} bytes")
+    body = await request.content.read(MAX_WEBHOOK_BYTES + 1)
+    if len(body) > MAX_WEBHOOK_BYTES:
+        return _plain(413, f"request body over {MAX_WEBHOOK_BYTES} bytes")
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        pairs = None
+    settings = request.app[SETTINGS]
+    if settings.verify_signatures:
+        assert settings.twilio_auth_token is not None
+        url = signature.public_url(settings.public_base_url, request.raw_path)
+        if pairs is None or not signature.is_valid(
+            auth_token=settings.twilio_auth_token,
+            url=url,
+            params=signature.params_for_signature(pairs),
+            signature=request.headers.get("X-Twilio-Signature"),
+        ):
+            log.warning("rejected %s: bad or missing Twilio signature", request.path)
+            return _plain(403, "invalid Twilio signature")
+    if pairs is None:
+        return _plain(400, "body must be a UTF-8 form (application/x-www-form-urlencoded)")
+    if any("\x00" in k or "\x00" in v for k, v in pairs):
+        return _plain(400, "form fields must not contain NUL characters")
+    return pairs
+
+
+def _unavailable(exc: Exception) -> web.Response:
+    log.error("database unavailable while handling a webhook: %s", type(exc).__name__)
+    return _plain(503, "temporarily unavailable; Twilio will retry")
+
+
+async def inbound_sms(request: web.Request) -> web.Response:
+    form = await _read_form(request)
+    if isinstance(form, web.Response):
+        return form
+    fields = dict(form)
+    sid = fields.get("MessageSid", "").strip()
+    sender = fields.get("From", "").strip()
+    if not sid or len(sid) > MAX_SID:
+        return _plain(400, "MessageSid is missing or too long")
+    if not sender:
+        return _plain(400, "From is missing")
+    if not is_e164(sender):
+        return _plain(400, "From is not a phone number in E.164 form")
+    sms = InboundSms(sid=sid, from_=sender, to=fields.get("To", ""), body=fields.get("Body", ""))
+    app = request.app
+    try:
+        result = await handle_inbound(app[DATABASE], app[SETTINGS], sms, app[CLOCK].now())
+    except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
+        return _unavailable(exc)
+    log.info("inbound %s from %s: %s", sid[:8] + "…", mask_phone(sender), result.route or "handled")
+    if result.outbound_ids:
+        background.spawn(
+            app,
+            _send_after_commit(app, result.outbound_ids),
+        )
+    return _twiml()
+
+
+async def _send_after_commit(app: web.Application, ids: list[int]) -> None:
+    """The fast path; anything it cannot send stays in the outbox for the worker."""
+    await outbox.send(app[DATABASE], app[TRANSPORT], app[CLOCK], ids=ids)
+
+
+async def status_callback(request: web.Request) -> web.Response:
+    form = await _read_form(request)
+    if isinstance(form, web.Response):
+        return form
+    fields = dict(form)
+    sid = fields.get("MessageSid", "").strip()
+    raw_status = fields.get("MessageStatus", "").strip()
+    if not sid or len(sid) > MAX_SID:
+        return _plain(400, "MessageSid is missing or too long")
+    try:
+        status = outbox.parse_status(raw_status)
+    except outbox.UnknownStatusError as exc:
+        return _plain(400, str(exc))
+    raw_code = fields.get("ErrorCode", "").strip()
+    code: int | None = None
+    if raw_code:
+        if not raw_code.isdigit() or len(raw_code) > 9:
+            return _plain(400, "ErrorCode must be a number")
+        code = int(raw_code)
+    app = request.app
+    try:
+        async with app[DATABASE].write() as session:
+            await outbox.apply_status(
+                session=session, sid=sid, status=status, error_code=code, now=app[CLOCK].now()
+            )
+    except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
+        return _unavailable(exc)
+    return _twiml()
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/twilio/sms", inbound_sms)
+    app.router.add_post("/twilio/status", status_callback)

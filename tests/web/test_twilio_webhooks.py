@@ -1,0 +1,381 @@
+"""Inbound webhooks through the real app: signatures, malformed input, idempotency, routing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from urllib.parse import urlencode
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from bot.sms.signature import sign
+from db.enums import CheckinStatus, Direction, EscalationStatus, Severity
+from db.models import Answer, Base, Escalation, Message, Patient, Score
+from tests.web.harness import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE, Harness, harness, new_sid
+
+TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+def _params(
+    sender: str = "+12025550123", body: str = "hi", sid: str | None = None
+) -> dict[str, str]:
+    return {
+        "MessageSid": sid or new_sid(),
+        "AccountSid": ACCOUNT_SID,
+        "From": sender,
+        "To": "+12025550199",
+        "Body": body,
+    }
+
+
+async def _count(h: Harness, model: type[Base], *where: ColumnElement[bool]) -> int:
+    async with h.db.read() as s:
+        return int(await s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+# -- signatures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def h(db_url: str):  # type: ignore[no-untyped-def]
+    async with harness(db_url) as hh:
+        yield hh
+
+
+def _sig(url: str, params: dict[str, str], token: str = AUTH_TOKEN) -> dict[str, str]:
+    return {
+        "X-Twilio-Signature": sign(auth_token=token, url=url, params=params),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+SignatureCase = tuple[
+    Callable[[dict[str, str]], tuple[str, dict[str, str], str, dict[str, str]]], int
+]
+SIGNATURE_CASES: dict[str, SignatureCase] = {
+    "valid": (lambda p: (PUBLIC_BASE + "/twilio/sms", p, AUTH_TOKEN, p), 200),
+    "wrong token": (lambda p: (PUBLIC_BASE + "/twilio/sms", p, "other-token", p), 403),
+    "param added after signing": (
+        lambda p: (PUBLIC_BASE + "/twilio/sms", p, AUTH_TOKEN, {**p, "Extra": "1"}),
+        403,
+    ),
+    "param removed after signing": (
+        lambda p: (
+            PUBLIC_BASE + "/twilio/sms",
+            p,
+            AUTH_TOKEN,
+            {k: v for k, v in p.items() if k != "To"},
+        ),
+        403,
+    ),
+    "trailing whitespace in a value": (
+        lambda p: (PUBLIC_BASE + "/twilio/sms", p, AUTH_TOKEN, {**p, "Body": p["Body"] + " "}),
+        403,
+    ),
+    "signed with :443 in the URL": (
+        lambda p: ("https://care.example.org:443/twilio/sms", p, AUTH_TOKEN, p),
+        200,
+    ),
+    "signed for the proxy's internal URL": (
+        lambda p: ("http://10.0.0.5:8080/twilio/sms", p, AUTH_TOKEN, p),
+        403,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SIGNATURE_CASES))
+async def test_signature_matrix(h: Harness, case: str) -> None:
+    build, expected = SIGNATURE_CASES[case]
+    params = _params(body="hello there")
+    url, signed_params, token, sent = build(params)
+    headers = _sig(url, signed_params, token)
+    resp = await h.client.post("/twilio/sms", data=urlencode(sent), headers=headers)
+    assert resp.status == expected
+    inbound = await _count(h, Message, Message.direction == Direction.IN)
+    assert inbound == (1 if expected == 200 else 0)
+
+
+async def test_missing_signature_header_is_403_and_writes_nothing(h: Harness) -> None:
+    resp = await h.client.post(
+        "/twilio/sms",
+        data=urlencode(_params()),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert resp.status == 403
+    assert await _count(h, Message) == 0
+
+
+async def test_status_callback_needs_a_signature_too(h: Harness) -> None:
+    resp = await h.client.post(
+        "/twilio/status",
+        data=urlencode({"MessageSid": "SMx", "MessageStatus": "delivered"}),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert resp.status == 403
+
+
+# -- malformed requests ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status"),
+    [
+        (lambda p: {k: v for k, v in p.items() if k != "From"}, 400),
+        (lambda p: {k: v for k, v in p.items() if k != "MessageSid"}, 400),
+        (lambda p: {**p, "From": "not-a-number"}, 400),
+        (lambda p: {**p, "From": "whatsapp:+12025550123"}, 400),
+        (lambda p: {**p, "MessageSid": "S" * 200}, 400),
+        (lambda p: {**p, "Body": "a\x00b"}, 400),
+    ],
+)
+async def test_malformed_inbound_is_400(h: Harness, mutate, status: int) -> None:  # type: ignore[no-untyped-def]
+    params = mutate(_params())
+    resp = await h.post_form("/twilio/sms", params)
+    assert resp.status == status
+    assert "Traceback" not in await resp.text()
+    assert await _count(h, Message) == 0
+
+
+async def test_oversize_body_is_413(h: Harness) -> None:
+    params = _params(body="x" * (70 * 1024))
+    resp = await h.post_form("/twilio/sms", params)
+    assert resp.status == 413
+    assert await _count(h, Message) == 0
+
+
+async def test_invalid_utf8_is_rejected(h: Harness) -> None:
+    raw = b"MessageSid=SM1&From=%2B12025550123&Body=%FF%FE"
+    headers = {
+        "X-Twilio-Signature": "x",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    resp = await h.client.post("/twilio/sms", data=raw, headers=headers)
+    assert resp.status in (400, 403)
+    assert await _count(h, Message) == 0
+
+
+async def test_empty_body_field_is_fine(h: Harness) -> None:
+    p = await h.patient()
+    resp = await h.sms(p.phone, "")
+    assert resp.status == 200
+    assert await resp.text() == TWIML
+
+
+# -- idempotency -----------------------------------------------------------------------------
+
+
+async def test_redelivery_changes_nothing(h: Harness) -> None:
+    p = await h.patient()
+    await h.start(p, "phq9")
+    sid = new_sid()
+    for _ in range(3):
+        resp = await h.sms(p.phone, "1", sid=sid)
+        assert resp.status == 200
+        assert await resp.text() == TWIML
+    assert await _count(h, Message, Message.direction == Direction.IN) == 1
+    assert await _count(h, Answer) == 1
+
+
+async def test_concurrent_duplicate_deliveries(h: Harness) -> None:
+    p = await h.patient()
+    await h.start(p, "phq9")
+    params = _params(sender=p.phone, body="2")
+    responses = await asyncio.gather(*(h.post_form("/twilio/sms", params) for _ in range(5)))
+    await h.drain()
+    assert [r.status for r in responses] == [200] * 5
+    assert await _count(h, Message, Message.direction == Direction.IN) == 1
+    assert await _count(h, Answer) == 1
+
+
+async def test_three_replies_at_once_are_handled_in_order(h: Harness) -> None:
+    p = await h.patient()
+    await h.start(p, "phq9")
+    # Sent one after another but without waiting for the answers in between.
+    tasks = []
+    for body in ("1", "2", "3"):
+        tasks.append(asyncio.create_task(h.post_form("/twilio/sms", _params(p.phone, body))))
+        await asyncio.sleep(0)
+    responses = await asyncio.gather(*tasks)
+    await h.drain()
+    assert [r.status for r in responses] == [200, 200, 200]
+    async with h.db.read() as s:
+        answers = (
+            await s.execute(select(Answer.question_key, Answer.value).order_by(Answer.id))
+        ).all()
+    assert [a.question_key for a in answers] == ["q1", "q2", "q3"]
+    assert sorted(a.value for a in answers) == [1, 2, 3]
+
+
+# -- conversations ---------------------------------------------------------------------------
+
+
+async def test_whole_phq9_over_http_escalates_and_hands_over(h: Harness) -> None:
+    p = await h.patient()
+    await h.start(p, "phq9")
+    for reply in ["3", "3", "3", "2", "nearly every day", "3", "2", "2", "1"]:
+        resp = await h.sms(p.phone, reply)
+        assert resp.status == 200
+    async with h.db.read() as s:
+        score = await s.scalar(select(Score).where(Score.patient_id == p.id))
+        assert score is not None
+        assert score.instrument == "phq9"
+        assert score.total == 22
+        assert score.band == "severe"
+        escalations = (
+            await s.scalars(select(Escalation).where(Escalation.patient_id == p.id))
+        ).all()
+        reasons = {(e.severity, e.reason) for e in escalations}
+        assert (Severity.HIGH, "item9_positive") in reasons
+        assert (Severity.HIGH, "phq9_severe") in reasons
+        assert all(e.status is EscalationStatus.OPEN for e in escalations)
+    checkins = await h.checkins(p)
+    assert [c.flow_key for c in checkins] == ["phq9", "cssrs_screen"]
+    assert checkins[0].status is CheckinStatus.COMPLETED
+    assert checkins[1].status is CheckinStatus.ACTIVE
+    # the C-SSRS question went out right after PHQ-9 ended
+    sent = h.twilio.sent_to(p.phone)
+    assert len(sent) >= 11
+
+
+async def test_unparseable_reply_reasks_with_a_hint(h: Harness) -> None:
+    p = await h.patient()
+    await h.start(p, "phq9")
+    before = len(h.twilio.sent_to(p.phone))
+    await h.sms(p.phone, "2 or 3")
+    sent = h.twilio.sent_to(p.phone)
+    assert len(sent) == before + 1
+    assert "0 to 3" in sent[-1]
+    assert await _count(h, Answer) == 0
+
+
+# -- keywords --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("word", ["STOP", "stop", "  Stop  ", "UNSUBSCRIBE", "quit", "End"])
+async def test_stop_opts_out_and_cancels_everything(h: Harness, word: str) -> None:
+    p = await h.patient()
+    await h.start(p, "phq9")
+    sent_before = len(h.twilio.requests)
+    await h.sms(p.phone, word)
+    async with h.db.read() as s:
+        patient = await s.get(Patient, p.id)
+        assert patient is not None and patient.opted_out_at is not None
+        esc = (await s.scalars(select(Escalation).where(Escalation.reason == "opted_out"))).all()
+        assert len(esc) == 1 and esc[0].severity is Severity.LOW
+    checkins = await h.checkins(p)
+    assert [c.status for c in checkins] == [CheckinStatus.CANCELLED]
+    assert len(h.twilio.requests) == sent_before  # Twilio confirms STOP itself
+    # and nothing more goes out, even a reply
+    await h.sms(p.phone, "2")
+    assert len(h.twilio.requests) == sent_before
+
+
+async def test_stop_after_risky_answer_keeps_the_escalation(h: Harness) -> None:
+    p = await h.patient()
+    await h.start(p, "phq9")
+    for reply in ["0"] * 8 + ["2"]:
+        await h.sms(p.phone, reply)
+    await h.sms(p.phone, "STOP")
+    async with h.db.read() as s:
+        reasons = set((await s.scalars(select(Escalation.reason))).all())
+    assert "item9_positive" in reasons
+    assert "opted_out" in reasons
+
+
+async def test_start_opts_back_in(h: Harness) -> None:
+    p = await h.patient()
+    await h.sms(p.phone, "stop")
+    await h.sms(p.phone, " Start ")
+    async with h.db.read() as s:
+        patient = await s.get(Patient, p.id)
+        assert patient is not None and patient.opted_out_at is None
+
+
+async def test_yes_opts_back_in_only_when_opted_out(h: Harness) -> None:
+    p = await h.patient()
+    await h.sms(p.phone, "STOP")
+    await h.sms(p.phone, "yes")
+    async with h.db.read() as s:
+        patient = await s.get(Patient, p.id)
+        assert patient is not None and patient.opted_out_at is None
+
+
+@pytest.mark.parametrize("word", ["HELP", "help", " Info "])
+async def test_help_answers_without_disturbing_the_conversation(h: Harness, word: str) -> None:
+    p = await h.patient()
+    c = await h.start(p, "phq9")
+    await h.sms(p.phone, word)
+    last = h.twilio.sent_to(p.phone)[-1]
+    assert "Test Clinic" in last and "+12025550100" in last and "988" in last
+    checkins = await h.checkins(p)
+    assert checkins[0].id == c.id and checkins[0].status is CheckinStatus.ACTIVE
+    await h.sms(p.phone, "1")
+    assert await _count(h, Answer) == 1
+
+
+# -- safety ----------------------------------------------------------------------------------
+
+
+async def test_crisis_in_conversation_escalates_critical_and_replies(h: Harness) -> None:
+    p = await h.patient()
+    await h.start(p, "phq9")
+    await h.sms(p.phone, "1")
+    await h.sms(p.phone, "honestly i want to kill myself")
+    async with h.db.read() as s:
+        esc = (
+            await s.scalars(select(Escalation).where(Escalation.severity == Severity.CRITICAL))
+        ).all()
+    assert len(esc) == 1 and esc[0].patient_id == p.id
+    assert "988" in h.twilio.sent_to(p.phone)[-1]
+    checkins = await h.checkins(p)
+    assert checkins[0].status is CheckinStatus.COMPLETED
+    assert checkins[0].outcome == "crisis"
+
+
+async def test_crisis_from_unknown_number_gets_resources_and_no_phi(h: Harness) -> None:
+    await h.patient("Maya", phone="+12025550150")
+    await h.sms("+12025550777", "I took all my pills")
+    reply = h.twilio.sent_to("+12025550777")
+    assert len(reply) == 1 and "988" in reply[0] and "Maya" not in reply[0]
+    async with h.db.read() as s:
+        esc = (await s.scalars(select(Escalation))).all()
+    assert len(esc) == 1 and esc[0].severity is Severity.CRITICAL and esc[0].patient_id is None
+    assert esc[0].message_id is not None
+
+
+async def test_crisis_from_opted_out_patient_still_answered(h: Harness) -> None:
+    p = await h.patient()
+    await h.sms(p.phone, "STOP")
+    await h.sms(p.phone, "i want to die")
+    assert "988" in h.twilio.sent_to(p.phone)[-1]
+    async with h.db.read() as s:
+        crit = await s.scalar(
+            select(func.count())
+            .select_from(Escalation)
+            .where(Escalation.severity == Severity.CRITICAL)
+        )
+    assert crit == 1
+
+
+# -- routing ---------------------------------------------------------------------------------
+
+
+async def test_unknown_sender_gets_one_short_reply(h: Harness) -> None:
+    await h.sms("+12025550888", "hello?")
+    await h.sms("+12025550888", "anyone?")
+    replies = h.twilio.sent_to("+12025550888")
+    assert len(replies) == 1
+    assert "+12025550100" in replies[0]
+    assert await _count(h, Message, Message.direction == Direction.IN) == 2
+
+
+async def test_message_outside_checkin_is_acknowledged_once_and_queued(h: Harness) -> None:
+    p = await h.patient()
+    await h.sms(p.phone, "feeling a bit off today")
+    await h.sms(p.phone, "just wanted to say")
+    assert len(h.twilio.sent_to(p.phone)) == 1
+    async with h.db.read() as s:
+        esc = (await s.scalars(select(Escalation))).all()
+    assert [(e.severity, e.reason) for e in esc] == [(Severity.LOW, "patient_message")]
