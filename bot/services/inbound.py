@@ -19,6 +19,7 @@ from bot.logs import mask_phone
 from bot.services.conversations import Applied, resume_checkin
 from bot.services.escalations import open_escalation_exists, raise_escalation
 from bot.services.outbox import enqueue
+from bot.services.scheduling import rematerialise
 from bot.settings import Settings
 from db.enums import CheckinStatus, Direction, MessageStatus, Severity
 from db.models import Checkin, Message, Patient
@@ -201,6 +202,8 @@ class _Handler:
             if patient is not None and patient.opted_out_at is not None:
                 patient.opted_out_at = None
                 patient.updated_at = self.now
+                await self.session.flush()
+                await rematerialise(session=self.session, patient=patient, now=self.now)
                 log.info("patient %s opted back in", patient.id)
             return
         if keyword is keywords.Keyword.HELP:

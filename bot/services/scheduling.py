@@ -289,6 +289,8 @@ STOPPED_BY_PATIENT_STATUS = ("paused", "discharged", "opted_out")
 async def rematerialise(*, session: AsyncSession, patient: Patient, now: datetime) -> list[Checkin]:
     """Reactivation brings the schedule back: future check-ins stopped by the pause return,
     and recurring items are topped up."""
+    if not patient_can_receive(patient):
+        return []
     await session.execute(
         update(Checkin)
         .where(

@@ -22,9 +22,10 @@ async def test_healthz_ok(db_url: str) -> None:
 
 
 async def test_healthz_503_when_database_is_gone(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    # a SQLite path inside a directory that does not exist cannot be opened
-    url = f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db"
-    app = create_app(_settings(url))
+    # a file that is not (or no longer) a SQLite database
+    path = tmp_path / "gone.db"
+    path.write_bytes(b"this is not a database" * 100)
+    app = create_app(_settings(f"sqlite+aiosqlite:///{path}"))
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/healthz")
         assert resp.status == 503
