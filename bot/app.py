@@ -12,7 +12,7 @@ from bot.clock import Clock, SystemClock
 from bot.settings import Settings
 from bot.sms.factory import build_transport
 from bot.sms.transport import Transport
-from bot.web import api, health, twilio_hooks
+from bot.web import api, health, pages, security, twilio_hooks
 from bot.worker import Worker
 from db.session import Database
 
@@ -33,7 +33,10 @@ def create_app(
     ``transport`` is a factory called inside the running loop; the default
     follows ``SMS_TRANSPORT``.
     """
-    app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=api.middlewares())
+    app = web.Application(
+        client_max_size=CLIENT_MAX_SIZE,
+        middlewares=[security.security_headers, *api.middlewares(), pages.page_session],
+    )
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
 
@@ -61,6 +64,7 @@ def create_app(
     health.setup(app)
     twilio_hooks.setup(app)
     api.setup(app)
+    pages.setup(app)
     if extra_setup is not None:
         extra_setup(app)
     return app

@@ -12,7 +12,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from bot.appkeys import CLOCK, DATABASE, SETTINGS, TRANSPORT
-from bot.services import dispatch, outbox
+from bot.services import dispatch, outbox, paging
 from bot.services.scheduling import replenish
 from bot.worker import Tick
 from db.enums import EnrollmentStatus
@@ -25,6 +25,7 @@ DISPATCH_INTERVAL_S = 5.0
 REMINDER_INTERVAL_S = 30.0
 EXPIRY_INTERVAL_S = 30.0
 REPLENISH_INTERVAL_S = 300.0
+PAGING_INTERVAL_S = 10.0
 BATCH = 500
 REPLENISH_BATCH = 200
 
@@ -64,6 +65,11 @@ def build_ticks(app: web.Application) -> list[Tick]:
         result = await dispatch.expire_due(db, settings, clock.now(), limit=BATCH)
         await send_queued(result.outbound_ids)
         return result.handled
+
+    async def page() -> int:
+        paged, ids = await paging.page_due(db, settings, clock.now())
+        await send_queued(ids)
+        return paged
 
     cursor = {"after": 0}
 
@@ -105,4 +111,5 @@ def build_ticks(app: web.Application) -> list[Tick]:
         Tick("reminders", REMINDER_INTERVAL_S, remind),
         Tick("expiry", EXPIRY_INTERVAL_S, expire),
         Tick("replenish", REPLENISH_INTERVAL_S, top_up),
+        Tick("paging", PAGING_INTERVAL_S, page),
     ]

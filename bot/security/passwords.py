@@ -53,6 +53,8 @@ def needs_rehash(password_hash: str) -> bool:
     return _hasher.check_needs_rehash(password_hash)
 
 
-# A valid hash to verify against when the account does not exist, so timing
-# does not reveal which emails have accounts.
-DUMMY_HASH = _hasher.hash("not-a-real-password-for-timing")
+@cache
+def dummy_hash() -> str:
+    """A valid hash to verify against when the account does not exist, so timing
+    does not reveal which emails have accounts (computed once, on first use)."""
+    return _hasher.hash("not-a-real-password-for-timing")

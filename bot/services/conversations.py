@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.escalations import raise_escalation
@@ -274,20 +274,23 @@ async def start_waiting(
     unless its window has passed or it is the patient's quiet hours (the worker sends it then)."""
     if not patient_can_receive(patient):
         return Applied()
+    # Ones whose window has passed are left for the dispatcher to mark missed; the next one
+    # still inside its window must not wait behind them. A row another transaction holds
+    # (a worker starting it) is skipped, so it cannot be started twice.
     waiting = await session.scalar(
         select(Checkin)
         .where(
             Checkin.patient_id == patient.id,
             Checkin.status == CheckinStatus.SCHEDULED,
             Checkin.due_at <= now,
+            or_(Checkin.expires_at.is_(None), Checkin.expires_at > now),
         )
         .order_by(Checkin.due_at, Checkin.id)
         .limit(1)
+        .with_for_update(skip_locked=True)
     )
     if waiting is None:
         return Applied()
-    if waiting.expires_at is not None and waiting.expires_at <= now:
-        return Applied()  # the dispatcher marks it missed
     if quiet_now(patient, now):
         return Applied()
     applied = await start_checkin(

@@ -47,6 +47,7 @@ class InboundResult:
     duplicate: bool = False
     outbound_ids: list[int] = field(default_factory=list)
     route: str = ""
+    escalated: bool = False
 
 
 def _texts(settings: Settings, language: str) -> dict[str, str]:
@@ -88,6 +89,7 @@ class _Handler:
         self.db = db
         self.result = InboundResult()
         self.outbound: list[Message] = []
+        self._escalated = False
 
     def reply(self, body: str, purpose: str, patient: Patient | None) -> None:
         self.outbound.append(
@@ -145,6 +147,7 @@ class _Handler:
             await self._route(patient, active, message)
         await session.flush()
         self.result.outbound_ids = [m.id for m in self.outbound]
+        self.result.escalated = self._escalated
         return self.result
 
     async def _crisis(
@@ -181,6 +184,7 @@ class _Handler:
             checkin_id=active.id if active else None,
             message_id=message.id,
         )
+        self._escalated = True
         language = patient.language if patient else "en"
         reply = safety.crisis_reply(language, self.settings.clinic_name, self.settings.clinic_phone)
         self.reply(reply, "crisis", patient)
@@ -237,6 +241,8 @@ class _Handler:
 
     def _collect(self, applied: Applied) -> None:
         self.outbound.extend(applied.outbound)
+        if applied.escalations:
+            self._escalated = True
 
     async def _replied_recently(self, *, purpose: str, since: timedelta) -> bool:
         found = await self.session.scalar(

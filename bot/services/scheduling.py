@@ -149,6 +149,10 @@ async def record_treatment(
         for plan in plan_for_treatment(
             protocol, administered_at, zone(patient), quiet_hours(patient)
         ):
+            if plan.expires_at <= now:
+                # a treatment recorded late: a window already over is not a check-in to send
+                # (nor a "missed" one the patient was never asked)
+                continue
             windows = protocol.windows(protocol.checkins[plan.item_index])
             row = _row(
                 patient,
@@ -212,13 +216,15 @@ async def replenish(
             pending[r.item_index] = pending.get(r.item_index, 0) + 1
     # Plan from the enrollment start, but never materialise what is long past.
     floor = max(enrollment.start_at - timedelta.resolution, now - DEFAULT_EXPIRY)
+    # Occurrences after the floor may already exist (answered within the last day, or
+    # pending); plan further than AHEAD so the next unseen ones fill up to AHEAD pending.
     plans = plan_for_enrollment(
         protocol,
         enrollment.start_at,
         zone(patient),
         quiet_hours(patient),
         after=floor,
-        limit=AHEAD,
+        limit=2 * AHEAD + 1,
     )
     created: list[Checkin] = []
     for plan in plans:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from bot import background
 from bot.appkeys import CLOCK, DATABASE, SETTINGS, TRANSPORT
 from bot.logs import mask_phone
-from bot.services import outbox
+from bot.services import outbox, paging
 from bot.services.inbound import InboundSms, handle_inbound
 from bot.settings import is_e164
 from bot.sms import signature
@@ -92,17 +92,22 @@ async def inbound_sms(request: web.Request) -> web.Response:
     except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
         return _unavailable(exc)
     log.info("inbound %s from %s: %s", sid[:8] + "…", mask_phone(sender), result.route or "handled")
-    if result.outbound_ids:
-        background.spawn(
-            app,
-            _send_after_commit(app, result.outbound_ids),
-        )
+    if result.outbound_ids or result.escalated:
+        background.spawn(app, _after_commit(app, result.outbound_ids, page=result.escalated))
     return _twiml()
 
 
-async def _send_after_commit(app: web.Application, ids: list[int]) -> None:
-    """The fast path; anything it cannot send stays in the outbox for the worker."""
-    await outbox.send(app[DATABASE], app[TRANSPORT], app[CLOCK], ids=ids)
+async def _after_commit(app: web.Application, ids: list[int], *, page: bool) -> None:
+    """The fast path: replies first, then pages for a new critical escalation.
+
+    Anything not sent here stays in the outbox (and the paging tick) for the worker.
+    """
+    if ids:
+        await outbox.send(app[DATABASE], app[TRANSPORT], app[CLOCK], ids=ids)
+    if page:
+        _paged, page_ids = await paging.page_due(app[DATABASE], app[SETTINGS], app[CLOCK].now())
+        if page_ids:
+            await outbox.send(app[DATABASE], app[TRANSPORT], app[CLOCK], ids=page_ids)
 
 
 async def status_callback(request: web.Request) -> web.Response:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from urllib.parse import urlencode
 
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import ClientResponse, CookieJar, web
+from aiohttp.test_utils import TestClient, TestServer, unused_port
 from sqlalchemy import select
 
 from bot.app import create_app
@@ -33,6 +34,7 @@ ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC_BASE = "https://care.example.org"
 CLINIC_PHONE = "+12025550100"
+PASSWORD = "a-long-enough-passphrase"
 START = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 _sids = itertools.count(1)
 
@@ -171,18 +173,47 @@ class Harness:
                 ).all()
             )
 
-    async def token(self, role: Role = Role.CLINICIAN) -> str:
+    async def user(self, role: Role = Role.CLINICIAN, **extra: object) -> str:
+        """A new user's email; the password is ``PASSWORD``."""
         email = f"{role}{next(self.phones)}@example.org"
         async with self.db.write() as s:
             await create_user(
                 session=s,
-                new=NewUser(email, role, "a-long-enough-passphrase", "Test User"),
+                new=NewUser(email, role, PASSWORD, "Test User", **extra),  # type: ignore[arg-type]
                 now=self.clock.now(),
             )
+        return email
+
+    async def token(self, role: Role = Role.CLINICIAN) -> str:
+        email = await self.user(role)
+        async with self.db.write() as s:
             _user, token = await create_token(
                 session=s, email=email, label="t", now=self.clock.now()
             )
         return token
+
+    async def login(self, email: str, password: str = "") -> ClientResponse:
+        """Sign in through the form, as a browser would; the client keeps the cookie."""
+        page = await self.client.get("/login")
+        html = await page.text()
+        match = re.search(r'name="login_csrf" value="([^"]+)"', html)
+        assert match, html
+        return await self.client.post(
+            "/login",
+            data={
+                "email": email,
+                "password": password or PASSWORD,
+                "login_csrf": match.group(1),
+                "next": "/",
+            },
+            allow_redirects=False,
+        )
+
+    async def csrf(self, path: str = "/") -> str:
+        html = await (await self.client.get(path)).text()
+        match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+        assert match, html
+        return match.group(1)
 
 
 @asynccontextmanager
@@ -203,7 +234,9 @@ async def harness(db_url: str, **settings_extra: str) -> AsyncIterator[Harness]:
         return holder["t"]
 
     app = create_app(settings, database=db, clock=clock, transport=make_transport)
-    client = TestClient(TestServer(app))
+    port = unused_port()
+    jar = CookieJar(unsafe=True, treat_as_secure_origin=[f"http://127.0.0.1:{port}"])
+    client = TestClient(TestServer(app, host="127.0.0.1", port=port), cookie_jar=jar)
     await client.start_server()
     try:
         yield Harness(client, db, clock, twilio, settings, app, holder["t"])

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections import defaultdict
 
 from aiohttp import web
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.appkeys import CLOCK, DATABASE
+from bot.services import patients as patient_service
 from bot.services import scheduling
 from bot.services.flow_store import FlowUnavailableError
+from bot.services.patients import PatientConflictError, PatientFields
 from bot.services.protocol_store import ProtocolUnavailableError
 from bot.web.api import schemas, serialize
 from bot.web.api.auth import ADMIN, STAFF, Principal, require
@@ -88,7 +90,7 @@ async def create_patient(request: web.Request) -> web.Response:
     who = await require(request, *ADMIN)
     body = schemas.parse(schemas.PatientCreate, await json_body(request))
     now = request.app[CLOCK].now()
-    patient = Patient(
+    fields = PatientFields(
         first_name=body.first_name,
         phone=body.phone,
         timezone=body.timezone,
@@ -96,25 +98,13 @@ async def create_patient(request: web.Request) -> web.Response:
         external_ref=body.external_ref,
         quiet_start=body.quiet_hours.start if body.quiet_hours else None,
         quiet_end=body.quiet_hours.end if body.quiet_hours else None,
-        status=PatientStatus.ACTIVE,
-        created_at=now,
-        updated_at=now,
     )
     try:
         async with request.app[DATABASE].write() as session:
-            taken = await session.scalar(
-                select(func.count()).select_from(Patient).where(Patient.phone == body.phone)
-            )
-            if taken:
-                raise ApiError(
-                    409,
-                    "conflict",
-                    "phone: another patient has this phone number",
-                    [{"field": "phone", "message": "already in use"}],
-                )
-            session.add(patient)
-            await session.flush()
+            patient = await patient_service.create_patient(session=session, fields=fields, now=now)
             _audit(request, who, session, "patient.create", patient.id)
+    except PatientConflictError as exc:
+        raise ApiError(409, "conflict", str(exc)) from exc
     except IntegrityError as exc:
         raise ApiError(409, "conflict", "phone or external_ref is already in use") from exc
     return web.json_response(serialize.patient(patient), status=201)
@@ -147,17 +137,10 @@ async def update_patient(request: web.Request) -> web.Response:
                 patient.quiet_start = body.quiet_hours.start if body.quiet_hours else None
                 patient.quiet_end = body.quiet_hours.end if body.quiet_hours else None
                 changed.append("quiet_hours")
-            if body.status is not None and body.status is not patient.status:
-                previous = patient.status
-                patient.status = body.status
+            if body.status is not None and await patient_service.set_status(
+                session=session, patient=patient, status=body.status, now=now
+            ):
                 changed.append("status")
-                if body.status is PatientStatus.ACTIVE:
-                    await session.flush()
-                    await scheduling.rematerialise(session=session, patient=patient, now=now)
-                elif previous is PatientStatus.ACTIVE or body.status is PatientStatus.DISCHARGED:
-                    await scheduling.cancel_pending(
-                        session=session, patient_id=patient.id, now=now, why=str(body.status)
-                    )
             patient.updated_at = now
             _audit(request, who, session, "patient.update", patient_id, fields=changed)
     except IntegrityError as exc:

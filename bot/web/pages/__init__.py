@@ -1,0 +1,35 @@
+"""Server-rendered pages for clinicians and admins (Jinja, autoescaped, no inline script)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from bot.web.pages import admin, auth, patients, queue
+from bot.web.pages.common import page_session
+from bot.web.reasons import plain
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def setup(app: web.Application) -> None:
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["plain_reason"] = plain
+    env.globals["static"] = lambda name: str(app.router["static"].url_for(filename=name))
+    env.filters["ts"] = lambda d: d.strftime("%Y-%m-%d %H:%M UTC") if d else ""
+    app.router.add_static("/static/", str(HERE / "static"), name="static", append_version=True)
+    auth.setup(app)
+    queue.setup(app)
+    patients.setup(app)
+    admin.setup(app)
+
+
+__all__ = ["page_session", "setup"]

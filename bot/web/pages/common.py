@@ -1,0 +1,140 @@
+"""What every page handler needs: the signed-in user, CSRF, rendering, audit."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp_jinja2
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.appkeys import CLOCK, DATABASE, SETTINGS
+from bot.services import sessions
+from bot.services.sessions import SessionUser
+from bot.web.api.errors import Handler
+from db import audit
+
+COOKIE = "aftercare_session"
+LOGIN_CSRF_COOKIE = "aftercare_login_csrf"
+USER = web.RequestKey("user", SessionUser)
+PAGE_PREFIXES_SKIPPED = ("/api/", "/twilio/", "/static/", "/healthz", "/metrics")
+
+
+@web.middleware
+async def page_session(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Loads the signed-in user for pages; expired sessions simply are not loaded."""
+    if request.path.startswith(PAGE_PREFIXES_SKIPPED):
+        return await handler(request)
+    token = request.cookies.get(COOKIE)
+    if token:
+        now = request.app[CLOCK].now()
+        async with request.app[DATABASE].write() as session:
+            user = await sessions.resume(session=session, token=token, now=now)
+        if user is not None:
+            request[USER] = user
+    return await handler(request)
+
+
+def current_user(request: web.Request) -> SessionUser | None:
+    return request.get(USER)
+
+
+def require_user(request: web.Request, *, admin: bool = False) -> SessionUser:
+    user = current_user(request)
+    if user is None:
+        target = request.path_qs if request.method == "GET" else "/"
+        raise web.HTTPSeeOther(f"/login?next={quote(target)}")
+    if admin and not user.is_admin:
+        raise web.HTTPForbidden(text="This page is for admins.")
+    return user
+
+
+async def form_with_csrf(request: web.Request, user: SessionUser) -> dict[str, str]:
+    """The posted form, after checking its CSRF token (403 otherwise)."""
+    form = await request.post()
+    token = form.get("csrf_token")
+    if not isinstance(token, str) or not user.csrf_ok(token):
+        raise web.HTTPForbidden(
+            text="The form expired or did not come from this site. Reload the page and try again."
+        )
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def render(
+    request: web.Request, template: str, context: dict[str, Any], *, status: int = 200
+) -> web.Response:
+    user = current_user(request)
+    settings = request.app[SETTINGS]
+    base = {
+        "user": user,
+        "csrf_token": user.csrf_token if user else "",
+        "clinic_name": settings.clinic_name or "aftercare",
+        "demo": settings.demo,
+        "now": request.app[CLOCK].now(),
+        "path": request.path,
+    }
+    return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
+
+
+def source(request: web.Request) -> str:
+    return (request.remote or "")[:64]
+
+
+def record(
+    request: web.Request,
+    session: AsyncSession,
+    user: SessionUser,
+    action: str,
+    subject_type: str,
+    subject_id: object,
+    **details: object,
+) -> None:
+    audit.record(
+        session=session,
+        action=action,
+        at=request.app[CLOCK].now(),
+        actor_id=user.user_id,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        source_address=source(request),
+        details=dict(details),
+    )
+
+
+def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="Lax",
+        secure=request.app[SETTINGS].secure_cookies,
+        path="/",
+        max_age=int(sessions.ABSOLUTE_TIMEOUT.total_seconds()),
+    )
+
+
+def new_login_csrf() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def path_int(request: web.Request, name: str = "id") -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 18:
+        raise web.HTTPNotFound(text="Not found.")
+    return int(raw)
+
+
+def waiting(since: datetime, now: datetime) -> str:
+    seconds = max(int((now - since).total_seconds()), 0)
+    if seconds < 60:
+        return "just now"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours = minutes // 60
+    if hours < 48:
+        return f"{hours} h {minutes % 60} min"
+    return f"{hours // 24} days"

@@ -1,0 +1,207 @@
+"""The escalation queue and an escalation's detail page."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import select
+
+from bot.appkeys import CLOCK, DATABASE
+from bot.services import history, queue
+from bot.web import charts
+from bot.web.pages.common import form_with_csrf, path_int, record, render, require_user, waiting
+from bot.web.reasons import plain
+from db.enums import Disposition, EscalationStatus, Severity
+from db.models import Patient, User
+
+DISPOSITIONS = {
+    Disposition.REACHED_PATIENT: "Reached the patient",
+    Disposition.LEFT_MESSAGE: "Left a message",
+    Disposition.SENT_TO_EMERGENCY_CARE: "Sent to emergency care",
+    Disposition.NO_ACTION_NEEDED: "No action needed",
+    Disposition.OTHER: "Other",
+}
+
+
+async def _rows(request: web.Request) -> tuple[list[dict[str, object]], dict[str, str]]:
+    filters = {k: request.query.get(k, "") for k in ("severity", "status", "patient")}
+    statuses = [EscalationStatus.OPEN, EscalationStatus.CLAIMED]
+    if filters["status"] in {s.value for s in EscalationStatus}:
+        statuses = [EscalationStatus(filters["status"])]
+    severity = (
+        Severity(filters["severity"])
+        if filters["severity"] in {s.value for s in Severity}
+        else None
+    )
+    patient_id = (
+        int(filters["patient"])
+        if filters["patient"].isdigit() and len(filters["patient"]) < 18
+        else None
+    )
+    now = request.app[CLOCK].now()
+    async with request.app[DATABASE].read() as session:
+        rows = (
+            await session.scalars(
+                queue.queue_query(statuses=statuses, severity=severity, patient_id=patient_id)
+            )
+        ).all()
+        patient_ids = {e.patient_id for e in rows if e.patient_id}
+        users = {e.claimed_by for e in rows if e.claimed_by}
+        names = (
+            dict(
+                (
+                    await session.execute(
+                        select(Patient.id, Patient.first_name).where(Patient.id.in_(patient_ids))
+                    )
+                )
+                .tuples()
+                .all()
+            )
+            if patient_ids
+            else {}
+        )
+        claimers = (
+            dict(
+                (await session.execute(select(User.id, User.name).where(User.id.in_(users))))
+                .tuples()
+                .all()
+            )
+            if users
+            else {}
+        )
+    out = []
+    for e in rows:
+        overdue = (
+            e.status is not EscalationStatus.RESOLVED
+            and e.sla_due_at is not None
+            and e.sla_due_at <= now
+        )
+        out.append(
+            {
+                "e": e,
+                "reason": plain(e.reason),
+                "patient": names.get(e.patient_id or 0, "Unknown number"),
+                "waiting": waiting(e.created_at, now),
+                "overdue": overdue,
+                "claimed_by": claimers.get(e.claimed_by or 0, ""),
+            }
+        )
+    return out, filters
+
+
+async def queue_page(request: web.Request) -> web.Response:
+    require_user(request)
+    rows, filters = await _rows(request)
+    return render(
+        request,
+        "queue.html",
+        {
+            "rows": rows,
+            "filters": filters,
+            "severities": list(Severity),
+            "statuses": list(EscalationStatus),
+        },
+    )
+
+
+async def queue_rows(request: web.Request) -> web.Response:
+    """The table body alone, for the page's refresh script."""
+    require_user(request)
+    rows, _filters = await _rows(request)
+    return render(request, "_queue_rows.html", {"rows": rows})
+
+
+async def escalation_page(request: web.Request) -> web.Response:
+    user = require_user(request)
+    escalation_id = path_int(request)
+    async with request.app[DATABASE].write() as session:
+        view = await history.escalation_view(session=session, escalation_id=escalation_id)
+        if view is None:
+            raise web.HTTPNotFound(text="No such escalation.")
+        record(request, session, user, "escalation.view", "escalation", escalation_id)
+    now = request.app[CLOCK].now()
+    e = view.escalation
+    return render(
+        request,
+        "escalation.html",
+        {
+            "v": view,
+            "e": e,
+            "reason": plain(e.reason),
+            "waiting": waiting(e.created_at, now),
+            "overdue": e.status is not EscalationStatus.RESOLVED
+            and e.sla_due_at is not None
+            and e.sla_due_at <= now,
+            "charts": {
+                name: charts.trend_svg(name, points) for name, points in view.trends.items()
+            },
+            "dispositions": DISPOSITIONS,
+            "mine": e.claimed_by == user.user_id,
+            "error": request.query.get("error", ""),
+        },
+    )
+
+
+async def _act(request: web.Request, action: str) -> web.Response:
+    user = require_user(request)
+    form = await form_with_csrf(request, user)
+    escalation_id = path_int(request)
+    now = request.app[CLOCK].now()
+    try:
+        async with request.app[DATABASE].write() as session:
+            if action == "claim":
+                await queue.claim(
+                    session=session, escalation_id=escalation_id, user_id=user.user_id, now=now
+                )
+            elif action == "release":
+                await queue.release(
+                    session=session,
+                    escalation_id=escalation_id,
+                    user_id=user.user_id,
+                    is_admin=user.is_admin,
+                )
+            else:
+                try:
+                    disposition = Disposition(form.get("disposition", ""))
+                except ValueError:
+                    raise web.HTTPSeeOther(
+                        f"/escalations/{escalation_id}?error=Choose+a+disposition"
+                    ) from None
+                await queue.resolve(
+                    session=session,
+                    escalation_id=escalation_id,
+                    user_id=user.user_id,
+                    is_admin=user.is_admin,
+                    disposition=disposition,
+                    note=form.get("note", "")[:4000],
+                    now=now,
+                )
+            record(request, session, user, f"escalation.{action}", "escalation", escalation_id)
+    except queue.QueueError as exc:
+        if exc.status == 404:
+            raise web.HTTPNotFound(text="No such escalation.") from exc
+        raise web.HTTPSeeOther(
+            f"/escalations/{escalation_id}?error={exc.message.replace(' ', '+')}"
+        ) from exc
+    raise web.HTTPSeeOther("/" if action == "resolve" else f"/escalations/{escalation_id}")
+
+
+async def claim(request: web.Request) -> web.Response:
+    return await _act(request, "claim")
+
+
+async def release(request: web.Request) -> web.Response:
+    return await _act(request, "release")
+
+
+async def resolve(request: web.Request) -> web.Response:
+    return await _act(request, "resolve")
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/", queue_page)
+    r.add_get("/queue/rows", queue_rows)
+    r.add_get("/escalations/{id}", escalation_page)
+    r.add_post("/escalations/{id}/claim", claim)
+    r.add_post("/escalations/{id}/release", release)
+    r.add_post("/escalations/{id}/resolve", resolve)

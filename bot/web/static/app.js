@@ -1,0 +1,68 @@
+// aftercare pages: small progressive enhancements, no inline script (CSP).
+"use strict";
+
+(function () {
+  // The queue refreshes itself so a new critical escalation shows up without a reload.
+  var table = document.querySelector("table[data-refresh]");
+  if (table) {
+    var body = document.getElementById("queue-rows");
+    var url = table.getAttribute("data-refresh") + window.location.search;
+    var refresh = function () {
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+        .then(function (r) {
+          if (r.redirected || r.status === 401 || r.status === 403) {
+            window.location.reload();  // the session ended: show the sign-in page
+            return null;
+          }
+          return r.ok ? r.text() : null;
+        })
+        .then(function (html) {
+          if (html !== null && html !== undefined) {
+            body.innerHTML = html;  // server-rendered and autoescaped
+          }
+        })
+        .catch(function () { /* offline for a moment: try again next time */ });
+    };
+    window.setInterval(refresh, 15000);
+  }
+
+  // Confirm buttons that change a patient's status.
+  document.addEventListener("click", function (event) {
+    var target = event.target;
+    if (target instanceof HTMLElement && target.hasAttribute("data-confirm")) {
+      if (!window.confirm(target.getAttribute("data-confirm"))) {
+        event.preventDefault();
+      }
+    }
+  });
+
+  // Line numbers for the flow editor's plain textarea.
+  var editor = document.querySelector("textarea[data-lines]");
+  if (editor) {
+    var gutter = document.getElementById(editor.getAttribute("data-lines"));
+    var draw = function () {
+      var n = editor.value.split("\n").length;
+      var out = [];
+      for (var i = 1; i <= n; i++) { out.push(i); }
+      gutter.textContent = out.join("\n");
+      gutter.scrollTop = editor.scrollTop;
+    };
+    editor.addEventListener("input", draw);
+    editor.addEventListener("scroll", function () { gutter.scrollTop = editor.scrollTop; });
+    draw();
+    // Clicking a problem moves the cursor to its line.
+    document.querySelectorAll("[data-goto-line]").forEach(function (el) {
+      el.addEventListener("click", function (ev) {
+        ev.preventDefault();
+        var line = parseInt(el.getAttribute("data-goto-line"), 10);
+        var lines = editor.value.split("\n");
+        var pos = 0;
+        for (var i = 0; i < line - 1 && i < lines.length; i++) { pos += lines[i].length + 1; }
+        editor.focus();
+        editor.setSelectionRange(pos, pos + (lines[line - 1] || "").length);
+        editor.scrollTop = Math.max(0, (line - 5) * 18);
+        draw();
+      });
+    });
+  }
+})();
