@@ -87,6 +87,35 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate_command(args.flow, args.script, args.lang, sys.stdout, sys.stdin)
 
 
+def cmd_import_flows(args: argparse.Namespace) -> int:
+    from bot import library
+    from bot.services.flow_admin import import_library
+    from db.session import Database
+
+    settings = _settings(require_secret=False)
+
+    async def run() -> int:
+        db = Database(settings.database_url)
+        try:
+            async with db.write() as session:
+                results = await import_library(
+                    session=session,
+                    sources={
+                        "flow": library.flow_sources(),
+                        "protocol": library.protocol_sources(),
+                    },
+                    publish_=args.publish,
+                    now=_now(),
+                )
+        finally:
+            await db.dispose()
+        for r in results:
+            print(f"{r.kind:<8} {r.key:<24} {r.outcome}")
+        return 0
+
+    return asyncio.run(run())
+
+
 def cmd_create_user(args: argparse.Namespace) -> int:
     from bot.security.passwords import PasswordRejected
     from bot.services.accounts import AccountError, NewUser, create_user
@@ -185,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate flow/protocol YAML files")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "import-flows", help="bring shipped library changes in as drafts (never overwrites edits)"
+    )
+    p.add_argument("--publish", action="store_true", help="also publish what no admin has edited")
+    p.set_defaults(func=cmd_import_flows)
 
     p = sub.add_parser("create-user", help="create a user (password on stdin)")
     p.add_argument("--email", required=True)

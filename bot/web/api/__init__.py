@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from bot.web.api import escalations, openapi, patients
+from bot.web.api import escalations, flows, openapi, patients
 from bot.web.api.errors import api_errors
 
 
@@ -16,4 +16,5 @@ def middlewares() -> list[Middleware]:
 def setup(app: web.Application) -> None:
     patients.setup(app)
     escalations.setup(app)
+    flows.setup(app)
     openapi.setup(app)

@@ -353,8 +353,163 @@ def _paths() -> dict[str, Any]:
     }
 
 
+_KIND = {
+    "name": "kind",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "enum": ["flows", "protocols"]},
+}
+_KEY = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
+}
+_YAML_BODY = {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}
+_OBJECT = {"type": "object"}
+
+
+def with_body(op: dict[str, Any]) -> dict[str, Any]:
+    return {**op, "requestBody": _YAML_BODY}
+
+
+def _definition_paths() -> dict[str, Any]:
+    base = "/api/v1/{kind}"
+    item = base + "/{key}"
+    return {
+        base: {
+            "get": _op(
+                "Flows or protocols: published versions and drafts",
+                {"type": "object"},
+                params=[_KIND],
+                tag="flows",
+            )
+        },
+        item: {
+            "get": _op(
+                "One flow or protocol with its versions and sources",
+                _OBJECT,
+                params=[_KIND, _KEY],
+                errors=(404,),
+                tag="flows",
+            )
+        },
+        item + "/versions/{version}": {
+            "get": {
+                **_op(
+                    "Download one version's YAML (a number, draft or latest)",
+                    _OBJECT,
+                    params=[
+                        _KIND,
+                        _KEY,
+                        {
+                            "name": "version",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    errors=(404,),
+                    tag="flows",
+                ),
+                "responses": {
+                    "200": {
+                        "description": "YAML",
+                        "content": {"application/yaml": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401, 403, 404),
+                },
+            }
+        },
+        item + "/draft": {
+            "put": with_body(
+                _op(
+                    "Save the draft (YAML body); 422 lists problems with line and column (admin)",
+                    _OBJECT,
+                    params=[_KIND, _KEY],
+                    errors=(400, 409, 413, 422),
+                    tag="flows",
+                )
+            )
+        },
+        item + "/validate": {
+            "post": with_body(
+                _op(
+                    "Validate YAML without saving it (admin)",
+                    _OBJECT,
+                    params=[_KIND, _KEY],
+                    errors=(400, 413),
+                    tag="flows",
+                )
+            )
+        },
+        item + "/diff": {
+            "get": _op(
+                "Unified diff of the draft against the newest version",
+                _OBJECT,
+                params=[_KIND, _KEY],
+                errors=(404,),
+                tag="flows",
+            )
+        },
+        item + "/publish": {
+            "post": _op(
+                "Publish the draft as the next version (admin)",
+                _OBJECT,
+                status=201,
+                params=[_KIND, _KEY],
+                errors=(409, 422),
+                tag="flows",
+            )
+        },
+        item + "/rollback": {
+            "post": {
+                **_op(
+                    "Publish a copy of an older version as the newest (admin)",
+                    _OBJECT,
+                    status=201,
+                    params=[_KIND, _KEY],
+                    errors=(400, 404, 409, 422),
+                    tag="flows",
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["version"],
+                                "properties": {"version": {"type": "integer", "minimum": 1}},
+                            }
+                        }
+                    },
+                },
+            }
+        },
+        item + "/retire": {
+            "post": _op(
+                "Retire: no new check-ins use it (admin)",
+                _OBJECT,
+                params=[_KIND, _KEY],
+                errors=(404, 409),
+                tag="flows",
+            )
+        },
+        "/api/v1/flows/{key}/simulate": {
+            "post": _op(
+                "Simulate a conversation with scripted answers",
+                _OBJECT,
+                params=[_KEY],
+                body=schemas.Simulate,
+                errors=(400, 404, 413, 422),
+                tag="flows",
+            )
+        },
+    }
+
+
 EXTRA_PATHS: dict[str, dict[str, Any]] = {}
-"""Other API modules add their operations here at import time (flows, exports)."""
+"""Other API modules add their operations here at import time (exports)."""
 
 REQUEST_MODELS: list[type[BaseModel]] = [
     schemas.PatientCreate,
@@ -385,7 +540,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": {**_paths(), **EXTRA_PATHS},
+        "paths": {**_paths(), **_definition_paths(), **EXTRA_PATHS},
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

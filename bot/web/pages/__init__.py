@@ -8,7 +8,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bot.web.pages import admin, auth, patients, queue
+from bot.web.pages import admin, auth, flows_admin, patients, queue
 from bot.web.pages.common import page_session
 from bot.web.reasons import plain
 
@@ -30,6 +30,7 @@ def setup(app: web.Application) -> None:
     queue.setup(app)
     patients.setup(app)
     admin.setup(app)
+    flows_admin.setup(app)
 
 
 __all__ = ["page_session", "setup"]
