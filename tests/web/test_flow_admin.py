@@ -71,7 +71,9 @@ async def test_draft_publish_cycle_and_version_numbering(h: Harness) -> None:
     assert [v["version"] for v in detail["versions"]] == [2, 1]
     assert "How are you feeling today" in detail["published_source"]
     async with h.db.read() as s:
-        events = (await s.scalars(select(AuditEvent).where(AuditEvent.action == "flow.publish"))).all()
+        events = (
+            await s.scalars(select(AuditEvent).where(AuditEvent.action == "flow.publish"))
+        ).all()
     assert len(events) == 1 and events[0].details["lines_added"] >= 1
     assert events[0].subject_id == "daily_mood@2"
 
@@ -90,7 +92,9 @@ async def test_invalid_draft_is_refused_with_positions(h: Harness) -> None:
     assert bad["column"] == broken.splitlines()[line - 1].index("nowhere") + 1
     async with h.db.read() as s:
         drafts = await s.scalar(
-            select(func.count()).select_from(FlowVersion).where(FlowVersion.status == VersionStatus.DRAFT)
+            select(func.count())
+            .select_from(FlowVersion)
+            .where(FlowVersion.status == VersionStatus.DRAFT)
         )
     assert drafts == 0
 
@@ -108,7 +112,9 @@ async def test_invalid_draft_is_refused_with_positions(h: Harness) -> None:
         ("key: !!python/object:os.system x\n", "tag"),
     ],
 )
-async def test_malicious_and_broken_yaml_gets_clear_errors(h: Harness, text: str, fragment: str) -> None:
+async def test_malicious_and_broken_yaml_gets_clear_errors(
+    h: Harness, text: str, fragment: str
+) -> None:
     admin = await h.token(Role.ADMIN)
     resp = await _put(h, admin, "daily_mood", text)
     assert resp.status == 422
@@ -154,7 +160,9 @@ async def test_two_admins_publishing_at_once(h: Harness) -> None:
     async with h.db.read() as s:
         versions = sorted(
             v
-            for v in (await s.scalars(select(FlowVersion.version).where(FlowVersion.key == "daily_mood"))).all()
+            for v in (
+                await s.scalars(select(FlowVersion.version).where(FlowVersion.key == "daily_mood"))
+            ).all()
             if v is not None
         )
     assert versions == [1, 2]
@@ -164,13 +172,23 @@ async def test_rollback_publishes_a_copy_of_an_old_version(h: Harness) -> None:
     admin = await h.token(Role.ADMIN)
     await _put(h, admin, "daily_mood", MOOD.replace("How is your mood today", "How is it going"))
     await h.client.post("/api/v1/flows/daily_mood/publish", headers=_auth(admin))
-    resp = await h.client.post("/api/v1/flows/daily_mood/rollback", json={"version": 1}, headers=_auth(admin))
+    resp = await h.client.post(
+        "/api/v1/flows/daily_mood/rollback", json={"version": 1}, headers=_auth(admin)
+    )
     assert resp.status == 201
     assert (await resp.json())["version"] == 3
     v3 = await h.client.get("/api/v1/flows/daily_mood/versions/3", headers=_auth(admin))
     assert await v3.text() == MOOD
-    assert (await h.client.post("/api/v1/flows/daily_mood/rollback", json={"version": 9}, headers=_auth(admin))).status == 404
-    assert (await h.client.post("/api/v1/flows/daily_mood/rollback", json={"version": "x"}, headers=_auth(admin))).status == 422
+    assert (
+        await h.client.post(
+            "/api/v1/flows/daily_mood/rollback", json={"version": 9}, headers=_auth(admin)
+        )
+    ).status == 404
+    assert (
+        await h.client.post(
+            "/api/v1/flows/daily_mood/rollback", json={"version": "x"}, headers=_auth(admin)
+        )
+    ).status == 422
 
 
 async def test_retire_stops_new_checkins_and_warns_about_protocols(h: Harness) -> None:
@@ -189,7 +207,9 @@ async def test_retire_stops_new_checkins_and_warns_about_protocols(h: Harness) -
 
 async def test_protocol_naming_unpublished_flow_is_refused(h: Harness) -> None:
     admin = await h.token(Role.ADMIN)
-    text = library.protocol_sources()["maintenance_monthly"].replace("flow: phq9", "flow: not_a_flow", 1)
+    text = library.protocol_sources()["maintenance_monthly"].replace(
+        "flow: phq9", "flow: not_a_flow", 1
+    )
     resp = await _put(h, admin, "maintenance_monthly", text, kind="protocols")
     assert resp.status == 422
     assert any("not_a_flow" in p["message"] for p in (await resp.json())["error"]["details"])
@@ -212,8 +232,16 @@ async def test_simulate_draft_and_versions(h: Harness) -> None:
     assert [e["severity"] for e in body["escalations"]] == ["high"]
     assert "cssrs_screen" in body["flows"]
     assert body["transcript"][0]["who"] == "bot"
-    assert (await h.client.post("/api/v1/flows/daily_mood/simulate", json={"answers": ["1"], "version": "draft"}, headers=_auth(admin))).status == 404
-    bad = await h.client.post("/api/v1/flows/daily_mood/simulate", json={"answers": "1"}, headers=_auth(admin))
+    assert (
+        await h.client.post(
+            "/api/v1/flows/daily_mood/simulate",
+            json={"answers": ["1"], "version": "draft"},
+            headers=_auth(admin),
+        )
+    ).status == 404
+    bad = await h.client.post(
+        "/api/v1/flows/daily_mood/simulate", json={"answers": "1"}, headers=_auth(admin)
+    )
     assert bad.status == 422
     assert (await bad.json())["error"]["details"][0]["field"] == "answers"
 
@@ -224,11 +252,15 @@ async def test_running_conversation_finishes_on_its_version(h: Harness) -> None:
     patient = await h.patient()
     checkin = await h.start(patient, "daily_mood")
     assert checkin.flow_version == 1
-    v2 = MOOD.replace("{answer: mood, lte: 2}\n        goto: q9", "{answer: mood, lte: 5}\n        goto: q9")
+    v2 = MOOD.replace(
+        "{answer: mood, lte: 2}\n        goto: q9", "{answer: mood, lte: 5}\n        goto: q9"
+    )
     # v2 would ask item 9 for a mood of 4
     assert v2 != MOOD
     await _put(h, admin, "daily_mood", v2)
-    assert (await h.client.post("/api/v1/flows/daily_mood/publish", headers=_auth(admin))).status == 201
+    assert (
+        await h.client.post("/api/v1/flows/daily_mood/publish", headers=_auth(admin))
+    ).status == 201
     await h.sms(patient.phone, "4")
     checkins = await h.checkins(patient)
     assert checkins[0].flow_version == 1 and checkins[0].status is CheckinStatus.COMPLETED
@@ -246,9 +278,15 @@ async def test_import_library_never_overwrites_edits(h: Harness) -> None:
     await _put(h, admin, "daily_mood", MOOD.replace("How is your mood today", "How is it going"))
     await h.client.post("/api/v1/flows/daily_mood/publish", headers=_auth(admin))
     shipped = library.flow_sources()
-    changed = {**shipped, "daily_mood": MOOD.replace("Hi {first_name}", "Hello {first_name}"), "gad2": shipped["gad2"].replace("Hi {first_name}", "Hello {first_name}")}
+    changed = {
+        **shipped,
+        "daily_mood": MOOD.replace("Hi {first_name}", "Hello {first_name}"),
+        "gad2": shipped["gad2"].replace("Hi {first_name}", "Hello {first_name}"),
+    }
     async with h.db.write() as s:
-        results = await import_library(session=s, sources={"flow": changed}, publish_=True, now=h.clock.now())
+        results = await import_library(
+            session=s, sources={"flow": changed}, publish_=True, now=h.clock.now()
+        )
     outcome = {r.key: r.outcome for r in results}
     assert outcome["phq9"] == "unchanged"
     assert outcome["daily_mood"].startswith("draft only")
@@ -266,10 +304,22 @@ async def test_openapi_documents_every_api_route(h: Harness) -> None:
     for route in h.app.router.routes():
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter") or ""
-        if not path.startswith("/api/v1/") or route.method == "HEAD" or path == "/api/v1/openapi.json":
+        if (
+            not path.startswith("/api/v1/")
+            or route.method == "HEAD"
+            or path == "/api/v1/openapi.json"
+        ):
             continue
         norm = re.sub(r"\{[^}]+\}", "{}", path)
-        variants = {norm.replace("{}", "flows", 1), norm.replace("{}", "protocols", 1), norm} if norm.startswith("/api/v1/{}") else {norm}
-        if not any((route.method, v) in documented or (route.method, re.sub(r"^/api/v1/(flows|protocols)", "/api/v1/{}", v)) in documented for v in variants):
+        variants = (
+            {norm.replace("{}", "flows", 1), norm.replace("{}", "protocols", 1), norm}
+            if norm.startswith("/api/v1/{}")
+            else {norm}
+        )
+        if not any(
+            (route.method, v) in documented
+            or (route.method, re.sub(r"^/api/v1/(flows|protocols)", "/api/v1/{}", v)) in documented
+            for v in variants
+        ):
             missing.append((route.method, path))
     assert missing == []

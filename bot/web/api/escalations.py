@@ -45,12 +45,13 @@ async def list_escalations(request: web.Request) -> web.Response:
     async with request.app[DATABASE].read() as session:
         rows = (await session.scalars(query)).all()
         claimers = {e.claimed_by for e in rows if e.claimed_by}
-        emails = (
-            dict(
-                (await session.execute(select(User.id, User.email).where(User.id.in_(claimers))))
-                .tuples()
-                .all()
-            )
+        emails: dict[int, str] = (
+            {
+                user_id: email
+                for user_id, email in (
+                    await session.execute(select(User.id, User.email).where(User.id.in_(claimers)))
+                ).all()
+            }
             if claimers
             else {}
         )

@@ -20,7 +20,7 @@ def setup(app: web.Application) -> None:
         app,
         loader=jinja2.FileSystemLoader(str(HERE / "templates")),
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-        undefined=jinja2.StrictUndefined,
+        undefined=jinja2.ChainableUndefined,
     )
     env.filters["plain_reason"] = plain
     env.globals["static"] = lambda name: str(app.router["static"].url_for(filename=name))

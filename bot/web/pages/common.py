@@ -21,6 +21,8 @@ COOKIE = "aftercare_session"
 LOGIN_CSRF_COOKIE = "aftercare_login_csrf"
 USER = web.RequestKey("user", SessionUser)
 PAGE_PREFIXES_SKIPPED = ("/api/", "/twilio/", "/static/", "/healthz", "/metrics")
+# Fetched by a page's own script on a timer: not user activity, so no idle-timeout extension.
+PASSIVE_PATHS = frozenset({"/queue/rows"})
 
 
 @web.middleware
@@ -32,7 +34,12 @@ async def page_session(request: web.Request, handler: Handler) -> web.StreamResp
     if token:
         now = request.app[CLOCK].now()
         async with request.app[DATABASE].write() as session:
-            user = await sessions.resume(session=session, token=token, now=now)
+            user = await sessions.resume(
+                session=session,
+                token=token,
+                now=now,
+                touch=request.path not in PASSIVE_PATHS,
+            )
         if user is not None:
             request[USER] = user
     return await handler(request)

@@ -176,6 +176,7 @@ async def editor_post(request: web.Request) -> web.Response:
             extra["error"] = "Not saved: fix the errors listed below first."
             status = 422
         else:
+            published: int | None = None
             try:
                 async with request.app[DATABASE].write() as session:
                     await flow_admin.save_draft(
@@ -195,9 +196,12 @@ async def editor_post(request: web.Request) -> web.Response:
                             now=now,
                             address=source(request),
                         )
-                        raise web.HTTPSeeOther(
-                            f"/admin/{'flows' if kind == 'flow' else 'protocols'}/{key}?notice=Published+version+{row.version}"
-                        )
+                        published = row.version
+                if published is not None:  # redirect only after the commit
+                    raise web.HTTPSeeOther(
+                        f"/admin/{'flows' if kind == 'flow' else 'protocols'}/{key}"
+                        f"?notice=Published+version+{published}"
+                    )
                 extra["notice"] = "Draft saved. It is not used until you publish it."
             except FlowAdminError as exc:
                 extra["error"] = exc.message

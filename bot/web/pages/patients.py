@@ -319,7 +319,8 @@ async def update(request: web.Request) -> web.Response:
                 p.quiet_start, p.quiet_end = fields.quiet_start, fields.quiet_end
                 p.updated_at = request.app[CLOCK].now()
                 record(request, session, user, "patient.update", "patient", patient_id)
-                raise _back(patient_id, "Saved.")
+    if not errors and fields is not None:
+        raise _back(patient_id, "Saved.")  # after the commit
     return render(
         request,
         "patient_form.html",

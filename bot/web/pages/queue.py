@@ -46,25 +46,25 @@ async def _rows(request: web.Request) -> tuple[list[dict[str, object]], dict[str
         ).all()
         patient_ids = {e.patient_id for e in rows if e.patient_id}
         users = {e.claimed_by for e in rows if e.claimed_by}
-        names = (
-            dict(
-                (
+        names: dict[int, str] = (
+            {
+                patient_id: first_name
+                for patient_id, first_name in (
                     await session.execute(
                         select(Patient.id, Patient.first_name).where(Patient.id.in_(patient_ids))
                     )
-                )
-                .tuples()
-                .all()
-            )
+                ).all()
+            }
             if patient_ids
             else {}
         )
-        claimers = (
-            dict(
-                (await session.execute(select(User.id, User.name).where(User.id.in_(users))))
-                .tuples()
-                .all()
-            )
+        claimers: dict[int, str] = (
+            {
+                user_id: name
+                for user_id, name in (
+                    await session.execute(select(User.id, User.name).where(User.id.in_(users)))
+                ).all()
+            }
             if users
             else {}
         )

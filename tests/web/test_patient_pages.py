@@ -1,0 +1,141 @@
+"""Patient pages: admins create and edit (validated), clinicians act on a patient."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from db.enums import CheckinStatus, PatientStatus, Role
+from db.models import Checkin, Patient, Treatment
+from tests.web.harness import Harness, harness
+
+
+@pytest.fixture
+async def h(db_url: str):  # type: ignore[no-untyped-def]
+    async with harness(db_url) as hh:
+        yield hh
+
+
+def _form(token: str, **fields: str) -> dict[str, str]:
+    base = {
+        "csrf_token": token,
+        "first_name": "Rosa",
+        "phone": "+12025550161",
+        "timezone": "America/Chicago",
+        "language": "es",
+        "quiet_enabled": "on",
+        "quiet_start": "22:00",
+        "quiet_end": "07:30",
+    }
+    return {**base, **fields}
+
+
+async def test_admin_creates_and_edits_a_patient(h: Harness) -> None:
+    await h.login(await h.user(Role.ADMIN))
+    token = await h.csrf("/patients/new")
+    resp = await h.client.post("/patients", data=_form(token), allow_redirects=False)
+    assert resp.status == 303
+    async with h.db.read() as s:
+        p = await s.scalar(select(Patient).where(Patient.phone == "+12025550161"))
+    assert p is not None and p.language == "es" and p.quiet_start is not None
+    assert p.quiet_start.strftime("%H:%M") == "22:00"
+    token = await h.csrf(f"/patients/{p.id}/edit")
+    resp = await h.client.post(
+        f"/patients/{p.id}/edit",
+        data=_form(token, first_name="Rosita", quiet_enabled=""),
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    async with h.db.read() as s:
+        p2 = await s.get(Patient, p.id)
+    assert p2 is not None and p2.first_name == "Rosita" and p2.quiet_start is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("phone", "555-1234", "E.164"),
+        ("timezone", "Mars/Olympus", "IANA"),
+        ("first_name", "", "first name"),
+        ("quiet_start", "25:99", "Quiet hours"),
+    ],
+)
+async def test_invalid_patient_form_says_what_is_wrong(
+    h: Harness, field: str, value: str, message: str
+) -> None:
+    await h.login(await h.user(Role.ADMIN))
+    token = await h.csrf("/patients/new")
+    resp = await h.client.post("/patients", data=_form(token, **{field: value}))
+    assert resp.status == 422
+    assert message in await resp.text()
+
+
+async def test_duplicate_phone_is_refused_on_the_page(h: Harness) -> None:
+    existing = await h.patient(phone="+12025550161")
+    assert existing.id
+    await h.login(await h.user(Role.ADMIN))
+    token = await h.csrf("/patients/new")
+    resp = await h.client.post("/patients", data=_form(token))
+    assert resp.status == 422
+    assert "Another patient has this phone number" in await resp.text()
+
+
+async def test_clinician_records_treatment_and_sends_checkin(h: Harness) -> None:
+    p = await h.patient()
+    await h.login(await h.user(Role.CLINICIAN))
+    token = await h.csrf(f"/patients/{p.id}")
+    resp = await h.client.post(
+        f"/patients/{p.id}/treatments",
+        data={
+            "csrf_token": token,
+            "kind": "ketamine infusion",
+            "administered_at": "2026-03-02T09:30",
+        },
+        allow_redirects=False,
+    )
+    assert resp.status == 303 and "notice=" in resp.headers["Location"]
+    resp = await h.client.post(
+        f"/patients/{p.id}/checkins",
+        data={"csrf_token": token, "flow": "phq9"},
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    async with h.db.read() as s:
+        treatment = await s.scalar(select(Treatment).where(Treatment.patient_id == p.id))
+        checkin = await s.scalar(select(Checkin).where(Checkin.patient_id == p.id))
+    assert (
+        treatment is not None and treatment.administered_at.hour == 14
+    )  # 09:30 New York = 14:30 UTC
+    assert checkin is not None and checkin.status is CheckinStatus.SCHEDULED
+    # clinicians cannot change status or enrol
+    for path, data in (
+        (f"/patients/{p.id}/status", {"status": "paused"}),
+        (f"/patients/{p.id}/enrollments", {"protocol": "ketamine_induction"}),
+    ):
+        assert (await h.client.post(path, data={"csrf_token": token, **data})).status == 403
+
+
+async def test_admin_pauses_and_resumes(h: Harness) -> None:
+    p = await h.patient()
+    await h.login(await h.user(Role.ADMIN))
+    token = await h.csrf(f"/patients/{p.id}")
+    await h.client.post(
+        f"/patients/{p.id}/enrollments",
+        data={"csrf_token": token, "protocol": "ketamine_induction"},
+    )
+    await h.client.post(f"/patients/{p.id}/status", data={"csrf_token": token, "status": "paused"})
+    async with h.db.read() as s:
+        statuses = set(
+            (await s.scalars(select(Checkin.status).where(Checkin.patient_id == p.id))).all()
+        )
+        patient = await s.get(Patient, p.id)
+    assert patient is not None and patient.status is PatientStatus.PAUSED
+    assert statuses == {CheckinStatus.CANCELLED}
+    await h.client.post(f"/patients/{p.id}/status", data={"csrf_token": token, "status": "active"})
+    async with h.db.read() as s:
+        statuses = set(
+            (await s.scalars(select(Checkin.status).where(Checkin.patient_id == p.id))).all()
+        )
+    assert CheckinStatus.SCHEDULED in statuses
+    html = await (await h.client.get(f"/patients/{p.id}")).text()
+    assert "ketamine_induction" in html and "Timeline" in html
