@@ -142,7 +142,7 @@ async def editor_post(request: web.Request) -> web.Response:
     async with request.app[DATABASE].read() as session:
         problems = await flow_admin.validate(session=session, kind=kind, key=key, source=text)
         latest = await flow_admin.source_of(session=session, kind=kind, key=key, version="latest")
-        published = await flow_admin.resolver(session=session)
+        live_flows = await flow_admin.resolver(session=session)
     extra["problems"] = problems
     errors = flow_admin.errors_only(problems)
     if action == "diff":
@@ -167,7 +167,7 @@ async def editor_post(request: web.Request) -> web.Response:
             settings = request.app[SETTINGS]
             try:
                 extra["sim"] = simulate_source(
-                    text, replies, lang, published, settings.clinic_name, settings.clinic_phone
+                    text, replies, lang, live_flows, settings.clinic_name, settings.clinic_phone
                 )
             except ApiError as exc:
                 extra["error"] = exc.message
