@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from bot import background
-from bot.appkeys import CLOCK, DATABASE, SETTINGS, TRANSPORT
+from bot.appkeys import CLOCK, DATABASE, METRICS, SETTINGS, TRANSPORT
 from bot.clock import Clock, SystemClock
+from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.sms.factory import build_transport
 from bot.sms.transport import Transport
-from bot.web import api, health, pages, security, twilio_hooks
+from bot.web import api, health, metrics_view, pages, security, twilio_hooks
+from bot.web.request_ids import request_ids
 from bot.worker import Worker
 from db.session import Database
 
@@ -35,10 +37,16 @@ def create_app(
     """
     app = web.Application(
         client_max_size=CLIENT_MAX_SIZE,
-        middlewares=[security.security_headers, *api.middlewares(), pages.page_session],
+        middlewares=[
+            request_ids,
+            security.security_headers,
+            *api.middlewares(),
+            pages.page_session,
+        ],
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
+    app[METRICS] = Metrics()
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         if database is not None:
@@ -62,6 +70,7 @@ def create_app(
     if with_worker:
         app.cleanup_ctx.append(_worker_ctx)
     health.setup(app)
+    metrics_view.setup(app)
     twilio_hooks.setup(app)
     api.setup(app)
     pages.setup(app)
@@ -73,7 +82,7 @@ def create_app(
 async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
     from bot.ticks import build_ticks
 
-    worker = Worker(build_ticks(app))
+    worker = Worker(build_ticks(app), app[METRICS])
     worker.start()
     yield
     await worker.stop()

@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from bot.clock import Clock
+from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.sms.transport import Transport
 from db.session import Database
@@ -25,3 +26,4 @@ class TaskSet:
 
 
 BACKGROUND = web.AppKey("background", TaskSet)
+METRICS = web.AppKey("metrics", Metrics)

@@ -35,7 +35,7 @@ async def serve(
     with_worker: bool,
     on_started: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format)
     app = create_app(settings, with_worker=with_worker)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -52,7 +52,7 @@ async def serve(
 
 async def run_worker(settings: Settings) -> None:
     """The worker alone: the same app resources, no HTTP listener."""
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format)
     app = create_app(settings, with_worker=True)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()

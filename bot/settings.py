@@ -45,6 +45,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "INFO"
+    log_format: str = "json"
+    metrics_token: str | None = None
     demo: bool = False
     send_timeout_s: float = 10.0
 
@@ -137,6 +139,14 @@ def load_settings(
     if log_level not in LOG_LEVELS:
         problems.append(f"LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
 
+    log_format = (_opt(env, "LOG_FORMAT") or "json").lower()
+    if log_format not in ("json", "text"):
+        problems.append(f"LOG_FORMAT: must be json or text, got {log_format!r}")
+
+    metrics_token = _opt(env, "METRICS_TOKEN")
+    if metrics_token is not None and len(metrics_token) < 16:
+        problems.append("METRICS_TOKEN: must be at least 16 characters long")
+
     api_base = _opt(env, "TWILIO_API_BASE")
     if api_base is not None and urlsplit(api_base).scheme not in ("http", "https"):
         problems.append("TWILIO_API_BASE: must be an http:// or https:// URL")
@@ -160,6 +170,8 @@ def load_settings(
         host=host,
         port=port,
         log_level=log_level,
+        log_format=log_format,
+        metrics_token=metrics_token,
         demo=demo,
         send_timeout_s=send_timeout,
     )

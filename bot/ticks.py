@@ -89,7 +89,9 @@ def build_ticks(app: web.Application) -> list[Tick]:
                     .limit(REPLENISH_BATCH)
                 )
             ).all()
+            last_id = rows[-1][0].id if rows else 0
             for enrollment, patient in rows:
+                enrollment_id = enrollment.id  # a rolled-back savepoint may expire the row
                 try:
                     async with session.begin_nested():
                         created += len(
@@ -101,8 +103,8 @@ def build_ticks(app: web.Application) -> list[Tick]:
                             )
                         )
                 except Exception:
-                    log.exception("replenishing enrollment %s failed", enrollment.id)
-            cursor["after"] = rows[-1][0].id if len(rows) == REPLENISH_BATCH else 0
+                    log.exception("replenishing enrollment %s failed", enrollment_id)
+            cursor["after"] = last_id if len(rows) == REPLENISH_BATCH else 0
         return created
 
     return [

@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.logs import request_id
+from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +32,18 @@ class Tick:
     run: TickFn
 
 
-async def run_tick(tick: Tick) -> int:
+async def run_tick(tick: Tick, metrics: Metrics | None = None) -> int:
     started = time.perf_counter()
+    token = request_id.set(f"tick-{tick.name}-{uuid.uuid4().hex[:8]}")
     try:
         count = await tick.run()
     except Exception:
         log.exception("tick %s failed", tick.name)
         return 0
+    finally:
+        request_id.reset(token)
+        if metrics is not None:
+            metrics.tick_seconds.labels(tick.name).observe(time.perf_counter() - started)
     elapsed_ms = (time.perf_counter() - started) * 1000
     if count:
         log.info("tick %s handled %d rows in %.1f ms", tick.name, count, elapsed_ms)
@@ -44,8 +53,9 @@ async def run_tick(tick: Tick) -> int:
 class Worker:
     """Owns one AsyncIOScheduler running the given ticks."""
 
-    def __init__(self, ticks: list[Tick]) -> None:
+    def __init__(self, ticks: list[Tick], metrics: Metrics | None = None) -> None:
         self.ticks = ticks
+        self.metrics = metrics
         self._scheduler = AsyncIOScheduler(timezone="UTC")
 
     def start(self) -> None:
@@ -54,7 +64,7 @@ class Worker:
             self._scheduler.add_job(
                 run_tick,
                 "interval",
-                args=[tick],
+                args=[tick, self.metrics],
                 seconds=tick.interval_s,
                 id=tick.name,
                 max_instances=1,

@@ -70,6 +70,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def _create(url: str, *, immediate: bool, **kwargs: Any) -> AsyncEngine:
     driver = check_url(url)
+    # SQL parameters carry PHI (phone numbers, message bodies): keep them out of error text.
+    kwargs.setdefault("hide_parameters", True)
     if driver.startswith("sqlite"):
         engine = create_async_engine(url, **kwargs)
         _sqlite_pragmas(engine, immediate=immediate)

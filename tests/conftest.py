@@ -10,8 +10,12 @@ missing server fails the run.
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
+import re
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,7 +24,9 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from bot.logs import handler as log_handler
 from bot.migrations import upgrade
+from db.models import Base
 from db.session import Database
 
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -92,19 +98,34 @@ def drop_pg_database(name: str) -> None:
     pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def pg_shared(pg_template: str) -> str:
+    """One migrated database for the session; each test empties it first (fast isolation)."""
+    return pg_template
+
+
+async def _truncate_all(url: str) -> None:
+    conn = await asyncpg.connect(_dsn(url), timeout=5)
+    try:
+        tables = [t for t in Base.metadata.tables]
+        await conn.execute(
+            "TRUNCATE TABLE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+        )
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A freshly migrated database URL, once on SQLite and once on PostgreSQL."""
+    """A migrated, empty database URL, once on SQLite and once on PostgreSQL."""
     if request.param == "sqlite":
         path = tmp_path / "test.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite+aiosqlite:///{path}"
         return
-    name = new_pg_database(request.getfixturevalue("pg_template"))
-    try:
-        yield pg_url_for(name)
-    finally:
-        drop_pg_database(name)
+    url = pg_url_for(request.getfixturevalue("pg_shared"))
+    asyncio.run(_truncate_all(url))
+    yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -128,3 +149,52 @@ async def database(db_url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.dispose()
+
+
+# -- no PHI in logs ------------------------------------------------------------------------------
+# Every record any test produces goes through the production JSON formatter into a buffer;
+# at the end of the run the buffer is scanned for unmasked phone numbers and for message
+# bodies the tests send. A hit fails the whole run.
+
+_LOG_BUFFER = io.StringIO()
+UNMASKED_PHONE = re.compile(r"\+\d{10,15}\b")
+SENTINEL_BODIES = (
+    "kill myself",
+    "want to die",
+    "took all my pills",
+    "feeling a bit off today",
+    "just wanted to say",
+    "hello there",
+)
+
+
+def scan_for_phi(text: str) -> list[str]:
+    """Lines of formatted log output that carry a phone number or a known message body."""
+    hits = []
+    for line in text.splitlines():
+        lowered = line.lower()
+        if UNMASKED_PHONE.search(line) or any(body in lowered for body in SENTINEL_BODIES):
+            hits.append(line[:300])
+    return hits
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    handler = log_handler(_LOG_BUFFER, fmt="json")
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    for noisy in ("sqlalchemy", "aiosqlite", "asyncio", "hypothesis"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    hits = scan_for_phi(_LOG_BUFFER.getvalue())
+    if hits:
+        sys.stderr.write(
+            "\nPHI found in log output (phone numbers must be masked, bodies never logged):\n"
+        )
+        for hit in hits[:20]:
+            sys.stderr.write(f"  {hit}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -93,6 +93,12 @@ async def start_due(
                 .join(Patient, Patient.id == Checkin.patient_id)
                 .where(Checkin.id.in_(ids), Checkin.status == CheckinStatus.SCHEDULED)
                 .order_by(Checkin.due_at, Checkin.id)
+                # Locked until commit, and re-read after any lock wait (PostgreSQL): a row
+                # another transaction started meanwhile (a worker whose lease ran out, an
+                # inbound reply starting a waiting check-in) no longer matches, so it is never
+                # started twice. Not SKIP LOCKED: a concurrent claim can hold a row it then
+                # rejects for a moment, and skipping would strand the row until the lease ends.
+                .with_for_update(of=Checkin)
             )
         ).all()
         patient_ids = {p.id for _c, p in rows}
@@ -108,6 +114,9 @@ async def start_due(
         )
         outbound = []
         for checkin, patient in rows:
+            # read before the savepoint: a rolled-back savepoint expires the row, and loading
+            # it again from the except clause would need IO outside the greenlet
+            checkin_id = checkin.id
             try:
                 async with session.begin_nested():
                     applied = await _start_one(
@@ -117,7 +126,7 @@ async def start_due(
                         outbound.extend(applied.outbound)
             except Exception:
                 result.failed += 1
-                log.exception("could not start check-in %s; retried after its lease", checkin.id)
+                log.exception("could not start check-in %s; retried after its lease", checkin_id)
         await session.flush()
         result.outbound_ids = [m.id for m in outbound]
     return result
@@ -186,6 +195,7 @@ async def remind_due(
             query = query.with_for_update(of=Checkin, skip_locked=True)
         outbound = []
         for checkin, patient in (await session.execute(query)).all():
+            checkin_id = checkin.id  # see start_due
             try:
                 async with session.begin_nested():
                     if quiet_now(patient, now):
@@ -207,7 +217,7 @@ async def remind_due(
                     result.reminded += 1
             except Exception:
                 result.failed += 1
-                log.exception("reminder for check-in %s failed", checkin.id)
+                log.exception("reminder for check-in %s failed", checkin_id)
         await session.flush()
         result.outbound_ids = [m.id for m in outbound]
     return result
@@ -230,6 +240,7 @@ async def expire_due(
             query = query.with_for_update(of=Checkin, skip_locked=True)
         outbound = []
         for checkin, patient in (await session.execute(query)).all():
+            checkin_id = checkin.id  # see start_due
             try:
                 async with session.begin_nested():
                     applied = await resume_checkin(
@@ -249,7 +260,7 @@ async def expire_due(
                     await note_silence(session=session, patient=patient, now=now)
             except Exception:
                 result.failed += 1
-                log.exception("expiring check-in %s failed", checkin.id)
+                log.exception("expiring check-in %s failed", checkin_id)
         await session.flush()
         result.outbound_ids = [m.id for m in outbound]
     return result

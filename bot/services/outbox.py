@@ -21,6 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from bot.clock import Clock
 from bot.logs import mask_phone
+from bot.metrics import SendStats
 from bot.services.escalations import open_escalation_exists, raise_escalation
 from bot.sms.transport import (
     OPTED_OUT_CODE,
@@ -178,7 +179,8 @@ def _initial_status(twilio_status: str) -> MessageStatus:
     return status
 
 
-async def _record_failure(db: Database, claimed: Claimed, exc: SendError, now: datetime) -> None:
+async def _record_failure(db: Database, claimed: Claimed, exc: SendError, now: datetime) -> bool:
+    """Record a failed attempt; True when it will be retried."""
     async with db.write() as session:
         if isinstance(exc, TransientSendError) and claimed.attempts < MAX_ATTEMPTS:
             await session.execute(
@@ -192,7 +194,7 @@ async def _record_failure(db: Database, claimed: Claimed, exc: SendError, now: d
                     updated_at=now,
                 )
             )
-            return
+            return True
         await session.execute(
             update(Message)
             .where(Message.id == claimed.id)
@@ -208,6 +210,7 @@ async def _record_failure(db: Database, claimed: Claimed, exc: SendError, now: d
             await on_permanent_failure(
                 session=session, patient_id=message.patient_id, code=exc.code, now=now
             )
+    return False
 
 
 async def on_permanent_failure(
@@ -258,7 +261,9 @@ _FINAL_STATUSES = (
 )
 
 
-async def _send_one(db: Database, transport: Transport, clock: Clock, claimed: Claimed) -> bool:
+async def _send_one(
+    db: Database, transport: Transport, clock: Clock, claimed: Claimed, stats: SendStats
+) -> bool:
     try:
         result = await transport.send(to=claimed.phone, body=claimed.body)
     except SendError as exc:
@@ -272,9 +277,14 @@ async def _send_one(db: Database, transport: Transport, clock: Clock, claimed: C
             mask_phone(claimed.phone),
             claimed.attempts,
         )
-        await _record_failure(db, claimed, exc, clock.now())
+        retry = await _record_failure(db, claimed, exc, clock.now())
+        if retry:
+            stats.retried += 1
+        else:
+            stats.failed += 1
         return False
     await _record_success(db, claimed, result.sid, result.status, clock.now())
+    stats.accepted += 1
     return True
 
 
@@ -285,8 +295,10 @@ async def send(
     *,
     ids: Iterable[int] | None = None,
     limit: int = 200,
+    stats: SendStats | None = None,
 ) -> int:
     """Claim due rows (only ``ids`` if given) and send them; return how many were accepted."""
+    stats = stats if stats is not None else SendStats()
     claimed = await _claim(db, ids, clock.now(), limit)
     if not claimed:
         return 0
@@ -295,7 +307,7 @@ async def send(
     async def guarded(c: Claimed) -> bool:
         async with semaphore:
             try:
-                return await _send_one(db, transport, clock, c)
+                return await _send_one(db, transport, clock, c, stats)
             except Exception:
                 # The row keeps its lease and is retried after it; one bad row never stops the rest.
                 log.exception("unexpected error sending message %s", c.id)

@@ -54,7 +54,11 @@ async def page_due(
                 Escalation.status == EscalationStatus.OPEN,
                 Escalation.severity.in_(PAGED_SEVERITIES),
                 or_(
-                    and_(Escalation.severity == Severity.CRITICAL, Escalation.page_count == 0),
+                    and_(
+                        Escalation.severity == Severity.CRITICAL,
+                        Escalation.page_count == 0,
+                        Escalation.last_paged_at.is_(None),
+                    ),
                     Escalation.sla_due_at <= now,
                 ),
             )
@@ -69,13 +73,18 @@ async def page_due(
         on_call = await _recipients(session, with_admins=False)
         everyone = await _recipients(session, with_admins=True)
         messages = []
+        paged = 0
         for escalation in due:
             first = escalation.page_count == 0 and escalation.severity is Severity.CRITICAL
             recipients = on_call if first and on_call else everyone
             if not recipients:
+                # Nobody was paged, so nothing is counted; try again when the SLA next passes.
                 log.error(
                     "escalation %s is due a page but no active user has a phone", escalation.id
                 )
+                escalation.last_paged_at = now
+                escalation.sla_due_at = now + SLA[escalation.severity]
+                continue
             body = page_text(settings, escalation)
             for user in recipients:
                 assert user.phone is not None
@@ -89,10 +98,11 @@ async def page_due(
                         user_id=user.id,
                     )
                 )
+            paged += 1
             escalation.page_count += 1
             escalation.last_paged_at = now
             escalation.sla_due_at = now + SLA[escalation.severity]
         await session.flush()
         ids = [m.id for m in messages]
-    log.info("paged %d escalations (%d messages)", len(due), len(ids))
-    return len(due), ids
+    log.info("paged %d escalations (%d messages)", paged, len(ids))
+    return paged, ids

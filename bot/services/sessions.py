@@ -160,8 +160,15 @@ def _attempt(session: AsyncSession, email: str, address: str, success: bool, now
     session.add(LoginAttempt(email=email, source_address=address, success=success, at=now))
 
 
-async def resume(*, session: AsyncSession, token: str, now: datetime) -> SessionUser | None:
-    """The live session for a cookie token, extending its idle expiry; None if expired."""
+async def resume(
+    *, session: AsyncSession, token: str, now: datetime, touch: bool = True
+) -> SessionUser | None:
+    """The live session for a cookie token, extending its idle expiry; None if expired.
+
+    ``touch=False`` is for requests a page makes on its own (the queue's refresh): they
+    read with the session but are not user activity, so they must not defeat the idle
+    timeout (HIPAA automatic logoff) of a screen left open.
+    """
     row = (
         await session.execute(
             select(WebSession, User)
@@ -179,7 +186,7 @@ async def resume(*, session: AsyncSession, token: str, now: datetime) -> Session
         or now >= web_session.absolute_expires_at
     ):
         return None
-    if now - web_session.last_seen_at >= TOUCH_EVERY:
+    if touch and now - web_session.last_seen_at >= TOUCH_EVERY:
         web_session.last_seen_at = now
         web_session.idle_expires_at = min(now + IDLE_TIMEOUT, web_session.absolute_expires_at)
     return SessionUser(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import sys
+import uuid
 from typing import TextIO
 
 from bot.logs import mask_phone
@@ -19,12 +19,12 @@ class ConsoleTransport:
     name = "console"
 
     def __init__(self, *, echo: TextIO | None = None) -> None:
-        self._ids = itertools.count(1)
         self._echo = echo
         self.sent: list[tuple[str, str]] = []
 
     async def send(self, *, to: str, body: str) -> SendResult:
-        sid = f"CM{next(self._ids):032d}"
+        # unique across processes and restarts: provider SIDs are a unique column
+        sid = "CM" + uuid.uuid4().hex
         self.sent.append((to, body))
         log.info("console SMS to %s (%d chars) sid=%s", mask_phone(to), len(body), sid)
         if self._echo is not None:

@@ -8,14 +8,16 @@ through the outbox after commit.
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bot import background
-from bot.appkeys import CLOCK, DATABASE, SETTINGS, TRANSPORT
+from bot.appkeys import CLOCK, DATABASE, METRICS, SETTINGS, TRANSPORT
 from bot.logs import mask_phone
+from bot.metrics import SendStats
 from bot.services import outbox, paging
 from bot.services.inbound import InboundSms, handle_inbound
 from bot.settings import is_e164
@@ -73,6 +75,14 @@ def _unavailable(exc: Exception) -> web.Response:
 
 
 async def inbound_sms(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    try:
+        return await _inbound_sms(request)
+    finally:
+        request.app[METRICS].webhook_latency.labels("sms").observe(time.perf_counter() - started)
+
+
+async def _inbound_sms(request: web.Request) -> web.Response:
     form = await _read_form(request)
     if isinstance(form, web.Response):
         return form
@@ -92,6 +102,7 @@ async def inbound_sms(request: web.Request) -> web.Response:
     except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
         return _unavailable(exc)
     log.info("inbound %s from %s: %s", sid[:8] + "…", mask_phone(sender), result.route or "handled")
+    app[METRICS].inbound.labels(result.route or "handled").inc()
     if result.outbound_ids or result.escalated:
         background.spawn(app, _after_commit(app, result.outbound_ids, page=result.escalated))
     return _twiml()
@@ -102,15 +113,27 @@ async def _after_commit(app: web.Application, ids: list[int], *, page: bool) -> 
 
     Anything not sent here stays in the outbox (and the paging tick) for the worker.
     """
+    metrics = app[METRICS]
+    stats = SendStats()
     if ids:
-        await outbox.send(app[DATABASE], app[TRANSPORT], app[CLOCK], ids=ids)
+        await outbox.send(app[DATABASE], app[TRANSPORT], app[CLOCK], ids=ids, stats=stats)
     if page:
         _paged, page_ids = await paging.page_due(app[DATABASE], app[SETTINGS], app[CLOCK].now())
         if page_ids:
-            await outbox.send(app[DATABASE], app[TRANSPORT], app[CLOCK], ids=page_ids)
+            metrics.pages.inc(len(page_ids))
+            await outbox.send(app[DATABASE], app[TRANSPORT], app[CLOCK], ids=page_ids, stats=stats)
+    metrics.record_send(stats)
 
 
 async def status_callback(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    try:
+        return await _status_callback(request)
+    finally:
+        request.app[METRICS].webhook_latency.labels("status").observe(time.perf_counter() - started)
+
+
+async def _status_callback(request: web.Request) -> web.Response:
     form = await _read_form(request)
     if isinstance(form, web.Response):
         return form
@@ -135,6 +158,7 @@ async def status_callback(request: web.Request) -> web.Response:
             await outbox.apply_status(
                 session=session, sid=sid, status=status, error_code=code, now=app[CLOCK].now()
             )
+        app[METRICS].status_callbacks.labels(str(status)).inc()
     except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
         return _unavailable(exc)
     return _twiml()

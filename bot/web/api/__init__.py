@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from bot.web.api import escalations, flows, openapi, patients
+from bot.web.api import escalations, exports, flows, openapi, patients
 from bot.web.api.errors import api_errors
 
 
@@ -17,4 +17,5 @@ def setup(app: web.Application) -> None:
     patients.setup(app)
     escalations.setup(app)
     flows.setup(app)
+    exports.setup(app)
     openapi.setup(app)
