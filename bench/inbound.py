@@ -608,12 +608,12 @@ def print_profile(kind: str, out: Path, top: int = 25) -> None:
     if kind == "pyinstrument":
         print(out.read_text()[:12_000])
         return
+    # cProfile's cumulative time is meaningless for coroutines (it adds up suspended time
+    # across resumes), so only own time is shown; pyinstrument gives the call tree.
     print(f"\n  top {top} by own time (tottime):")
     pstats.Stats(str(out)).strip_dirs().sort_stats("tottime").print_stats(top)
-    print(
-        f"\n  top {top} by cumulative time, project code (coroutines: time on the CPU per resume):"
-    )
-    pstats.Stats(str(out)).sort_stats("cumulative").print_stats(r"/(bot|flows|db)/", top)
+    print(f"\n  top {top} project functions by own time:")
+    pstats.Stats(str(out)).sort_stats("tottime").print_stats(r"/(bot|flows|db)/", top)
 
 
 def pick_profiler(choice: str | None) -> str | None:

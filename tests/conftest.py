@@ -99,9 +99,12 @@ def drop_pg_database(name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_shared(pg_template: str) -> str:
-    """One migrated database for the session; each test empties it first (fast isolation)."""
-    return pg_template
+def pg_shared(pg_template: str) -> Iterator[str]:
+    """One migrated database for the session's ``db_url`` tests; each test empties it first
+    (fast isolation). The template itself stays pristine for tests that clone it."""
+    name = new_pg_database(pg_template)
+    yield name
+    drop_pg_database(name)
 
 
 async def _truncate_all(url: str) -> None:

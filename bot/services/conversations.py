@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.escalations import raise_escalation
@@ -35,7 +35,7 @@ from flows.engine import (
     SendMessage,
     Step,
 )
-from flows.model import AnswerValue
+from flows.model import AnswerValue, Flow
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +68,11 @@ def _seconds(duration: str) -> int:
     return int(parse_duration(duration).total_seconds())
 
 
-async def score_history(*, session: AsyncSession, patient_id: int) -> dict[str, ScoreHistory]:
-    """Previous totals per score (oldest first) and how many came after the latest treatment."""
-    last_treatment = await session.scalar(
-        select(Treatment.administered_at)
-        .where(Treatment.patient_id == patient_id)
-        .order_by(Treatment.administered_at.desc())
-        .limit(1)
-    )
-    rows = (
-        await session.execute(
-            select(Score.instrument, Score.total, Score.created_at)
-            .where(Score.patient_id == patient_id)
-            .order_by(Score.created_at.desc(), Score.id.desc())
-            .limit(HISTORY_LIMIT * 8)
-        )
-    ).all()
+def build_history(
+    rows: list[tuple[str, float, datetime]], last_treatment: datetime | None
+) -> dict[str, ScoreHistory]:
+    """Score rows newest first → previous totals per score, oldest first, and how many of
+    them came after the latest treatment."""
     totals: dict[str, list[float]] = {}
     after: dict[str, int] = {}
     for instrument, total, created_at in rows:
@@ -102,7 +91,59 @@ async def score_history(*, session: AsyncSession, patient_id: int) -> dict[str, 
     }
 
 
-def _context(
+async def score_history(*, session: AsyncSession, patient_id: int) -> dict[str, ScoreHistory]:
+    last_treatment = await session.scalar(
+        select(Treatment.administered_at)
+        .where(Treatment.patient_id == patient_id)
+        .order_by(Treatment.administered_at.desc())
+        .limit(1)
+    )
+    rows = (
+        await session.execute(
+            select(Score.instrument, Score.total, Score.created_at)
+            .where(Score.patient_id == patient_id)
+            .order_by(Score.created_at.desc(), Score.id.desc())
+            .limit(HISTORY_LIMIT * 8)
+        )
+    ).all()
+    return build_history([(r[0], r[1], r[2]) for r in rows], last_treatment)
+
+
+async def histories(
+    *, session: AsyncSession, patient_ids: list[int]
+) -> dict[int, dict[str, ScoreHistory]]:
+    """``score_history`` for many patients in two queries (the dispatcher's batches)."""
+    if not patient_ids:
+        return {}
+    treated = {
+        pid: at
+        for pid, at in (
+            await session.execute(
+                select(Treatment.patient_id, func.max(Treatment.administered_at))
+                .where(Treatment.patient_id.in_(patient_ids))
+                .group_by(Treatment.patient_id)
+            )
+        ).all()
+    }
+    rows: dict[int, list[tuple[str, float, datetime]]] = {pid: [] for pid in patient_ids}
+    for pid, instrument, total, created_at in (
+        await session.execute(
+            select(Score.patient_id, Score.instrument, Score.total, Score.created_at)
+            .where(Score.patient_id.in_(patient_ids))
+            .order_by(Score.patient_id, Score.created_at.desc(), Score.id.desc())
+        )
+    ).all():
+        rows[pid].append((instrument, total, created_at))
+    return {pid: build_history(rows[pid], _aware(treated.get(pid))) for pid in patient_ids}
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def context_for(
     patient: Patient,
     settings: Settings,
     history: dict[str, ScoreHistory],
@@ -115,6 +156,21 @@ def _context(
         clinic_phone=settings.clinic_phone,
         history=history,
         prefill=prefill or {},
+    )
+
+
+def begin(checkin: Checkin, patient: Patient, version: int, flow: Flow, now: datetime) -> None:
+    """Pin the version and set the windows of a check-in that starts ``now``."""
+    checkin.flow_version = version
+    checkin.status = CheckinStatus.ACTIVE
+    checkin.started_at = now
+    checkin.lease_until = None
+    if checkin.expiry_after_s is None:
+        checkin.expiry_after_s = _seconds(flow.expiry.after) if flow.expiry else DEFAULT_EXPIRY_S
+    if checkin.reminder_after_s is None and flow.reminder is not None:
+        checkin.reminder_after_s = _seconds(flow.reminder.after)
+    checkin.reminder_at, checkin.expires_at = start_windows(
+        patient, now, checkin.reminder_after_s, checkin.expiry_after_s
     )
 
 
@@ -131,19 +187,9 @@ async def start_checkin(
     if checkin.status is not CheckinStatus.SCHEDULED or checkin.state is not None:
         return Applied()
     version, flow = await latest_published(session=session, key=checkin.flow_key)
-    checkin.flow_version = version
-    checkin.status = CheckinStatus.ACTIVE
-    checkin.started_at = now
-    checkin.lease_until = None
-    if checkin.expiry_after_s is None:
-        checkin.expiry_after_s = _seconds(flow.expiry.after) if flow.expiry else DEFAULT_EXPIRY_S
-    if checkin.reminder_after_s is None and flow.reminder is not None:
-        checkin.reminder_after_s = _seconds(flow.reminder.after)
-    checkin.reminder_at, checkin.expires_at = start_windows(
-        patient, now, checkin.reminder_after_s, checkin.expiry_after_s
-    )
+    begin(checkin, patient, version, flow, now)
     history = await score_history(session=session, patient_id=patient.id)
-    step = engine.start(flow, _context(patient, settings, history, prefill), now)
+    step = engine.start(flow, context_for(patient, settings, history, prefill), now)
     return await apply_step(
         session=session, checkin=checkin, patient=patient, step=step, settings=settings, now=now
     )

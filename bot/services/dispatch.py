@@ -12,17 +12,30 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services.conversations import Applied, resume_checkin, start_checkin
+from bot.services.conversations import (
+    Applied,
+    apply_step,
+    begin,
+    context_for,
+    histories,
+    resume_checkin,
+    start_checkin,
+)
 from bot.services.escalations import open_escalation_exists, raise_escalation
+from bot.services.flow_store import parse_cached
+from bot.services.outbox import message_row
 from bot.services.scheduling import patient_can_receive, quiet_hours, quiet_now, zone
 from bot.settings import Settings
-from db.enums import CheckinStatus, PatientStatus, Severity
-from db.models import Checkin, Patient
+from db.enums import CheckinStatus, PatientStatus, Severity, VersionStatus
+from db.models import Checkin, FlowVersion, Message, Patient
 from db.session import Database
-from flows.engine import Expired, ReminderDue
+from flows import engine
+from flows.engine import Expired, ReminderDue, SendMessage, Step
+from flows.model import Flow
+from flows.problems import SourceError
 from flows.schedule import defer_for_quiet_hours
 
 log = logging.getLogger(__name__)
@@ -82,36 +95,211 @@ async def claim_due(db: Database, now: datetime, limit: int) -> list[int]:
 async def start_due(
     db: Database, settings: Settings, now: datetime, *, limit: int = 500
 ) -> TickResult:
+    """Start what is due. The batch runs in one transaction with prefetched flows and score
+    histories and one bulk insert of first messages; if that transaction fails, the rows are
+    retried one by one in savepoints so a single bad row cannot hold the others back."""
     result = TickResult()
     ids = await claim_due(db, now, limit)
     if not ids:
         return result
-    async with db.write() as session:
-        rows = (
-            await session.execute(
-                select(Checkin, Patient)
-                .join(Patient, Patient.id == Checkin.patient_id)
-                .where(Checkin.id.in_(ids), Checkin.status == CheckinStatus.SCHEDULED)
-                .order_by(Checkin.due_at, Checkin.id)
-                # Locked until commit, and re-read after any lock wait (PostgreSQL): a row
-                # another transaction started meanwhile (a worker whose lease ran out, an
-                # inbound reply starting a waiting check-in) no longer matches, so it is never
-                # started twice. Not SKIP LOCKED: a concurrent claim can hold a row it then
-                # rejects for a moment, and skipping would strand the row until the lease ends.
-                .with_for_update(of=Checkin)
+    try:
+        return await _start_batch(db, settings, now, ids)
+    except Exception:
+        log.exception("batch start of %d check-ins failed; retrying them one by one", len(ids))
+    return await _start_each(db, settings, now, ids)
+
+
+async def _claimed_rows(session: AsyncSession, ids: list[int]) -> list[tuple[Checkin, Patient]]:
+    rows = (
+        await session.execute(
+            select(Checkin, Patient)
+            .join(Patient, Patient.id == Checkin.patient_id)
+            .where(Checkin.id.in_(ids), Checkin.status == CheckinStatus.SCHEDULED)
+            .order_by(Checkin.due_at, Checkin.id)
+            # Locked until commit, and re-read after any lock wait (PostgreSQL): a row
+            # another transaction started meanwhile (a worker whose lease ran out, an
+            # inbound reply starting a waiting check-in) no longer matches, so it is never
+            # started twice. Not SKIP LOCKED: a concurrent claim can hold a row it then
+            # rejects for a moment, and skipping would strand the row until the lease ends.
+            .with_for_update(of=Checkin)
+        )
+    ).all()
+    return [(c, p) for c, p in rows]
+
+
+async def _busy(session: AsyncSession, patient_ids: set[int]) -> set[int]:
+    if not patient_ids:
+        return set()
+    return set(
+        (
+            await session.scalars(
+                select(Checkin.patient_id).where(
+                    Checkin.patient_id.in_(patient_ids),
+                    Checkin.status == CheckinStatus.ACTIVE,
+                )
             )
         ).all()
-        patient_ids = {p.id for _c, p in rows}
-        busy = set(
-            (
-                await session.scalars(
-                    select(Checkin.patient_id).where(
-                        Checkin.patient_id.in_(patient_ids),
-                        Checkin.status == CheckinStatus.ACTIVE,
-                    )
-                )
-            ).all()
+    )
+
+
+async def _published_flows(session: AsyncSession, keys: set[str]) -> dict[str, tuple[int, Flow]]:
+    """The newest published version of each key, in one query (retired keys are absent)."""
+    out: dict[str, tuple[int, Flow]] = {}
+    rows = (
+        await session.execute(
+            select(
+                FlowVersion.key,
+                FlowVersion.version,
+                FlowVersion.checksum,
+                FlowVersion.source,
+                FlowVersion.status,
+            )
+            .where(FlowVersion.key.in_(keys), FlowVersion.version.is_not(None))
+            .order_by(FlowVersion.key, FlowVersion.version.desc())
         )
+    ).all()
+    seen: set[str] = set()
+    for key, version, digest, source, status in rows:
+        if key in seen:
+            continue
+        seen.add(key)
+        if status is VersionStatus.PUBLISHED and version is not None:
+            try:
+                out[key] = (version, parse_cached(key, version, digest, source))
+            except SourceError:
+                log.error("published flow %s v%s does not load", key, version)
+    return out
+
+
+async def _start_batch(
+    db: Database, settings: Settings, now: datetime, ids: list[int]
+) -> TickResult:
+    result = TickResult()
+    async with db.write() as session:
+        rows = await _claimed_rows(session, ids)
+        busy = await _busy(session, {p.id for _c, p in rows})
+        startable = [
+            (c, p)
+            for c, p in rows
+            if patient_can_receive(p) and not (c.expires_at is not None and c.expires_at <= now)
+        ]
+        flows = await _published_flows(session, {c.flow_key for c, _p in startable})
+        history = await histories(
+            session=session, patient_ids=sorted({p.id for _c, p in startable})
+        )
+        messages: list[dict[str, object]] = []
+        slow: list[tuple[Checkin, Patient, Step]] = []
+        outbound: list[Message] = []
+        for checkin, patient in rows:
+            decided = await _triage(session, checkin, patient, busy, now, result)
+            if decided:
+                continue
+            found = flows.get(checkin.flow_key)
+            if found is None:
+                # no published version (retired or never published): leave it leased and
+                # let the one-by-one path log it; it ends as missed at its expiry
+                result.failed += 1
+                log.error(
+                    "check-in %s names flow %r with no published version",
+                    checkin.id,
+                    checkin.flow_key,
+                )
+                continue
+            version, flow = found
+            try:
+                # the engine first: it is pure, so a failure leaves the row untouched
+                step = engine.start(
+                    flow, context_for(patient, settings, history.get(patient.id, {})), now
+                )
+                begin(checkin, patient, version, flow, now)
+            except Exception:
+                result.failed += 1
+                log.exception("could not start check-in %s; retried after its lease", checkin.id)
+                continue
+            busy.add(patient.id)
+            result.started += 1
+            if step.state.active and all(isinstance(e, SendMessage) for e in step.events):
+                checkin.state = step.state.to_json()
+                messages.extend(
+                    message_row(
+                        phone=patient.phone,
+                        body=e.text,
+                        purpose=str(e.purpose),
+                        now=now,
+                        patient_id=patient.id,
+                        checkin_id=checkin.id,
+                    )
+                    for e in step.events
+                    if isinstance(e, SendMessage)
+                )
+            else:
+                slow.append((checkin, patient, step))
+        for checkin, patient, step in slow:
+            # ended at once, escalated, or recorded prefilled answers: the general path
+            applied = await apply_step(
+                session=session,
+                checkin=checkin,
+                patient=patient,
+                step=step,
+                settings=settings,
+                now=now,
+            )
+            outbound.extend(applied.outbound)
+            result.started += len(applied.started)
+        await session.flush()
+        ids_out = [m.id for m in outbound]
+        if messages:
+            inserted = await session.scalars(insert(Message).returning(Message.id), messages)
+            ids_out.extend(inserted.all())
+        result.outbound_ids = ids_out
+    return result
+
+
+async def _triage(
+    session: AsyncSession,
+    checkin: Checkin,
+    patient: Patient,
+    busy: set[int],
+    now: datetime,
+    result: TickResult,
+) -> bool:
+    """Settle a claimed check-in that must not start now; True if it was settled."""
+    if not patient_can_receive(patient):
+        checkin.status = CheckinStatus.CANCELLED
+        checkin.outcome = "opted_out" if patient.opted_out_at else str(patient.status)
+        checkin.completed_at = now
+        checkin.lease_until = None
+        result.cancelled += 1
+        return True
+    if checkin.expires_at is not None and checkin.expires_at <= now:
+        # Past its window (downtime, or waiting behind another conversation): never sent late.
+        checkin.status = CheckinStatus.MISSED
+        checkin.outcome = "missed"
+        checkin.completed_at = now
+        checkin.lease_until = None
+        result.missed += 1
+        await note_silence(session=session, patient=patient, now=now)
+        return True
+    if patient.id in busy:
+        checkin.lease_until = now + BUSY_RECHECK
+        result.waiting += 1
+        return True
+    if quiet_now(patient, now):
+        checkin.due_at = defer_for_quiet_hours(now, zone(patient), quiet_hours(patient))
+        checkin.lease_until = None
+        result.deferred += 1
+        return True
+    return False
+
+
+async def _start_each(
+    db: Database, settings: Settings, now: datetime, ids: list[int]
+) -> TickResult:
+    """The careful path: one savepoint per row."""
+    result = TickResult()
+    async with db.write() as session:
+        rows = await _claimed_rows(session, ids)
+        busy = await _busy(session, {p.id for _c, p in rows})
         outbound = []
         for checkin, patient in rows:
             # read before the savepoint: a rolled-back savepoint expires the row, and loading
@@ -141,30 +329,7 @@ async def _start_one(
     now: datetime,
     result: TickResult,
 ) -> Applied | None:
-    if not patient_can_receive(patient):
-        checkin.status = CheckinStatus.CANCELLED
-        checkin.outcome = "opted_out" if patient.opted_out_at else str(patient.status)
-        checkin.completed_at = now
-        checkin.lease_until = None
-        result.cancelled += 1
-        return None
-    if checkin.expires_at is not None and checkin.expires_at <= now:
-        # Past its window (downtime, or waiting behind another conversation): never sent late.
-        checkin.status = CheckinStatus.MISSED
-        checkin.outcome = "missed"
-        checkin.completed_at = now
-        checkin.lease_until = None
-        result.missed += 1
-        await note_silence(session=session, patient=patient, now=now)
-        return None
-    if patient.id in busy:
-        checkin.lease_until = now + BUSY_RECHECK
-        result.waiting += 1
-        return None
-    if quiet_now(patient, now):
-        checkin.due_at = defer_for_quiet_hours(now, zone(patient), quiet_hours(patient))
-        checkin.lease_until = None
-        result.deferred += 1
+    if await _triage(session, checkin, patient, busy, now, result):
         return None
     applied = await start_checkin(
         session=session, checkin=checkin, patient=patient, settings=settings, now=now

@@ -49,6 +49,35 @@ DELIVERY_RETRIES = 3
 ALWAYS_SEND = frozenset({"crisis"})
 
 
+def message_row(
+    *,
+    phone: str,
+    body: str,
+    purpose: str,
+    now: datetime,
+    patient_id: int | None = None,
+    checkin_id: int | None = None,
+    user_id: int | None = None,
+    send_after: datetime | None = None,
+) -> dict[str, object]:
+    """The column values of a new outbound row (bulk inserts use these directly)."""
+    return {
+        "direction": Direction.OUT,
+        "patient_id": patient_id,
+        "checkin_id": checkin_id,
+        "user_id": user_id,
+        "phone": phone,
+        "body": body,
+        "purpose": purpose,
+        "status": MessageStatus.PENDING,
+        "segments": gsm.segment_count(body),
+        "encoding": gsm.encoding(body),
+        "send_after": send_after,
+        "attempts": 0,
+        "created_at": now,
+    }
+
+
 def enqueue(
     *,
     session: AsyncSession,
@@ -63,19 +92,16 @@ def enqueue(
 ) -> Message:
     """Add an outbound row to the session; the caller's transaction commits it."""
     message = Message(
-        direction=Direction.OUT,
-        patient_id=patient_id,
-        checkin_id=checkin_id,
-        user_id=user_id,
-        phone=phone,
-        body=body,
-        purpose=purpose,
-        status=MessageStatus.PENDING,
-        segments=gsm.segment_count(body),
-        encoding=gsm.encoding(body),
-        send_after=send_after,
-        attempts=0,
-        created_at=now,
+        **message_row(
+            phone=phone,
+            body=body,
+            purpose=purpose,
+            now=now,
+            patient_id=patient_id,
+            checkin_id=checkin_id,
+            user_id=user_id,
+            send_after=send_after,
+        )
     )
     session.add(message)
     return message

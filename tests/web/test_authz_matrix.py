@@ -291,6 +291,14 @@ async def _flow_simulate(_ctx: Ctx) -> Req:
     return Req("POST", "/api/v1/flows/phq9/simulate", json={"answers": ["1", "2"]})
 
 
+async def _fhir_patient(ctx: Ctx) -> Req:
+    return await _patient_get(ctx, "/fhir")
+
+
+async def _scores_csv(ctx: Ctx) -> Req:
+    return await _patient_get(ctx, "/scores.csv")
+
+
 def _twilio(path: str) -> Make:
     async def make(ctx: Ctx) -> list[Req]:
         if path == "/twilio/sms":
@@ -414,6 +422,20 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/{kind}/{key}/rollback"): Rule("api", one(_flow_rollback), CLINICIAN_DENIED),
     ("POST", "/api/v1/{kind}/{key}/retire"): Rule("api", one(_flow_retire), CLINICIAN_DENIED),
     ("POST", "/api/v1/flows/{key}/simulate"): Rule("api", one(_flow_simulate)),
+    # exports: a patient's FHIR record is a read (clinicians too); bulk CSV is admin-only
+    ("GET", "/api/v1/patients/{id}/fhir"): Rule("api", one(_fhir_patient)),
+    ("GET", "/api/v1/fhir/Questionnaire/{key}"): Rule(
+        "api", fixed(Req("GET", "/api/v1/fhir/Questionnaire/phq9"))
+    ),
+    ("GET", "/api/v1/patients/{id}/scores.csv"): Rule("api", one(_scores_csv), CLINICIAN_DENIED),
+    ("GET", "/api/v1/exports/escalations.csv"): Rule(
+        "api",
+        fixed(
+            Req("GET", "/api/v1/exports/escalations.csv"),
+            Req("GET", "/api/v1/exports/escalations.csv?from=2026-01-01&to=2026-12-31"),
+        ),
+        CLINICIAN_DENIED,
+    ),
     # signing in and out
     ("GET", "/login"): Rule("public", fixed(Req("GET", "/login"))),
     ("POST", "/login"): Rule("login", _login),

@@ -365,7 +365,11 @@ _KEY = {
     "required": True,
     "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
 }
-_YAML_BODY = {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}
+_YAML_DOCUMENT = {
+    "type": "object",
+    "description": "a flow or protocol definition as a YAML mapping (docs/flows.md, docs/protocols.md)",
+}
+_YAML_BODY = {"required": True, "content": {"application/yaml": {"schema": _YAML_DOCUMENT}}}
 _OBJECT = {"type": "object"}
 
 
@@ -415,7 +419,7 @@ def _definition_paths() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "YAML",
-                        "content": {"application/yaml": {"schema": {"type": "string"}}},
+                        "content": {"application/yaml": {"schema": _YAML_DOCUMENT}},
                     },
                     **_errors(401, 403, 404),
                 },
