@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from bot import background
-from bot.appkeys import CLOCK, DATABASE, METRICS, SETTINGS, TRANSPORT
+from bot.appkeys import CLOCK, DATABASE, METRICS, RECORDER, SETTINGS, TRANSPORT
 from bot.clock import Clock, SystemClock
 from bot.metrics import Metrics
+from bot.services.outbox import GroupRecorder
 from bot.settings import Settings
 from bot.sms.factory import build_transport
 from bot.sms.transport import Transport
@@ -51,10 +52,12 @@ def create_app(
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         if database is not None:
             app[DATABASE] = database
+            app[RECORDER] = GroupRecorder(database, app[CLOCK])
             yield
             return
         db = Database(settings.database_url)
         app[DATABASE] = db
+        app[RECORDER] = GroupRecorder(db, app[CLOCK])
         yield
         await db.dispose()
 

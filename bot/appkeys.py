@@ -8,6 +8,7 @@ from aiohttp import web
 
 from bot.clock import Clock
 from bot.metrics import Metrics
+from bot.services.outbox import GroupRecorder
 from bot.settings import Settings
 from bot.sms.transport import Transport
 from db.session import Database
@@ -27,3 +28,4 @@ class TaskSet:
 
 BACKGROUND = web.AppKey("background", TaskSet)
 METRICS = web.AppKey("metrics", Metrics)
+RECORDER = web.AppKey("recorder", GroupRecorder)

@@ -253,6 +253,8 @@ class Checkin(Base):
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
     flow_key: Mapped[str] = mapped_column(String(64))
     flow_version: Mapped[int | None] = mapped_column(Integer)
+    # the pinned version's checksum: lets a process reuse its parsed flow without a lookup
+    flow_checksum: Mapped[str | None] = mapped_column(String(64))
     enrollment_id: Mapped[int | None] = mapped_column(
         ForeignKey("enrollments.id", ondelete="SET NULL")
     )

@@ -76,7 +76,9 @@ def _create(url: str, *, immediate: bool, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         _sqlite_pragmas(engine, immediate=immediate)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping (a round trip per checkout); a dropped connection fails one transaction,
+    # which invalidates the pool, and the next ones reconnect.
+    kwargs.setdefault("pool_recycle", 1800)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
     return create_async_engine(url, **kwargs)

@@ -15,7 +15,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.escalations import raise_escalation
-from bot.services.flow_store import latest_published, pinned
+from bot.services.flow_store import latest_published_with_checksum, pinned
 from bot.services.outbox import enqueue
 from bot.services.scheduling import patient_can_receive, quiet_now, start_windows
 from bot.settings import Settings
@@ -159,9 +159,12 @@ def context_for(
     )
 
 
-def begin(checkin: Checkin, patient: Patient, version: int, flow: Flow, now: datetime) -> None:
+def begin(
+    checkin: Checkin, patient: Patient, version: int, flow: Flow, checksum: str, now: datetime
+) -> None:
     """Pin the version and set the windows of a check-in that starts ``now``."""
     checkin.flow_version = version
+    checkin.flow_checksum = checksum
     checkin.status = CheckinStatus.ACTIVE
     checkin.started_at = now
     checkin.lease_until = None
@@ -186,8 +189,10 @@ async def start_checkin(
     """Pin the newest published version, run ``engine.start`` and persist its events."""
     if checkin.status is not CheckinStatus.SCHEDULED or checkin.state is not None:
         return Applied()
-    version, flow = await latest_published(session=session, key=checkin.flow_key)
-    begin(checkin, patient, version, flow, now)
+    version, flow, checksum = await latest_published_with_checksum(
+        session=session, key=checkin.flow_key
+    )
+    begin(checkin, patient, version, flow, checksum, now)
     history = await score_history(session=session, patient_id=patient.id)
     step = engine.start(flow, context_for(patient, settings, history, prefill), now)
     return await apply_step(
@@ -209,7 +214,12 @@ async def resume_checkin(
     if checkin.status is not CheckinStatus.ACTIVE or checkin.state is None:
         return Applied()
     assert checkin.flow_version is not None
-    flow = await pinned(session=session, key=checkin.flow_key, version=checkin.flow_version)
+    flow = await pinned(
+        session=session,
+        key=checkin.flow_key,
+        version=checkin.flow_version,
+        checksum=checkin.flow_checksum,
+    )
     state = ConversationState.from_json(checkin.state)
     step = engine.resume(flow, state, input, now)
     return await apply_step(

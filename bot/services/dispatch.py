@@ -142,9 +142,11 @@ async def _busy(session: AsyncSession, patient_ids: set[int]) -> set[int]:
     )
 
 
-async def _published_flows(session: AsyncSession, keys: set[str]) -> dict[str, tuple[int, Flow]]:
+async def _published_flows(
+    session: AsyncSession, keys: set[str]
+) -> dict[str, tuple[int, Flow, str]]:
     """The newest published version of each key, in one query (retired keys are absent)."""
-    out: dict[str, tuple[int, Flow]] = {}
+    out: dict[str, tuple[int, Flow, str]] = {}
     rows = (
         await session.execute(
             select(
@@ -165,7 +167,7 @@ async def _published_flows(session: AsyncSession, keys: set[str]) -> dict[str, t
         seen.add(key)
         if status is VersionStatus.PUBLISHED and version is not None:
             try:
-                out[key] = (version, parse_cached(key, version, digest, source))
+                out[key] = (version, parse_cached(key, version, digest, source), digest)
             except SourceError:
                 log.error("published flow %s v%s does not load", key, version)
     return out
@@ -205,13 +207,13 @@ async def _start_batch(
                     checkin.flow_key,
                 )
                 continue
-            version, flow = found
+            version, flow, checksum = found
             try:
                 # the engine first: it is pure, so a failure leaves the row untouched
                 step = engine.start(
                     flow, context_for(patient, settings, history.get(patient.id, {})), now
                 )
-                begin(checkin, patient, version, flow, now)
+                begin(checkin, patient, version, flow, checksum, now)
             except Exception:
                 result.failed += 1
                 log.exception("could not start check-in %s; retried after its lease", checkin.id)

@@ -39,6 +39,13 @@ def parse_cached(key: str, version: int, checksum: str, source: str) -> Flow:
 
 async def latest_published(*, session: AsyncSession, key: str) -> tuple[int, Flow]:
     """The newest published version of ``key``; retired or unknown flows raise."""
+    version, flow, _checksum = await latest_published_with_checksum(session=session, key=key)
+    return version, flow
+
+
+async def latest_published_with_checksum(
+    *, session: AsyncSession, key: str
+) -> tuple[int, Flow, str]:
     row = (
         await session.execute(
             select(
@@ -51,11 +58,22 @@ async def latest_published(*, session: AsyncSession, key: str) -> tuple[int, Flo
     ).first()
     if row is None or row.status is not VersionStatus.PUBLISHED or row.version is None:
         raise FlowUnavailableError(f"flow {key!r} has no published version")
-    return row.version, parse_cached(key, row.version, row.checksum, row.source)
+    return row.version, parse_cached(key, row.version, row.checksum, row.source), row.checksum
 
 
-async def pinned(*, session: AsyncSession, key: str, version: int) -> Flow:
-    """Exactly ``version`` of ``key`` (a running conversation stays on its version)."""
+async def pinned(
+    *, session: AsyncSession, key: str, version: int, checksum: str | None = None
+) -> Flow:
+    """Exactly ``version`` of ``key`` (a running conversation stays on its version).
+
+    With the version's checksum (stored on the check-in) a parsed copy is reused without
+    asking the database: the checksum names the exact source.
+    """
+    if checksum is not None:
+        cached = _cache.get((key, version, checksum))
+        if cached is not None:
+            _cache.move_to_end((key, version, checksum))
+            return cached
     row = (
         await session.execute(
             select(FlowVersion.checksum, FlowVersion.source).where(

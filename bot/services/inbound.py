@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.logs import mask_phone
 from bot.services.conversations import Applied, resume_checkin
 from bot.services.escalations import open_escalation_exists, raise_escalation
-from bot.services.outbox import enqueue
+from bot.services.outbox import Claimed, claim_in_session, claimed_of, enqueue
 from bot.services.scheduling import rematerialise
 from bot.settings import Settings
 from db.enums import CheckinStatus, Direction, MessageStatus, Severity
@@ -48,6 +50,7 @@ class InboundResult:
     outbound_ids: list[int] = field(default_factory=list)
     route: str = ""
     escalated: bool = False
+    claimed: list[Claimed] = field(default_factory=list)
 
 
 def _texts(settings: Settings, language: str) -> dict[str, str]:
@@ -111,24 +114,6 @@ class _Handler:
             patient_query = patient_query.with_for_update()
         patient = await session.scalar(patient_query)
 
-        message = Message(
-            direction=Direction.IN,
-            patient_id=patient.id if patient else None,
-            phone=self.sms.from_,
-            body=self.sms.body[:MAX_BODY_CHARS],
-            provider_sid=self.sms.sid,
-            status=MessageStatus.RECEIVED,
-            created_at=self.now,
-        )
-        try:
-            async with session.begin_nested():
-                session.add(message)
-                await session.flush()
-        except IntegrityError:
-            self.result.duplicate = True
-            self.result.route = "duplicate"
-            return self.result
-
         active = None
         if patient is not None:
             active = await session.scalar(
@@ -137,24 +122,58 @@ class _Handler:
                 .order_by(Checkin.started_at.desc())
                 .limit(1)
             )
-            if active is not None:
-                message.checkin_id = active.id
+        message_id = await self._record_inbound(patient, active)
+        if message_id is None:
+            self.result.duplicate = True
+            self.result.route = "duplicate"
+            return self.result
 
         crisis = safety.detect(self.sms.body)
         if crisis is not None:
-            await self._crisis(patient, active, message, crisis)
+            await self._crisis(patient, active, message_id, crisis)
         else:
-            await self._route(patient, active, message)
+            await self._route(patient, active, message_id)
+        # replies are claimed by this process in this transaction: after commit they go out
+        # at once without another claiming transaction (a crash leaves them to the worker
+        # when the short lease ends)
+        claim_in_session(self.outbound, self.now)
         await session.flush()
         self.result.outbound_ids = [m.id for m in self.outbound]
+        self.result.claimed = claimed_of(self.outbound)
         self.result.escalated = self._escalated
         return self.result
+
+    async def _record_inbound(self, patient: Patient | None, active: Checkin | None) -> int | None:
+        """Insert the inbound row; None when its MessageSid is already there (a re-delivery,
+        also one racing this one: the insert waits for the other transaction, then skips)."""
+        insert = sqlite_insert if self.db.is_sqlite else pg_insert
+        statement = (
+            insert(Message)
+            .values(
+                direction=Direction.IN,
+                patient_id=patient.id if patient else None,
+                checkin_id=active.id if active else None,
+                phone=self.sms.from_,
+                body=self.sms.body[:MAX_BODY_CHARS],
+                provider_sid=self.sms.sid,
+                status=MessageStatus.RECEIVED,
+                segments=1,
+                encoding="GSM-7",
+                attempts=0,
+                purpose="",
+                created_at=self.now,
+            )
+            .on_conflict_do_nothing(index_elements=[Message.provider_sid])
+            .returning(Message.id)
+        )
+        found: int | None = await self.session.scalar(statement)
+        return found
 
     async def _crisis(
         self,
         patient: Patient | None,
         active: Checkin | None,
-        message: Message,
+        message_id: int,
         crisis: safety.CrisisMatch,
     ) -> None:
         self.result.route = "crisis"
@@ -167,7 +186,7 @@ class _Handler:
                 settings=self.settings,
                 input=Reply(self.sms.body),
                 now=self.now,
-                message_id=message.id,
+                message_id=message_id,
             )
             if applied.escalations:
                 self._collect(applied)
@@ -182,7 +201,7 @@ class _Handler:
             now=self.now,
             patient_id=patient.id if patient else None,
             checkin_id=active.id if active else None,
-            message_id=message.id,
+            message_id=message_id,
         )
         self._escalated = True
         language = patient.language if patient else "en"
@@ -190,7 +209,7 @@ class _Handler:
         self.reply(reply, "crisis", patient)
 
     async def _route(
-        self, patient: Patient | None, active: Checkin | None, message: Message
+        self, patient: Patient | None, active: Checkin | None, message_id: int
     ) -> None:
         opted_out = patient is not None and patient.opted_out_at is not None
         keyword = keywords.classify(self.sms.body, opted_out=opted_out)
@@ -199,7 +218,7 @@ class _Handler:
         if keyword is keywords.Keyword.STOP:
             self.result.route = "stop"
             if patient is not None:
-                await self._opt_out(patient, active, message)
+                await self._opt_out(patient, active, message_id)
             return
         if keyword is keywords.Keyword.START:
             self.result.route = "start"
@@ -221,7 +240,7 @@ class _Handler:
             return
         if opted_out:
             self.result.route = "opted_out"
-            await self._patient_message(patient, message, acknowledge=False)
+            await self._patient_message(patient, message_id, acknowledge=False)
             return
         if active is not None:
             self.result.route = "conversation"
@@ -232,12 +251,12 @@ class _Handler:
                 settings=self.settings,
                 input=Reply(self.sms.body),
                 now=self.now,
-                message_id=message.id,
+                message_id=message_id,
             )
             self._collect(applied)
             return
         self.result.route = "patient_message"
-        await self._patient_message(patient, message, acknowledge=True)
+        await self._patient_message(patient, message_id, acknowledge=True)
 
     def _collect(self, applied: Applied) -> None:
         self.outbound.extend(applied.outbound)
@@ -258,7 +277,7 @@ class _Handler:
         return found is not None
 
     async def _patient_message(
-        self, patient: Patient, message: Message, *, acknowledge: bool
+        self, patient: Patient, message_id: int, *, acknowledge: bool
     ) -> None:
         """A text outside any conversation: recorded, acknowledged once, shown to clinicians."""
         if not await open_escalation_exists(
@@ -282,12 +301,12 @@ class _Handler:
                 else "The patient sent a message outside a check-in.",
                 now=self.now,
                 patient_id=patient.id,
-                message_id=message.id,
+                message_id=message_id,
             )
         if acknowledge and not await self._replied_recently(purpose="ack", since=ACK_EVERY):
             self.reply(_texts(self.settings, patient.language)["ack"], "ack", patient)
 
-    async def _opt_out(self, patient: Patient, active: Checkin | None, message: Message) -> None:
+    async def _opt_out(self, patient: Patient, active: Checkin | None, message_id: int) -> None:
         """STOP: nothing more is sent (Twilio confirms the opt-out itself)."""
         now = self.now
         if patient.opted_out_at is None:
@@ -322,7 +341,7 @@ class _Handler:
                 now=now,
                 patient_id=patient.id,
                 checkin_id=active.id if active else None,
-                message_id=message.id,
+                message_id=message_id,
             )
         log.info("patient %s opted out", patient.id)
 

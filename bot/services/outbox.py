@@ -28,6 +28,7 @@ from bot.sms.transport import (
     TRANSIENT_DELIVERY_CODES,
     PermanentSendError,
     SendError,
+    SendResult,
     TransientSendError,
     Transport,
 )
@@ -39,6 +40,7 @@ from flows import gsm
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
+FAST_PATH_LEASE = timedelta(seconds=30)
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_S = 10
 BACKOFF_CAP = timedelta(minutes=30)
@@ -177,22 +179,73 @@ async def _cancel_opted_out(session: AsyncSession, ids: list[int], now: datetime
     )
 
 
-async def _record_success(
-    db: Database, claimed: Claimed, sid: str, status: str, now: datetime
+async def _record_successes(
+    db: Database, done: list[tuple[Claimed, str, str]], now: datetime
 ) -> None:
+    """Record accepted sends in one statement (executemany), whatever their number."""
+    if not done:
+        return
     async with db.write() as session:
         await session.execute(
-            update(Message)
-            .where(Message.id == claimed.id)
-            .values(
-                provider_sid=sid,
-                status=_initial_status(status),
-                sent_at=now,
-                lease_until=None,
-                error_code=None,
-                updated_at=now,
-            )
+            update(Message),
+            [
+                {
+                    "id": claimed.id,
+                    "provider_sid": sid,
+                    "status": _initial_status(status),
+                    "sent_at": now,
+                    "lease_until": None,
+                    "error_code": None,
+                    "updated_at": now,
+                }
+                for claimed, sid, status in done
+            ],
         )
+
+
+class GroupRecorder:
+    """Group commit for accepted sends: concurrent fast paths share one transaction.
+
+    Each caller waits until its rows are recorded, so nothing is reported sent before the
+    database knows it; under load one UPDATE records the sends of many requests.
+    """
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+        self._pending: list[tuple[Claimed, str, str]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._flushing = False
+
+    async def record(self, done: list[tuple[Claimed, str, str]]) -> None:
+        if not done:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.extend(done)
+        self._waiters.append(waiter)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        await waiter
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let requests finishing at the same moment join in
+            while self._pending:
+                batch, waiters = self._pending, self._waiters
+                self._pending, self._waiters = [], []
+                try:
+                    await _record_successes(self._db, batch, self._clock.now())
+                except Exception as exc:
+                    for w in waiters:
+                        if not w.done():
+                            w.set_exception(exc)
+                    continue
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
+        finally:
+            self._flushing = False
 
 
 def _initial_status(twilio_status: str) -> MessageStatus:
@@ -287,31 +340,69 @@ _FINAL_STATUSES = (
 )
 
 
-async def _send_one(
-    db: Database, transport: Transport, clock: Clock, claimed: Claimed, stats: SendStats
-) -> bool:
+async def _attempt(
+    transport: Transport, claimed: Claimed
+) -> tuple[Claimed, SendResult | None, SendError | None]:
     try:
-        result = await transport.send(to=claimed.phone, body=claimed.body)
+        return claimed, await transport.send(to=claimed.phone, body=claimed.body), None
     except SendError as exc:
+        return claimed, None, exc
+
+
+async def _deliver(
+    db: Database,
+    transport: Transport,
+    clock: Clock,
+    claimed: list[Claimed],
+    stats: SendStats,
+    recorder: GroupRecorder | None = None,
+) -> int:
+    """Send claimed rows (bounded concurrency), then record the results: all successes in one
+    transaction, each failure in its own. A row whose send raised unexpectedly keeps its
+    lease and is retried after it; one bad row never stops the rest."""
+    semaphore = asyncio.Semaphore(SEND_CONCURRENCY)
+
+    async def guarded(c: Claimed) -> tuple[Claimed, SendResult | None, SendError | None] | None:
+        async with semaphore:
+            try:
+                return await _attempt(transport, c)
+            except Exception:
+                log.exception("unexpected error sending message %s", c.id)
+                return None
+
+    outcomes = [o for o in await asyncio.gather(*(guarded(c) for c in claimed)) if o is not None]
+    done = [(c, r.sid, r.status) for c, r, _e in outcomes if r is not None]
+    try:
+        if recorder is not None:
+            await recorder.record(done)
+        else:
+            await _record_successes(db, done, clock.now())
+        stats.accepted += len(done)
+    except Exception:
+        # accepted by the provider but not recorded: the lease expires and the row is sent
+        # again (the one duplicate the design allows)
+        log.exception("recording %d accepted sends failed", len(done))
+    for c, _r, exc in outcomes:
+        if exc is None:
+            continue
         kind = "permanent" if isinstance(exc, PermanentSendError) else "transient"
         log.warning(
             "send %s failed (%s, code %s: %s) to %s, attempt %d",
-            claimed.id,
+            c.id,
             kind,
             exc.code,
             exc,
-            mask_phone(claimed.phone),
-            claimed.attempts,
+            mask_phone(c.phone),
+            c.attempts,
         )
-        retry = await _record_failure(db, claimed, exc, clock.now())
-        if retry:
-            stats.retried += 1
-        else:
-            stats.failed += 1
-        return False
-    await _record_success(db, claimed, result.sid, result.status, clock.now())
-    stats.accepted += 1
-    return True
+        try:
+            if await _record_failure(db, c, exc, clock.now()):
+                stats.retried += 1
+            else:
+                stats.failed += 1
+        except Exception:
+            log.exception("recording the failure of message %s failed", c.id)
+    return len(done)
 
 
 async def send(
@@ -328,19 +419,42 @@ async def send(
     claimed = await _claim(db, ids, clock.now(), limit)
     if not claimed:
         return 0
-    semaphore = asyncio.Semaphore(SEND_CONCURRENCY)
+    return await _deliver(db, transport, clock, claimed, stats)
 
-    async def guarded(c: Claimed) -> bool:
-        async with semaphore:
-            try:
-                return await _send_one(db, transport, clock, c, stats)
-            except Exception:
-                # The row keeps its lease and is retried after it; one bad row never stops the rest.
-                log.exception("unexpected error sending message %s", c.id)
-                return False
 
-    results = await asyncio.gather(*(guarded(c) for c in claimed))
-    return sum(results)
+async def send_claimed(
+    db: Database,
+    transport: Transport,
+    clock: Clock,
+    claimed: list[Claimed],
+    *,
+    stats: SendStats | None = None,
+    recorder: GroupRecorder | None = None,
+) -> int:
+    """Send rows their own transaction already claimed (``claim_in_session``): the fast path
+    after an inbound message, without another claiming transaction."""
+    if not claimed:
+        return 0
+    return await _deliver(
+        db, transport, clock, claimed, stats if stats is not None else SendStats(), recorder
+    )
+
+
+def claim_in_session(messages: list[Message], now: datetime) -> None:
+    """Mark new outbound rows as claimed by this process before they are inserted."""
+    for m in messages:
+        if m.send_after is None or m.send_after <= now:
+            m.status = MessageStatus.SENDING
+            m.lease_until = now + FAST_PATH_LEASE
+            m.attempts = 1
+
+
+def claimed_of(messages: list[Message]) -> list[Claimed]:
+    return [
+        Claimed(m.id, m.phone, m.body, m.attempts)
+        for m in messages
+        if m.status is MessageStatus.SENDING
+    ]
 
 
 # Twilio's statuses in the order a message moves through them; callbacks only move forward.

@@ -15,11 +15,12 @@ from aiohttp import web
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bot import background
-from bot.appkeys import CLOCK, DATABASE, METRICS, SETTINGS, TRANSPORT
+from bot.appkeys import CLOCK, DATABASE, METRICS, RECORDER, SETTINGS, TRANSPORT
 from bot.logs import mask_phone
 from bot.metrics import SendStats
 from bot.services import outbox, paging
 from bot.services.inbound import InboundSms, handle_inbound
+from bot.services.outbox import Claimed
 from bot.settings import is_e164
 from bot.sms import signature
 
@@ -103,20 +104,22 @@ async def _inbound_sms(request: web.Request) -> web.Response:
         return _unavailable(exc)
     log.info("inbound %s from %s: %s", sid[:8] + "…", mask_phone(sender), result.route or "handled")
     app[METRICS].inbound.labels(result.route or "handled").inc()
-    if result.outbound_ids or result.escalated:
-        background.spawn(app, _after_commit(app, result.outbound_ids, page=result.escalated))
+    if result.claimed or result.escalated:
+        background.spawn(app, _after_commit(app, result.claimed, page=result.escalated))
     return _twiml()
 
 
-async def _after_commit(app: web.Application, ids: list[int], *, page: bool) -> None:
+async def _after_commit(app: web.Application, claimed: list[Claimed], *, page: bool) -> None:
     """The fast path: replies first, then pages for a new critical escalation.
 
     Anything not sent here stays in the outbox (and the paging tick) for the worker.
     """
     metrics = app[METRICS]
     stats = SendStats()
-    if ids:
-        await outbox.send(app[DATABASE], app[TRANSPORT], app[CLOCK], ids=ids, stats=stats)
+    if claimed:
+        await outbox.send_claimed(
+            app[DATABASE], app[TRANSPORT], app[CLOCK], claimed, stats=stats, recorder=app[RECORDER]
+        )
     if page:
         _paged, page_ids = await paging.page_due(app[DATABASE], app[SETTINGS], app[CLOCK].now())
         if page_ids:

@@ -27,6 +27,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from sqlalchemy import func, insert, select, update
 
 from bot.services.conversations import start_checkin
@@ -271,6 +272,10 @@ class RecordingTwilio(FakeTwilio):
     def __init__(self) -> None:
         super().__init__()
         self.accepted: list[Accepted] = []
+
+    async def start(self) -> None:
+        self.server = TestServer(self.app, host="127.0.0.1", access_log=None)
+        await self.server.start_server()
 
     async def _create_message(self, request: web.Request) -> web.Response:
         arrived = datetime.now(UTC)

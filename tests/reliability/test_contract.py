@@ -34,6 +34,7 @@ from aiohttp import web
 from aiohttp.test_utils import unused_port
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -52,9 +53,10 @@ from bot.web.api import exports, openapi
 from db.enums import Role, Severity
 from db.models import Patient
 from db.session import Database
+from tests.web.harness import harness
 
-EXAMPLES = 60
-"""Generated requests per operation and role (~30 operations x 2 roles x 20 = ~1,200)."""
+EXAMPLES = {"positive": 30, "negative": 15}
+"""Generated requests per operation, role and mode: 28 operations x 2 roles x (30 + 15) = 2,520."""
 
 CHECKS = [
     not_a_server_error,
@@ -66,9 +68,7 @@ CHECKS = [
 # importing exports registers its operations in the document, as the app does
 assert set(exports.PATHS) <= set(openapi.EXTRA_PATHS)
 OPERATIONS: list[tuple[str, str]] = sorted(
-    (method.upper(), path)
-    for path, ops in openapi.document()["paths"].items()
-    for method in ops
+    (method.upper(), path) for path, ops in openapi.document()["paths"].items() for method in ops
 )
 
 
@@ -147,9 +147,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="contract-server", daemon=True)
     thread.start()
-    runner, db, tokens, ids = asyncio.run_coroutine_threadsafe(
-        _prepare(url, port), loop
-    ).result(60)
+    runner, db, tokens, ids = asyncio.run_coroutine_threadsafe(_prepare(url, port), loop).result(60)
     server = Live(f"http://127.0.0.1:{port}", tokens, ids, loop, thread, runner, db)
     try:
         server.schema = schemathesis.openapi.from_url(
@@ -196,18 +194,24 @@ def test_every_operation_is_fuzzed(live: Live) -> None:
     assert ("GET", exports.ESCALATIONS_CSV) in served
 
 
+@pytest.mark.parametrize("mode", ["positive", "negative"])
 @pytest.mark.parametrize("role", ["admin", "clinician"])
 @pytest.mark.parametrize(("method", "path"), OPERATIONS)
-def test_operation_conforms_to_the_document(live: Live, method: str, path: str, role: str) -> None:
+def test_operation_conforms_to_the_document(
+    live: Live, method: str, path: str, role: str, mode: str
+) -> None:
     operation = live.schema[path][method]
     pinned = _pinned(live, path)
-    strategy = operation.as_strategy()
+    generation = GenerationMode(mode)
+    strategy = operation.as_strategy(generation_mode=generation)
     if pinned:
-        strategy = st.one_of(strategy, operation.as_strategy(path_parameters=pinned))
+        strategy = st.one_of(
+            strategy, operation.as_strategy(generation_mode=generation, path_parameters=pinned)
+        )
     headers = {"Authorization": f"Bearer {live.tokens[role]}"}
 
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=EXAMPLES[mode],
         deadline=None,
         derandomize=True,
         database=None,
@@ -225,3 +229,103 @@ def test_operation_conforms_to_the_document(live: Live, method: str, path: str, 
         )
 
     run()
+
+
+# -- what the fuzzing found: answers that must be 4xx, on SQLite and PostgreSQL ----------------
+
+BIG = 2**63
+Probe = tuple[str, str, Any]
+OUT_OF_RANGE: dict[str, Probe] = {
+    "check-in due in year 9999": (
+        "POST",
+        "/api/v1/patients/{patient}/checkins",
+        {"flow": "phq9", "due_at": "9999-12-31T23:59:59Z"},
+    ),
+    "enrollment starting in year 9999": (
+        "POST",
+        "/api/v1/patients/{patient}/enrollments",
+        {"protocol": "ketamine_induction", "start_at": "9999-12-31T23:59:59Z"},
+    ),
+    "enrollment starting in year 1": (
+        "POST",
+        "/api/v1/patients/{patient}/enrollments",
+        {"protocol": "ketamine_induction", "start_at": "0001-01-01T00:00:00Z"},
+    ),
+    "simulate version 2**31": (
+        "POST",
+        "/api/v1/flows/phq9/simulate",
+        {"answers": [], "version": 2**31},
+    ),
+    "simulate version 2**63": (
+        "POST",
+        "/api/v1/flows/phq9/simulate",
+        {"answers": [], "version": BIG},
+    ),
+    "rollback to version 2**31": ("POST", "/api/v1/flows/phq9/rollback", {"version": 2**31}),
+    "rollback to version 2**63": ("POST", "/api/v1/flows/phq9/rollback", {"version": BIG}),
+    "escalations CSV up to 9999-12-31": (
+        "GET",
+        "/api/v1/exports/escalations.csv?to=9999-12-31",
+        None,
+    ),
+    "patient first_name with NUL": (
+        "POST",
+        "/api/v1/patients",
+        {"first_name": "A\x00B", "phone": "+12025550931", "timezone": "UTC"},
+    ),
+    "patient external_ref with NUL": (
+        "PATCH",
+        "/api/v1/patients/{patient}",
+        {"external_ref": "MRN\x001"},
+    ),
+    "treatment kind with NUL": (
+        "POST",
+        "/api/v1/patients/{patient}/treatments",
+        {"kind": "ket\x00amine", "administered_at": "2026-03-02T15:00:00Z"},
+    ),
+    "resolve note with NUL": (
+        "POST",
+        "/api/v1/escalations/{escalation}/resolve",
+        {"disposition": "other", "note": "n\x00te"},
+    ),
+}
+
+
+def _documented(method: str, path: str) -> set[int]:
+    doc = openapi.document()["paths"]
+    template = next(t for t in doc if method.lower() in doc[t] and _matches(t, path.split("?")[0]))
+    return {int(code) for code in doc[template][method.lower()]["responses"]}
+
+
+def _matches(template: str, path: str) -> bool:
+    a, b = template.strip("/").split("/"), path.strip("/").split("/")
+    return len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("probe", list(OUT_OF_RANGE))
+async def test_out_of_range_input_is_a_documented_4xx(db_url: str, probe: str) -> None:
+    """Each of these answered 500 when found; each must be a documented 4xx (or a success)."""
+    method, template, body = OUT_OF_RANGE[probe]
+    async with harness(db_url) as h:
+        token = await h.token(Role.ADMIN)
+        patient = await h.patient()
+        async with h.db.write() as s:
+            escalation = raise_escalation(
+                session=s,
+                severity=Severity.HIGH,
+                reason="phq9_severe",
+                summary="PHQ-9 22",
+                now=h.clock.now(),
+                patient_id=patient.id,
+            )
+            await s.flush()
+            escalation_id = escalation.id
+        path = template.format(patient=patient.id, escalation=escalation_id)
+        resp = await h.client.request(
+            method, path, json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        text = await resp.text()
+        assert resp.status < 500, (probe, resp.status, text)
+        assert resp.status in _documented(method, path), (probe, resp.status, text)
+        # and the app still answers afterwards
+        assert (await h.client.get("/healthz")).status == 200

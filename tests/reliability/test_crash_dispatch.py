@@ -48,7 +48,7 @@ CHECKINS = 2000 if FULL else 600
 KILLS = 20
 LEASE_S = 3.0
 # rows per tick: small, so each life of the worker is killed with work in hand
-BATCH = 60 if FULL else 20
+BATCH = 30 if FULL else 10
 # each life is killed this long after the worker logged that its ticks started
 KILL_AFTER_S = (0.05, 1.2)
 DRAIN_TIMEOUT_S = 120.0
@@ -122,6 +122,7 @@ async def test_worker_killed_20_times_mid_dispatch_starts_each_once_and_loses_no
             kills.append((delay, len(twilio.requests), unsent, scheduled))
         final = Proc("final", argv, env, tmp_path / "final.log")
         procs.append(final)
+        await final.wait_for_log("worker started with ticks", 60)
 
         async def drained() -> bool:
             return await unsent_and_scheduled(db) == (0, 0)
@@ -131,7 +132,9 @@ async def test_worker_killed_20_times_mid_dispatch_starts_each_once_and_loses_no
         elapsed = time.monotonic() - started
 
         async with db.read() as s:
-            checkins = (await s.execute(select(Checkin.id, Checkin.status, Checkin.started_at))).all()
+            checkins = (
+                await s.execute(select(Checkin.id, Checkin.status, Checkin.started_at))
+            ).all()
             per_checkin = dict(
                 (
                     await s.execute(
@@ -163,9 +166,10 @@ async def test_worker_killed_20_times_mid_dispatch_starts_each_once_and_loses_no
         f"happened {duplicates}, drained in {elapsed:.1f} s total"
     )
     print(report)
-    print("  kills (delay s, POSTs so far, unsent, scheduled):", [
-        (round(d, 2), n, u, sc) for d, n, u, sc in kills
-    ])
+    print(
+        "  kills (delay s, POSTs so far, unsent, scheduled):",
+        [(round(d, 2), n, u, sc) for d, n, u, sc in kills],
+    )
 
     # every kill hit a worker with work in hand
     assert all(unsent + scheduled > 0 for _d, _n, unsent, scheduled in kills), kills

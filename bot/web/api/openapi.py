@@ -386,6 +386,7 @@ def _definition_paths() -> dict[str, Any]:
                 "Flows or protocols: published versions and drafts",
                 {"type": "object"},
                 params=[_KIND],
+                errors=(404,),
                 tag="flows",
             )
         },
@@ -431,7 +432,7 @@ def _definition_paths() -> dict[str, Any]:
                     "Save the draft (YAML body); 422 lists problems with line and column (admin)",
                     _OBJECT,
                     params=[_KIND, _KEY],
-                    errors=(400, 409, 413, 422),
+                    errors=(400, 404, 409, 413, 422),
                     tag="flows",
                 )
             )
@@ -442,7 +443,7 @@ def _definition_paths() -> dict[str, Any]:
                     "Validate YAML without saving it (admin)",
                     _OBJECT,
                     params=[_KIND, _KEY],
-                    errors=(400, 413),
+                    errors=(400, 404, 413),
                     tag="flows",
                 )
             )
@@ -462,7 +463,7 @@ def _definition_paths() -> dict[str, Any]:
                 _OBJECT,
                 status=201,
                 params=[_KIND, _KEY],
-                errors=(409, 422),
+                errors=(404, 409, 422),
                 tag="flows",
             )
         },
