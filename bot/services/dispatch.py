@@ -25,7 +25,7 @@ from bot.services.conversations import (
     start_checkin,
 )
 from bot.services.escalations import open_escalation_exists, raise_escalation
-from bot.services.flow_store import parse_cached
+from bot.services.flow_store import FlowUnavailableError, parse_cached
 from bot.services.outbox import message_row
 from bot.services.scheduling import patient_can_receive, quiet_hours, quiet_now, zone
 from bot.settings import Settings
@@ -361,6 +361,7 @@ async def remind_due(
         if not db.is_sqlite:
             query = query.with_for_update(of=Checkin, skip_locked=True)
         outbound = []
+        broken: list[int] = []
         for checkin, patient in (await session.execute(query)).all():
             checkin_id = checkin.id  # see start_due
             try:
@@ -382,9 +383,18 @@ async def remind_due(
                     checkin.reminder_sent_at = now
                     outbound.extend(applied.outbound)
                     result.reminded += 1
+            except (FlowUnavailableError, SourceError):
+                # its pinned flow version cannot be loaded: no reminder is possible, ever
+                result.failed += 1
+                broken.append(checkin_id)
+                log.exception("check-in %s: its flow version cannot be loaded", checkin_id)
             except Exception:
                 result.failed += 1
-                log.exception("reminder for check-in %s failed", checkin_id)
+                log.exception("reminder for check-in %s failed; retried next tick", checkin_id)
+        if broken:
+            await session.execute(
+                update(Checkin).where(Checkin.id.in_(broken)).values(reminder_sent_at=now)
+            )
         await session.flush()
         result.outbound_ids = [m.id for m in outbound]
     return result
@@ -406,6 +416,7 @@ async def expire_due(
         if not db.is_sqlite:
             query = query.with_for_update(of=Checkin, skip_locked=True)
         outbound = []
+        broken: list[int] = []
         for checkin, patient in (await session.execute(query)).all():
             checkin_id = checkin.id  # see start_due
             try:
@@ -425,9 +436,25 @@ async def expire_due(
                     outbound.extend(applied.outbound)
                     result.expired += 1
                     await note_silence(session=session, patient=patient, now=now)
+            except (FlowUnavailableError, SourceError):
+                # its pinned flow version cannot be loaded: close it rather than retry forever
+                result.failed += 1
+                broken.append(checkin_id)
+                log.exception("check-in %s: its flow version cannot be loaded", checkin_id)
             except Exception:
                 result.failed += 1
-                log.exception("expiring check-in %s failed", checkin_id)
+                log.exception("expiring check-in %s failed; retried next tick", checkin_id)
+        if broken:
+            await session.execute(
+                update(Checkin)
+                .where(Checkin.id.in_(broken))
+                .values(
+                    status=CheckinStatus.EXPIRED,
+                    outcome="flow_unavailable",
+                    completed_at=now,
+                    lease_until=None,
+                )
+            )
         await session.flush()
         result.outbound_ids = [m.id for m in outbound]
     return result

@@ -144,8 +144,9 @@ async def record_treatment(
                 )
                 .values(status=CheckinStatus.CANCELLED, outcome="superseded", completed_at=now)
             )
-        if not patient_can_receive(patient):
-            continue
+        # A paused, discharged or opted-out patient still gets the plan, held as cancelled:
+        # reactivation brings back whatever is still in the future.
+        held = None if patient_can_receive(patient) else _stop_reason(patient)
         for plan in plan_for_treatment(
             protocol, administered_at, zone(patient), quiet_hours(patient)
         ):
@@ -163,10 +164,18 @@ async def record_treatment(
                 expiry=windows.expiry,
                 now=now,
             )
+            if held is not None:
+                row.status = CheckinStatus.CANCELLED
+                row.outcome = held
+                row.completed_at = now
             session.add(row)
             created.append(row)
     await session.flush()
     return treatment, created
+
+
+def _stop_reason(patient: Patient) -> str:
+    return "opted_out" if patient.opted_out_at is not None else str(patient.status)
 
 
 async def enroll(

@@ -421,7 +421,9 @@ async def test_reminder_and_expiry_jobs_survive_a_failing_row(h: Harness) -> Non
     result = await dispatch.expire_due(h.db, h.settings, h.clock.now())
     assert (result.expired, result.failed) == (1, 1)
     assert (await get(h, fine)).status is CheckinStatus.EXPIRED
-    assert (await get(h, broken)).status is CheckinStatus.ACTIVE
+    # a row whose flow cannot load is closed, not retried on every tick forever
+    closed = await get(h, broken)
+    assert (closed.status, closed.outcome) == (CheckinStatus.EXPIRED, "flow_unavailable")
 
 
 async def test_quiet_now_and_start_windows_follow_the_patient(h: Harness) -> None:

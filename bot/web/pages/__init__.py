@@ -8,7 +8,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bot.web.pages import admin, auth, flows_admin, patients, queue
+from bot.web.pages import admin, auth, demo_phone, flows_admin, patients, queue
 from bot.web.pages.common import page_session
 from bot.web.reasons import plain
 
@@ -31,6 +31,7 @@ def setup(app: web.Application) -> None:
     patients.setup(app)
     admin.setup(app)
     flows_admin.setup(app)
+    demo_phone.setup(app)
 
 
 __all__ = ["page_session", "setup"]

@@ -66,3 +66,43 @@
     });
   }
 })();
+
+// The demo phone: the conversation refreshes every 2 s (replies go out asynchronously) and
+// stays scrolled to the newest text; choosing a patient opens their phone at once.
+(function () {
+  var list = document.querySelector("#phone-messages[data-refresh]");
+  var bottom = function () { if (list) { list.scrollTop = list.scrollHeight; } };
+  if (list) {
+    var url = list.getAttribute("data-refresh");
+    var last = list.innerHTML;
+    bottom();
+    var refresh = function () {
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+        .then(function (r) {
+          if (r.redirected || r.status === 401 || r.status === 403) {
+            window.location.reload();  // the session ended: show the sign-in page
+            return null;
+          }
+          return r.ok ? r.text() : null;
+        })
+        .then(function (html) {
+          if (html !== null && html !== undefined && html !== last) {
+            last = html;
+            list.innerHTML = html;  // server-rendered and autoescaped
+            bottom();
+          }
+        })
+        .catch(function () { /* offline for a moment: try again next time */ });
+    };
+    window.setInterval(refresh, 2000);
+  }
+  document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
+    select.addEventListener("change", function () {
+      if (select.value && select.form) {
+        var typed = select.form.querySelector("input[name=number]");
+        if (typed) { typed.value = ""; }
+        select.form.submit();
+      }
+    });
+  });
+})();

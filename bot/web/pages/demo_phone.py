@@ -1,0 +1,291 @@
+"""The demo phone (``aftercare demo`` only): text as a patient, see the bot's replies.
+
+A text typed here takes the same road as one from Twilio: the handler builds Twilio's form,
+signs it with the configured auth token over ``PUBLIC_BASE_URL + "/twilio/sms"`` exactly as
+Twilio would, and posts it to this server's own ``/twilio/sms`` over loopback, where the
+signature is really checked. Nothing here writes a message row itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import aiohttp_jinja2
+from aiohttp import web
+from sqlalchemy import select
+
+from bot import background
+from bot.appkeys import CLOCK, DATABASE, SETTINGS, TRANSPORT
+from bot.services import outbox, scheduling
+from bot.services.conversations import start_checkin
+from bot.services.flow_store import FlowUnavailableError
+from bot.settings import Settings, is_e164
+from bot.sms import signature
+from bot.web.pages.common import current_user, form_with_csrf, record, render, require_user
+from db.enums import CheckinStatus, Direction, EscalationStatus, PatientStatus, VersionStatus
+from db.models import Checkin, Escalation, FlowVersion, Message, Patient
+
+PATH = "/demo/phone"
+DEMO_ACCOUNT_SID = "AC" + "demo".ljust(32, "0")
+MAX_BODY = 1600
+SHOWN = 200
+LOOPBACK_TIMEOUT_S = 15.0
+DEFAULT_FLOW = "phq9"
+
+
+def loopback_base(settings: Settings) -> str:
+    """This server, reached from itself: the address it listens on, or 127.0.0.1."""
+    host = settings.host.strip()
+    if host in ("", "0.0.0.0", "localhost"):  # noqa: S104 - an address to call, not to bind
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "[::1]"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def twilio_form(settings: Settings, phone: str, body: str) -> dict[str, str]:
+    """What Twilio posts for an incoming text; a fresh ``SMdemo…`` MessageSid each time."""
+    return {
+        "MessageSid": "SMdemo" + uuid.uuid4().hex,
+        "AccountSid": settings.twilio_account_sid or DEMO_ACCOUNT_SID,
+        "From": phone,
+        "To": settings.twilio_from_number or settings.clinic_phone or "",
+        "Body": body,
+        "NumMedia": "0",
+    }
+
+
+async def deliver(settings: Settings, params: dict[str, str]) -> int:
+    """Post the form to our own ``/twilio/sms`` as Twilio would; returns the HTTP status."""
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if settings.twilio_auth_token:
+        headers["X-Twilio-Signature"] = signature.sign(
+            auth_token=settings.twilio_auth_token,
+            url=signature.public_url(settings.public_base_url, "/twilio/sms"),
+            params=params,
+        )
+    timeout = aiohttp.ClientTimeout(total=LOOPBACK_TIMEOUT_S)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        http.post(
+            loopback_base(settings) + "/twilio/sms",
+            data=urlencode(params),
+            headers=headers,
+            allow_redirects=False,
+        ) as resp,
+    ):
+        await resp.read()
+        return resp.status
+
+
+def _here(phone: str = "", **extra: str) -> str:
+    query = {k: v for k, v in {"phone": phone, **extra}.items() if v}
+    return PATH + ("?" + urlencode(query) if query else "")
+
+
+def _chosen(request: web.Request) -> str:
+    """The number to act as: a typed one wins over the list; '' when none or not E.164."""
+    typed = request.query.get("number", "").strip().replace(" ", "").replace("-", "")
+    raw = typed or request.query.get("phone", "").strip()
+    return raw if raw and len(raw) <= 20 and is_e164(raw) else ""
+
+
+async def _conversation(request: web.Request, phone: str) -> list[dict[str, Any]]:
+    async with request.app[DATABASE].read() as session:
+        rows = (
+            await session.scalars(
+                select(Message)
+                .where(Message.phone == phone)
+                .order_by(Message.created_at.desc(), Message.id.desc())
+                .limit(SHOWN)
+            )
+        ).all()
+    return [
+        {
+            "mine": m.direction is Direction.IN,
+            "body": m.body,
+            "at": m.created_at,
+            "status": "" if m.direction is Direction.IN else str(m.status),
+            "purpose": m.purpose,
+        }
+        for m in reversed(rows)
+    ]
+
+
+def _conversation_html(request: web.Request, context: dict[str, Any]) -> str:
+    """The page's ``conversation`` block alone, for the refresh script."""
+    env = aiohttp_jinja2.get_env(request.app)
+    template = env.get_template("demo_phone.html")
+    ctx = template.new_context(context)
+    return "".join(template.blocks["conversation"](ctx))
+
+
+async def phone_page(request: web.Request) -> web.Response:
+    require_user(request)
+    phone = _chosen(request)
+    typed = request.query.get("number", "") or request.query.get("phone", "")
+    async with request.app[DATABASE].read() as session:
+        patients = list(
+            (await session.scalars(select(Patient).order_by(Patient.id).limit(100))).all()
+        )
+        flows = sorted(
+            set(
+                (
+                    await session.scalars(
+                        select(FlowVersion.key).where(FlowVersion.status == VersionStatus.PUBLISHED)
+                    )
+                ).all()
+            )
+        )
+        patient = next((p for p in patients if p.phone == phone), None)
+        active = None
+        open_escalations: list[Escalation] = []
+        if patient is not None:
+            active = await session.scalar(
+                select(Checkin)
+                .where(Checkin.patient_id == patient.id, Checkin.status == CheckinStatus.ACTIVE)
+                .order_by(Checkin.started_at.desc())
+                .limit(1)
+            )
+            open_escalations = list(
+                (
+                    await session.scalars(
+                        select(Escalation)
+                        .where(
+                            Escalation.patient_id == patient.id,
+                            Escalation.status != EscalationStatus.RESOLVED,
+                        )
+                        .order_by(Escalation.severity_rank, Escalation.created_at)
+                    )
+                ).all()
+            )
+    return render(
+        request,
+        "demo_phone.html",
+        {
+            "patients": patients,
+            "phone": phone,
+            "typed": typed if typed and not phone else "",
+            "patient": patient,
+            "active": active,
+            "open_escalations": open_escalations,
+            "flows": flows,
+            "default_flow": DEFAULT_FLOW if DEFAULT_FLOW in flows else "",
+            "messages": await _conversation(request, phone) if phone else [],
+            "refresh": _here(phone).replace(PATH, PATH + "/messages", 1) if phone else "",
+            "notice": request.query.get("notice", ""),
+            "error": request.query.get("error", ""),
+        },
+    )
+
+
+async def messages_fragment(request: web.Request) -> web.Response:
+    """The conversation alone (HTML), polled by the page every 2 s."""
+    if current_user(request) is None:
+        raise web.HTTPUnauthorized(text="Sign in again.")
+    phone = _chosen(request)
+    if not phone:
+        raise web.HTTPNotFound(text="Choose a phone number.")
+    html = _conversation_html(request, {"messages": await _conversation(request, phone)})
+    return web.Response(text=html, content_type="text/html")
+
+
+async def send_text(request: web.Request) -> web.Response:
+    """The visitor's text, through Twilio's webhook path, then back to the phone."""
+    user = require_user(request)
+    form = await form_with_csrf(request, user)
+    phone = form.get("phone", "").strip()
+    body = form.get("body", "").strip()
+    if not is_e164(phone):
+        raise web.HTTPSeeOther(_here(error="Choose a patient or type a number like +12025550123."))
+    if not body:
+        raise web.HTTPSeeOther(_here(phone, error="Type a message first."))
+    if len(body) > MAX_BODY:
+        raise web.HTTPSeeOther(_here(phone, error=f"At most {MAX_BODY} characters."))
+    settings = request.app[SETTINGS]
+    try:
+        status = await deliver(settings, twilio_form(settings, phone, body))
+    except (aiohttp.ClientError, TimeoutError):
+        raise web.HTTPSeeOther(
+            _here(phone, error="The webhook could not be reached; try again.")
+        ) from None
+    if status != 200:
+        raise web.HTTPSeeOther(_here(phone, error=f"The webhook answered {status}."))
+    async with request.app[DATABASE].write() as session:
+        patient_id = await session.scalar(select(Patient.id).where(Patient.phone == phone))
+        record(
+            request,
+            session,
+            user,
+            "demo.phone.text",
+            "patient" if patient_id else "",
+            patient_id or "",
+        )
+    raise web.HTTPSeeOther(_here(phone))
+
+
+async def start_now(request: web.Request) -> web.Response:
+    """Send a check-in to the chosen patient now (quiet hours skipped: this is a demo).
+
+    An ad-hoc check-in from the scheduling service, started at once; when a conversation is
+    already running it waits behind it, as any due check-in does.
+    """
+    user = require_user(request)
+    form = await form_with_csrf(request, user)
+    phone = form.get("phone", "").strip()
+    flow = form.get("flow", "").strip() or DEFAULT_FLOW
+    app = request.app
+    now = app[CLOCK].now()
+    async with app[DATABASE].write() as session:
+        patient = await session.scalar(
+            select(Patient).where(Patient.phone == phone).with_for_update()
+        )
+        if patient is None:
+            raise web.HTTPSeeOther(_here(phone, error="That number is not a patient's."))
+        if patient.status is not PatientStatus.ACTIVE or patient.opted_out_at is not None:
+            raise web.HTTPSeeOther(_here(phone, error="The patient is not active or opted out."))
+        try:
+            checkin = await scheduling.adhoc_checkin(
+                session=session, patient=patient, flow_key=flow, due_at=now, now=now
+            )
+        except (ValueError, FlowUnavailableError):
+            raise web.HTTPSeeOther(_here(phone, error="No published flow by that name.")) from None
+        checkin.due_at = now  # the demo does not wait for the patient's quiet hours to end
+        busy = await session.scalar(
+            select(Checkin.id)
+            .where(Checkin.patient_id == patient.id, Checkin.status == CheckinStatus.ACTIVE)
+            .limit(1)
+        )
+        ids: list[int] = []
+        if busy is None:
+            applied = await start_checkin(
+                session=session, checkin=checkin, patient=patient, settings=app[SETTINGS], now=now
+            )
+            await session.flush()
+            ids = [m.id for m in applied.outbound]
+        record(request, session, user, "demo.phone.checkin", "patient", patient.id, flow=flow)
+    if ids:
+        background.spawn(app, _send(app, ids))
+        notice = f"{flow} started: its first message is on the phone."
+    else:
+        notice = f"{flow} is queued: it starts when the current conversation ends."
+    raise web.HTTPSeeOther(_here(phone, notice=notice))
+
+
+async def _send(app: web.Application, ids: list[int]) -> None:
+    await outbox.send(app[DATABASE], app[TRANSPORT], app[CLOCK], ids=ids)
+
+
+def setup(app: web.Application) -> None:
+    """Registered in demo mode only: elsewhere ``/demo/phone`` is a plain 404."""
+    if not app[SETTINGS].demo:
+        return
+    app.router.add_get(PATH, phone_page)
+    app.router.add_get(PATH + "/messages", messages_fragment)
+    app.router.add_post(PATH + "/send", send_text)
+    app.router.add_post(PATH + "/checkin", start_now)
