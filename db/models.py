@@ -288,6 +288,13 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_patient_id_created_at", "patient_id", "created_at"),
         Index("ix_messages_status_send_after", "status", "send_after"),
+        # the outbox: few rows are unsent at any time, so its claims stay cheap at any size
+        Index(
+            "ix_messages_outbox",
+            "id",
+            sqlite_where=text("status IN ('pending', 'sending')"),
+            postgresql_where=text("status IN ('pending', 'sending')"),
+        ),
         Index("ix_messages_checkin_id", "checkin_id"),
         Index("ix_messages_phone", "phone"),
     )

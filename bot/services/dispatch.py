@@ -79,7 +79,9 @@ async def claim_due(db: Database, now: datetime, limit: int) -> list[int]:
                 Checkin.due_at <= now,
                 or_(Checkin.lease_until.is_(None), Checkin.lease_until < now),
             )
-            .order_by(Checkin.due_at, Checkin.id)
+            # oldest first; no tie-break on id, which would make PostgreSQL sort every row due
+            # at the same moment (thousands after downtime) on each claim
+            .order_by(Checkin.due_at)
             .limit(limit)
         )
         if not db.is_sqlite:

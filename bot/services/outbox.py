@@ -138,7 +138,12 @@ async def _claim(
     async with db.write() as session:
         query = (
             select(Message.id)
-            .where(Message.direction == Direction.OUT, _claimable(now))
+            .where(
+                # spelled out so the partial index ix_messages_outbox applies
+                Message.status.in_((MessageStatus.PENDING, MessageStatus.SENDING)),
+                Message.direction == Direction.OUT,
+                _claimable(now),
+            )
             .order_by(Message.send_after.is_not(None), Message.send_after, Message.id)
             .limit(limit)
         )
