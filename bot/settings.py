@@ -211,7 +211,7 @@ def _float(
 
 def is_e164(value: str) -> bool:
     """True for a valid, possible number written in E.164 (``+`` and digits only)."""
-    if not value.startswith("+") or not value[1:].isdigit():
+    if not value.startswith("+") or not (value[1:].isascii() and value[1:].isdigit()):
         return False
     try:
         parsed = phonenumbers.parse(value, None)

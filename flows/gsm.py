@@ -48,7 +48,7 @@ _UCS2_CONCAT = 67  # code units, 3 go to the UDH
 
 def is_gsm7(text: str) -> bool:
     """True when every character is in the GSM-7 basic set or extension table."""
-    return all(ch in _GSM7_ALL for ch in text)
+    return _GSM7_ALL.issuperset(text)
 
 
 def non_gsm7_chars(text: str) -> list[str]:
@@ -99,6 +99,10 @@ def segment_count(text: str) -> int:
     split either. Empty text counts as 1 segment, as Twilio bills it.
     """
     if is_gsm7(text):
+        if len(text) <= _GSM7_SINGLE // 2 or (
+            len(text) <= _GSM7_SINGLE and GSM7_EXTENSION.isdisjoint(text)
+        ):
+            return 1  # the common case, without building the widths
         widths = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
         return _pack(widths, _GSM7_SINGLE, _GSM7_CONCAT)
     widths = [2 if ord(ch) > 0xFFFF else 1 for ch in text]

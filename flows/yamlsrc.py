@@ -102,6 +102,14 @@ def load(text: str | bytes, *, max_bytes: int = MAX_SOURCE_BYTES) -> Source:
                 [Problem(line, tab, "tabs are not allowed for indentation; use spaces")]
             ) from exc
         raise SourceError([Problem(line, col, f"invalid YAML: {msg}")]) from exc
+    except yaml.reader.ReaderError as exc:
+        line, col = _position(decoded, exc.position)
+        code = (
+            exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        )
+        raise SourceError(
+            [Problem(line, col, f"invalid control character U+{code:04X}; remove it")]
+        ) from exc
     except yaml.YAMLError as exc:
         raise SourceError([Problem(1, 1, f"invalid YAML: {exc}")]) from exc
     src = Source(data=None, text=decoded)
@@ -123,6 +131,12 @@ def _indent_tab(text: str, line: int) -> int | None:
     indent = row[: len(row) - len(row.lstrip(" \t"))]
     pos = indent.find("\t")
     return None if pos < 0 else pos + 1
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of a character index."""
+    before = text[: max(index, 0)]
+    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
 
 
 def _reject_anchors(text: str) -> None:
@@ -147,7 +161,7 @@ def _reject_anchors(text: str) -> None:
                         )
                     ]
                 )
-    except yaml.MarkedYAMLError:
+    except yaml.YAMLError:
         return  # compose() reports it with a better message
 
 

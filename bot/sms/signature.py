@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 
@@ -17,26 +18,20 @@ def public_url(base_url: str, path_qs: str) -> str:
     return base_url.rstrip("/") + path_qs
 
 
-def params_for_signature(pairs: Sequence[tuple[str, str]]) -> dict[str, str | list[str]]:
-    """Form pairs as the validator wants them (repeated keys become lists)."""
-    out: dict[str, str | list[str]] = {}
-    for key, value in pairs:
-        if key in out:
-            existing = out[key]
-            out[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
-        else:
-            out[key] = value
-    return out
+def params_for_signature(pairs: Sequence[tuple[str, str]]) -> MultiDict[str]:
+    """Form pairs as the validator wants them: a multidict, so a repeated key keeps every
+    value (the validator reads them with ``getall``)."""
+    return MultiDict(pairs)
 
 
 def is_valid(
-    *, auth_token: str, url: str, params: Mapping[str, str | list[str]], signature: str | None
+    *, auth_token: str, url: str, params: Mapping[str, str], signature: str | None
 ) -> bool:
     if not signature:
         return False
-    return bool(RequestValidator(auth_token).validate(url, dict(params), signature))
+    return bool(RequestValidator(auth_token).validate(url, params, signature))
 
 
-def sign(*, auth_token: str, url: str, params: Mapping[str, str | list[str]]) -> str:
+def sign(*, auth_token: str, url: str, params: Mapping[str, str]) -> str:
     """What Twilio would send in ``X-Twilio-Signature`` (the demo phone and tests use it)."""
-    return str(RequestValidator(auth_token).compute_signature(url, dict(params)))
+    return str(RequestValidator(auth_token).compute_signature(url, params))

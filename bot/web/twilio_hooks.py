@@ -152,7 +152,7 @@ async def _status_callback(request: web.Request) -> web.Response:
     raw_code = fields.get("ErrorCode", "").strip()
     code: int | None = None
     if raw_code:
-        if not raw_code.isdigit() or len(raw_code) > 9:
+        if not (raw_code.isascii() and raw_code.isdigit()) or len(raw_code) > 9:
             return _plain(400, "ErrorCode must be a number")
         code = int(raw_code)
     app = request.app

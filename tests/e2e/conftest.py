@@ -120,3 +120,36 @@ async def browser(chromium_path: Path) -> AsyncIterator[Any]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+async def demo_live(tmp_path: Path) -> AsyncIterator[Live]:
+    """``aftercare demo`` on 127.0.0.1:<free port>: demo mode, the seeded story, no worker."""
+    from bot.demo import demo_settings, seed_demo
+
+    port = unused_port()
+    base_url = f"http://127.0.0.1:{port}"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
+    await upgrade_async(url)
+    settings = demo_settings(
+        {
+            "DATABASE_URL": url,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "PUBLIC_BASE_URL": base_url,
+            "SECRET_KEY": "e2e-" + "d" * 40,
+        },
+        host="127.0.0.1",
+        port=port,
+    )
+    db = Database(url)
+    await seed_demo(db, settings, datetime.now(UTC))
+    app = create_app(settings, database=db)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield Live(base_url, settings, db, app)
+    finally:
+        await runner.cleanup()
+        await db.dispose()

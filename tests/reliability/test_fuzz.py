@@ -17,7 +17,7 @@ Core. ``flows.engine.start``/``resume`` with random names and replies never rais
 token soup, random bytes, random structured data dumped to YAML and mutated library
 definitions never raise and report every problem at line >= 1, column >= 1.
 
-Sizes (``max_examples``): webhook bodies 120 per endpoint and backend, raw bodies 60,
+Sizes (``max_examples``): webhook bodies 200 per endpoint and backend, raw bodies 60,
 engine 150, validators 150 per input family (see ``docs/reliability.md``).
 """
 
@@ -52,7 +52,7 @@ from flows.protocol import validate_protocol_source
 from tests.conftest import drop_pg_database, new_pg_database, pg_url_for
 from tests.web.harness import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE, Harness, harness
 
-WEBHOOK_EXAMPLES = 120
+WEBHOOK_EXAMPLES = 200
 RAW_EXAMPLES = 60
 ENGINE_EXAMPLES = 150
 VALIDATOR_EXAMPLES = 150
@@ -150,27 +150,31 @@ weird_text = st.one_of(
         max_size=20,
     ),
 )
-sids = st.one_of(
-    st.from_regex(r"\ASM[0-9a-f]{32}\Z"),
-    st.sampled_from(["", " ", "SM" + "0" * MAX_SID, "SM" + "1" * (MAX_SID - 2)]),
-    weird_text,
-)
-phones = st.one_of(
-    st.just("+12025550142"),  # the fuzz patient, mid-conversation
-    st.from_regex(r"\A\+1202555[0-9]{4}\Z"),
-    st.sampled_from(["+1 202 555 0100", "12025550100", "+", "+\u0661\u0662\u0660\u0662"]),
-    weird_text,
-)
-statuses = st.one_of(
-    st.sampled_from(
-        ["queued", "sending", "sent", "delivered", "undelivered", "failed", "read", " DELIVERED "]
+VALID: dict[str, st.SearchStrategy[str]] = {
+    "MessageSid": st.from_regex(r"\ASM[0-9a-f]{32}\Z"),
+    "AccountSid": st.just(ACCOUNT_SID),
+    "From": st.one_of(
+        st.just("+12025550142"),  # the fuzz patient, mid-conversation
+        st.from_regex(r"\A\+1202555[0-9]{4}\Z"),
     ),
-    weird_text,
-)
-codes = st.one_of(
-    st.sampled_from(["", "30003", "0", "1" * 9, "1" * 10, "\u00b2", "\u0663\u0660", "-1", " 7 "]),
-    weird_text,
-)
+    "To": st.just("+12025550199"),
+    "Body": st.sampled_from(["0", "1", "2", "3", "yes", "no", "STOP", "START", "HELP", "hi"]),
+    "NumMedia": st.just("0"),
+    "MessageStatus": st.sampled_from(
+        ["queued", "sending", "sent", "delivered", "undelivered", "failed", "read", " Sent "]
+    ),
+    "ErrorCode": st.sampled_from(["", "30003", "0", " 7 "]),
+}
+EDGE: dict[str, list[str]] = {
+    "MessageSid": ["", " ", "SM" + "1" * (MAX_SID - 2), "SM" + "0" * MAX_SID],
+    "From": [
+        "+1 202 555 0100",
+        "12025550100",
+        "+",
+        "+\u0661\u0662\u0660\u0662\u0665\u0665\u0665\u0660\u0661\u0660\u0660",
+    ],
+    "ErrorCode": ["1" * 9, "1" * 10, "\u00b2", "\u0663\u0660", "-1", "1e3"],
+}
 
 
 class Big(str):
@@ -182,40 +186,34 @@ class Big(str):
         return f"Big({self[:1]!r} * {len(self)})"
 
 
-bodies = st.one_of(
-    weird_text,
-    st.sampled_from([4000, 60_000, 65_400, 65_536, 70_000, 200_000]).flatmap(
-        lambda n: st.sampled_from(["x", "\u00e9", "\U0001f600", "%", "\x00"]).map(
-            lambda c: Big(c * n)
-        )
-    ),
+huge = st.sampled_from([4000, 60_000, 65_400, 65_536, 70_000, 200_000]).flatmap(
+    lambda n: st.sampled_from(["x", "\u00e9", "\U0001f600", "%", "\x00"]).map(lambda c: Big(c * n))
 )
-FIELDS: dict[str, st.SearchStrategy[str]] = {
-    "MessageSid": sids,
-    "SmsSid": sids,
-    "AccountSid": st.one_of(st.just(ACCOUNT_SID), weird_text),
-    "From": phones,
-    "To": st.one_of(st.just("+12025550199"), weird_text),
-    "Body": bodies,
-    "NumMedia": st.one_of(st.just("0"), weird_text),
-    "MessageStatus": statuses,
-    "ErrorCode": codes,
-}
+
+
+def field_value(name: str) -> st.SearchStrategy[str]:
+    """Mostly valid (so requests get past the first check), often edge, sometimes anything."""
+    options = [VALID.get(name, weird_text)] * 5 + [weird_text] * 2
+    if name in EDGE:
+        options += [st.sampled_from(EDGE[name])] * 3
+    if name == "Body":
+        options.append(huge)
+    return st.one_of(options)
+
+
 SMS_BASE = ["MessageSid", "AccountSid", "From", "To", "Body", "NumMedia"]
 STATUS_BASE = ["MessageSid", "MessageStatus", "ErrorCode", "AccountSid"]
 
 
 @st.composite
 def form_pairs(draw: st.DrawFn, base: list[str]) -> list[tuple[str, str]]:
-    """Twilio's fields, each kept (valid or not), dropped or repeated, plus random extras."""
+    """Twilio's fields, each kept, dropped or repeated, plus random extra fields; shuffled."""
     pairs: list[tuple[str, str]] = []
     for name in base:
-        times = draw(st.sampled_from([1, 1, 1, 0, 2]))
-        pairs.extend((name, draw(FIELDS[name])) for _ in range(times))
+        times = draw(st.sampled_from([1, 1, 1, 1, 0, 2]))
+        pairs.extend((name, draw(field_value(name))) for _ in range(times))
     extras = draw(
-        st.lists(
-            st.tuples(st.one_of(st.sampled_from(list(FIELDS)), weird_text), weird_text), max_size=4
-        )
+        st.lists(st.tuples(st.one_of(st.sampled_from(base), weird_text), weird_text), max_size=3)
     )
     pairs.extend(extras)
     return draw(st.permutations(pairs))
@@ -249,7 +247,7 @@ def expected_status(path: str, pairs: list[tuple[str, str]], size: int) -> int:
     except outbox.UnknownStatusError:
         return 400
     code = fields.get("ErrorCode", "").strip()
-    if code and not (code.isascii() and code.isdigit() and len(code) <= 9):
+    if code and not (code.isdecimal() and len(code) <= 9):
         return 400
     return 200
 
@@ -549,4 +547,58 @@ def test_validators_on_random_bytes(raw: bytes) -> None:
 @given(data=st.one_of(structured, mutated_library()), style=st.sampled_from([None, True, False]))
 def test_validators_on_random_structured_yaml(data: Any, style: bool | None) -> None:
     text = yaml.safe_dump(data, default_flow_style=style, allow_unicode=True)
+    validate_both(text)
+
+
+# -- what the fuzzing found, pinned down ------------------------------------------------------
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("path", ["/twilio/sms", "/twilio/status"])
+async def test_repeated_keys_are_not_a_server_error(h: Harness, path: str) -> None:
+    """Twilio signs every value of a repeated key; the server must verify, not crash (was 500)."""
+    pairs = [
+        ("MessageSid", "SM" + "c" * 32),
+        ("MessageSid", "SM" + "c" * 32),
+        ("From", "+12025550144"),
+        ("MessageStatus", "delivered"),
+    ]
+    body = urlencode(pairs).encode()
+    resp = await h.client.post(path, data=body, headers=signed_headers(path, pairs))
+    assert (await check_answer(resp, body.decode(), {200, 400}))[0] == 200
+    forged = {**signed_headers(path, pairs), "X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"}
+    resp = await h.client.post(path, data=body, headers=forged)
+    assert (await check_answer(resp, body.decode(), {403}))[0] == 403
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("code", ["\u00b2", "\u00b9\u00b2", "\u2460"])
+async def test_error_code_that_is_a_digit_but_not_a_number_is_400(h: Harness, code: str) -> None:
+    """``'\u00b2'.isdigit()`` is true but ``int('\u00b2')`` raises (was 500)."""
+    pairs = [("MessageSid", "SM" + "d" * 32), ("MessageStatus", "failed"), ("ErrorCode", code)]
+    body = urlencode(pairs).encode()
+    resp = await h.client.post(
+        "/twilio/status", data=body, headers=signed_headers("/twilio/status", pairs)
+    )
+    assert (await check_answer(resp, body.decode(), {400}))[0] == 400
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_phone_numbers_with_non_ascii_digits_are_not_e164(h: Harness) -> None:
+    """E.164 is ``+`` and ASCII digits; Arabic-Indic digits were accepted as a sender (200) and
+    by the API as a patient's phone, a second spelling of a number already in use."""
+    arabic = "+\u0661\u0662\u0660\u0662\u0665\u0665\u0665\u0660\u0661\u0664\u0662"  # +12025550142
+    assert not is_e164(arabic)
+    pairs = [("MessageSid", "SM" + "e" * 31 + "f"), ("From", arabic), ("Body", "hi")]
+    body = urlencode(pairs).encode()
+    resp = await h.client.post(
+        "/twilio/sms", data=body, headers=signed_headers("/twilio/sms", pairs)
+    )
+    assert (await check_answer(resp, body.decode(), {400}))[0] == 400
+
+
+@pytest.mark.parametrize("text", ["\x1f", "key: a\x01", "title: x\x7f\nkey: y", b"k: \x02"])
+def test_validators_report_control_characters_as_problems(text: str | bytes) -> None:
+    """PyYAML's ReaderError is not a MarkedYAMLError; it escaped both validators (and reached
+    PUT /api/v1/{kind}/{key}/draft as a 500)."""
     validate_both(text)

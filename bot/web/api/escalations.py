@@ -33,7 +33,7 @@ def _filters(request: web.Request) -> dict[str, object]:
             raise invalid("severity", "must be critical, high, moderate or low") from exc
     patient = request.query.get("patient_id", "").strip()
     if patient:
-        if not patient.isdigit() or len(patient) > 18:
+        if not (patient.isascii() and patient.isdigit()) or len(patient) > 18:
             raise invalid("patient_id", "must be a whole number")
         out["patient_id"] = int(patient)
     return out

@@ -104,7 +104,7 @@ def _version_param(request: web.Request) -> int | None:
     raw = request.query.get("version")
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) < 1:
         raise invalid("version", "must be a published version number (1, 2, ...)")
     return int(raw)
 
@@ -141,9 +141,12 @@ def _date_param(request: web.Request, name: str) -> date | None:
     if not DATE.match(raw):
         raise invalid(name, "must be a date as YYYY-MM-DD")
     try:
-        return date.fromisoformat(raw)
+        value = date.fromisoformat(raw)
     except ValueError as exc:
         raise invalid(name, "must be a real calendar date (YYYY-MM-DD)") from exc
+    if not 2000 <= value.year <= 2100:
+        raise invalid(name, "must be a date between the years 2000 and 2100")
+    return value
 
 
 async def _stream_csv(

@@ -94,7 +94,7 @@ async def get_source(request: web.Request) -> web.Response:
     version: int | Literal["draft", "latest"]
     if raw in ("draft", "latest"):
         version = raw  # type: ignore[assignment]
-    elif raw.isdigit() and len(raw) < 9:
+    elif (raw.isascii() and raw.isdigit()) and len(raw) < 9:
         version = int(raw)
     else:
         raise ApiError(404, "not_found", "version must be a number, 'draft' or 'latest'")
@@ -203,7 +203,11 @@ async def rollback(request: web.Request) -> web.Response:
     kind, key = _kind(request), _key(request)
     body = await json_body(request)
     version = body.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+    if (
+        not isinstance(version, int)
+        or isinstance(version, bool)
+        or not 1 <= version <= schemas.MAX_VERSION
+    ):
         raise ApiError(
             422,
             "invalid",

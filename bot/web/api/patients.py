@@ -27,7 +27,7 @@ MAX_LIST = 200
 
 def path_id(request: web.Request, name: str = "id") -> int:
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise not_found("resource")
     return int(raw)
 

@@ -21,6 +21,8 @@ from bot.web.api.errors import ApiError
 from db.enums import Disposition, PatientStatus
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]*$"
+MIN_YEAR, MAX_YEAR = 2000, 2100
+MAX_VERSION = 2**31 - 1
 
 
 def _e164(value: str) -> str:
@@ -41,6 +43,8 @@ def _zone(value: str) -> str:
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("must include a UTC offset, like 2026-03-02T15:00:00Z")
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"must be between the years {MIN_YEAR} and {MAX_YEAR}")
     return value
 
 
@@ -110,7 +114,7 @@ class Simulate(_In):
     @field_validator("version")
     @classmethod
     def _positive(cls, value: Literal["draft"] | int | None) -> Literal["draft"] | int | None:
-        if isinstance(value, int) and value < 1:
+        if isinstance(value, int) and not 1 <= value <= MAX_VERSION:
             raise ValueError("must be 'draft' or a version number from 1")
         return value
 
@@ -120,6 +124,14 @@ M = TypeVar("M", bound=BaseModel)
 
 def parse(model: type[M], data: dict[str, Any]) -> M:
     """Validate ``data``; a failure is a 422 listing each field and what is wrong with it."""
+    bad = _nul_path(data)
+    if bad is not None:
+        raise ApiError(
+            422,
+            "invalid",
+            f"{bad}: must not contain NUL characters",
+            [{"field": bad, "message": "must not contain NUL characters"}],
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -132,6 +144,23 @@ def parse(model: type[M], data: dict[str, Any]) -> M:
         ]
         first = details[0]
         raise ApiError(422, "invalid", f"{first['field']}: {first['message']}", details) from exc
+
+
+def _nul_path(value: Any, path: str = "") -> str | None:
+    """The path of the first string holding a NUL character (no database stores those)."""
+    if isinstance(value, str):
+        return (path or "body") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _nul_path(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_path(item, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+    return None
 
 
 def _message(msg: str) -> str:

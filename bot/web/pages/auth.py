@@ -66,7 +66,7 @@ async def login_form(request: web.Request) -> web.Response:
 
 async def login_submit(request: web.Request) -> web.Response:
     form = await request.post()
-    email = str(form.get("email", ""))[:254]
+    email = str(form.get("email", ""))[:254].replace("\x00", "")
     password = str(form.get("password", ""))[:1024]
     posted = str(form.get("login_csrf", ""))
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")

@@ -22,7 +22,8 @@ LOGIN_CSRF_COOKIE = "aftercare_login_csrf"
 USER = web.RequestKey("user", SessionUser)
 PAGE_PREFIXES_SKIPPED = ("/api/", "/twilio/", "/static/", "/healthz", "/metrics")
 # Fetched by a page's own script on a timer: not user activity, so no idle-timeout extension.
-PASSIVE_PATHS = frozenset({"/queue/rows"})
+# polled by the pages themselves: not activity, so an unattended screen still logs off
+PASSIVE_PATHS = frozenset({"/queue/rows", "/demo/phone/messages"})
 
 
 @web.middleware
@@ -67,7 +68,10 @@ async def form_with_csrf(request: web.Request, user: SessionUser) -> dict[str, s
         raise web.HTTPForbidden(
             text="The form expired or did not come from this site. Reload the page and try again."
         )
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    if any("\x00" in k or "\x00" in v for k, v in fields.items()):
+        raise web.HTTPBadRequest(text="The form contains a NUL character; remove it and try again.")
+    return fields
 
 
 def render(
@@ -129,7 +133,7 @@ def new_login_csrf() -> str:
 
 def path_int(request: web.Request, name: str = "id") -> int:
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise web.HTTPNotFound(text="Not found.")
     return int(raw)
 

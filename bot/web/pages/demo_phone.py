@@ -92,7 +92,7 @@ def _chosen(request: web.Request) -> str:
     """The number to act as: a typed one wins over the list; '' when none or not E.164."""
     typed = request.query.get("number", "").strip().replace(" ", "").replace("-", "")
     raw = typed or request.query.get("phone", "").strip()
-    if raw[:1].isdigit():
+    if raw[:1].isascii() and raw[:1].isdigit():
         raw = "+" + raw  # typed without the +, or a + left unencoded in a URL (a space)
     return raw if len(raw) <= 20 and is_e164(raw) else ""
 

@@ -221,7 +221,7 @@ async def version_action(request: web.Request) -> web.Response:
         async with request.app[DATABASE].write() as session:
             if action == "rollback":
                 version = form.get("version", "")
-                if not version.isdigit():
+                if not (version.isascii() and version.isdigit()):
                     raise web.HTTPSeeOther(base)
                 row = await flow_admin.rollback(
                     session=session,

@@ -34,7 +34,8 @@ async def _rows(request: web.Request) -> tuple[list[dict[str, object]], dict[str
     )
     patient_id = (
         int(filters["patient"])
-        if filters["patient"].isdigit() and len(filters["patient"]) < 18
+        if (filters["patient"].isascii() and filters["patient"].isdigit())
+        and len(filters["patient"]) < 18
         else None
     )
     now = request.app[CLOCK].now()
