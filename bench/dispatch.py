@@ -17,20 +17,24 @@ PostgreSQL: ``BENCH_POSTGRES_URL`` (default
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import os
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
-from sqlalchemy import func, insert, select
+# bench/queue.py would shadow the standard library's queue module for scripts run from here
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import AsyncIterator, Sequence  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+
+import asyncpg  # noqa: E402
+from sqlalchemy import func, insert, select  # noqa: E402
 
 SELF = Path(__file__).resolve()
 ROOT = SELF.parent.parent
