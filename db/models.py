@@ -151,7 +151,22 @@ class Patient(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=_now)
 
 
-class FlowVersion(Base):
+class _VersionedSource:
+    """A YAML definition's versions: drafts have no number; published ones are immutable."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int | None] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    source: Mapped[str] = mapped_column(Text)
+    checksum: Mapped[str] = mapped_column(String(64))
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=_now)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class FlowVersion(_VersionedSource, Base):
     """A flow's YAML source. Published versions are immutable; at most one draft per key."""
 
     __tablename__ = "flow_versions"
@@ -166,20 +181,10 @@ class FlowVersion(Base):
         ),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(64))
-    version: Mapped[int | None] = mapped_column(Integer)
-    title: Mapped[str] = mapped_column(String(200), default="")
-    source: Mapped[str] = mapped_column(Text)
-    checksum: Mapped[str] = mapped_column(String(64))
     status: Mapped[VersionStatus] = mapped_column(_enum(VersionStatus, "flow_status"))
-    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=_now)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=_now)
-    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class ProtocolVersion(Base):
+class ProtocolVersion(_VersionedSource, Base):
     """A protocol's YAML source, versioned like flows."""
 
     __tablename__ = "protocol_versions"
@@ -194,17 +199,7 @@ class ProtocolVersion(Base):
         ),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(64))
-    version: Mapped[int | None] = mapped_column(Integer)
-    title: Mapped[str] = mapped_column(String(200), default="")
-    source: Mapped[str] = mapped_column(Text)
-    checksum: Mapped[str] = mapped_column(String(64))
     status: Mapped[VersionStatus] = mapped_column(_enum(VersionStatus, "protocol_status"))
-    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=_now)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=_now)
-    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Enrollment(Base):

@@ -6,18 +6,16 @@ and kept; parsing YAML on every inbound message would dominate its cost.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.services.parsed_cache import ParsedCache
 from db.enums import VersionStatus
 from db.models import FlowVersion
 from flows.definition import load_flow
 from flows.model import Flow
 
-_CACHE_SIZE = 512
-_cache: OrderedDict[tuple[str, int, str], Flow] = OrderedDict()
+_cache: ParsedCache[Flow] = ParsedCache(512)
 
 
 class FlowUnavailableError(LookupError):
@@ -25,16 +23,7 @@ class FlowUnavailableError(LookupError):
 
 
 def parse_cached(key: str, version: int, checksum: str, source: str) -> Flow:
-    cache_key = (key, version, checksum)
-    flow = _cache.get(cache_key)
-    if flow is None:
-        flow = load_flow(source)
-        _cache[cache_key] = flow
-        if len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    else:
-        _cache.move_to_end(cache_key)
-    return flow
+    return _cache.get_or_parse((key, version, checksum), lambda: load_flow(source))
 
 
 async def latest_published(*, session: AsyncSession, key: str) -> tuple[int, Flow]:
@@ -72,7 +61,6 @@ async def pinned(
     if checksum is not None:
         cached = _cache.get((key, version, checksum))
         if cached is not None:
-            _cache.move_to_end((key, version, checksum))
             return cached
     row = (
         await session.execute(

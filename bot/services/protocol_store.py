@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.services.parsed_cache import ParsedCache
 from db.enums import VersionStatus
 from db.models import ProtocolVersion
 from flows.protocol import Protocol, load_protocol
 
-_cache: OrderedDict[tuple[str, int, str], Protocol] = OrderedDict()
-_CACHE_SIZE = 128
+_cache: ParsedCache[Protocol] = ParsedCache(128)
 
 
 class ProtocolUnavailableError(LookupError):
@@ -20,14 +18,7 @@ class ProtocolUnavailableError(LookupError):
 
 
 def _parse(key: str, version: int, checksum: str, source: str) -> Protocol:
-    cache_key = (key, version, checksum)
-    found = _cache.get(cache_key)
-    if found is None:
-        found = load_protocol(source)
-        _cache[cache_key] = found
-        if len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return found
+    return _cache.get_or_parse((key, version, checksum), lambda: load_protocol(source))
 
 
 async def latest_published(*, session: AsyncSession, key: str) -> tuple[int, Protocol]:

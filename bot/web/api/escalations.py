@@ -8,11 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.appkeys import CLOCK, DATABASE
 from bot.services import queue
+from bot.web import audit_log
 from bot.web.api import schemas, serialize
 from bot.web.api.auth import STAFF, Principal, require
 from bot.web.api.errors import ApiError, invalid, json_body
-from bot.web.api.patients import path_id, source
-from db import audit
+from bot.web.api.patients import path_id
 from db.enums import EscalationStatus, Severity
 from db.models import Escalation, User
 
@@ -79,16 +79,7 @@ def _audit(
     subject: int,
     **details: object,
 ) -> None:
-    audit.record(
-        session=session,
-        action=action,
-        at=request.app[CLOCK].now(),
-        actor_id=who.user_id,
-        subject_type="escalation",
-        subject_id=subject,
-        source_address=source(request),
-        details=dict(details),
-    )
+    audit_log.record(request, session, who, action, "escalation", subject, **details)
 
 
 async def claim(request: web.Request) -> web.Response:

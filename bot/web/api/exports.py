@@ -30,7 +30,8 @@ from bot.web import security
 from bot.web.api import openapi
 from bot.web.api.auth import ADMIN, STAFF, Principal, require
 from bot.web.api.errors import invalid, not_found
-from bot.web.api.patients import path_id, source
+from bot.web.api.patients import path_id
+from bot.web.audit_log import source
 from db import audit
 from db.models import Patient
 

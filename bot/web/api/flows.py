@@ -17,7 +17,7 @@ from bot.services.flow_admin import FlowAdminError, Kind
 from bot.web.api import schemas, serialize
 from bot.web.api.auth import ADMIN, STAFF, require
 from bot.web.api.errors import ApiError, json_body
-from bot.web.api.patients import source
+from bot.web.audit_log import source
 from flows import yamlsrc
 from flows.definition import load_flow
 from flows.engine import Context

@@ -15,10 +15,10 @@ from bot.services import scheduling
 from bot.services.flow_store import FlowUnavailableError
 from bot.services.patients import PatientConflictError, PatientFields
 from bot.services.protocol_store import ProtocolUnavailableError
+from bot.web import audit_log
 from bot.web.api import schemas, serialize
 from bot.web.api.auth import ADMIN, STAFF, Principal, require
 from bot.web.api.errors import ApiError, invalid, json_body, not_found
-from db import audit
 from db.enums import PatientStatus
 from db.models import Checkin, Message, Patient, Score
 
@@ -30,10 +30,6 @@ def path_id(request: web.Request, name: str = "id") -> int:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise not_found("resource")
     return int(raw)
-
-
-def source(request: web.Request) -> str:
-    return (request.remote or "")[:64]
 
 
 async def _patient(session: AsyncSession, patient_id: int, *, lock: bool = False) -> Patient:
@@ -54,16 +50,7 @@ def _audit(
     subject_id: object,
     **details: object,
 ) -> None:
-    audit.record(
-        session=session,
-        action=action,
-        at=request.app[CLOCK].now(),
-        actor_id=who.user_id,
-        subject_type="patient",
-        subject_id=subject_id,
-        source_address=source(request),
-        details=dict(details),
-    )
+    audit_log.record(request, session, who, action, "patient", subject_id, **details)
 
 
 async def list_patients(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from bot.appkeys import CLOCK, DATABASE, SETTINGS
 from bot.services import sessions
+from bot.web.audit_log import source
 from bot.web.pages.common import (
     COOKIE,
     LOGIN_CSRF_COOKIE,
@@ -18,7 +19,6 @@ from bot.web.pages.common import (
     render,
     require_user,
     set_session_cookie,
-    source,
 )
 
 

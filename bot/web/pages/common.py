@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.appkeys import CLOCK, DATABASE, SETTINGS
 from bot.services import sessions
 from bot.services.sessions import SessionUser
+from bot.web import audit_log
 from bot.web.api.errors import Handler
-from db import audit
 
 COOKIE = "aftercare_session"
 LOGIN_CSRF_COOKIE = "aftercare_login_csrf"
@@ -90,10 +90,6 @@ def render(
     return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
 
 
-def source(request: web.Request) -> str:
-    return (request.remote or "")[:64]
-
-
 def record(
     request: web.Request,
     session: AsyncSession,
@@ -103,16 +99,7 @@ def record(
     subject_id: object,
     **details: object,
 ) -> None:
-    audit.record(
-        session=session,
-        action=action,
-        at=request.app[CLOCK].now(),
-        actor_id=user.user_id,
-        subject_type=subject_type,
-        subject_id=subject_id,
-        source_address=source(request),
-        details=dict(details),
-    )
+    audit_log.record(request, session, user, action, subject_type, subject_id, **details)
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:

@@ -12,7 +12,8 @@ from bot.services import flow_admin
 from bot.services.flow_admin import FlowAdminError, Kind
 from bot.web.api.errors import ApiError
 from bot.web.api.flows import simulate_source
-from bot.web.pages.common import form_with_csrf, render, require_user, source
+from bot.web.audit_log import source
+from bot.web.pages.common import form_with_csrf, render, require_user
 from flows import yamlsrc
 
 KINDS: dict[str, Kind] = {"flows": "flow", "protocols": "protocol"}
