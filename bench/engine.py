@@ -9,18 +9,24 @@ number words, with about 10% unparseable replies (re-asked). Run:
 
 from __future__ import annotations
 
-import argparse
-import gc
-import os
-import random
-import statistics
-import time
-from datetime import UTC, datetime
+import sys
+from pathlib import Path
 
-from bot.library import flow_sources
-from flows.definition import load_flow
-from flows.engine import Context, Reply, resume, start
-from flows.model import Flow
+# bench/queue.py would shadow the standard library's queue module for scripts run from here
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+
+from bot.library import flow_sources  # noqa: E402
+from flows.definition import load_flow  # noqa: E402
+from flows.engine import Context, Reply, resume, start  # noqa: E402
+from flows.model import Flow  # noqa: E402
 
 GOOD = ["0", "1", "2", "3", "2.", "#1", "several days", "Nearly every day!", "zero", "two 👍"]
 BAD = ["maybe", "2 or 3", "7", "idk", "what?"]
