@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from bot import background
-from bot.appkeys import CLOCK, DATABASE, METRICS, RECORDER, SETTINGS, TRANSPORT
+from bot.appkeys import CLOCK, DATABASE, METRICS, RECORDER, SENDER_LOCKS, SETTINGS, TRANSPORT
 from bot.clock import Clock, SystemClock
+from bot.keyed_locks import KeyedLocks
 from bot.metrics import Metrics
 from bot.services.outbox import GroupRecorder
 from bot.settings import Settings
@@ -48,6 +49,7 @@ def create_app(
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = Metrics()
+    app[SENDER_LOCKS] = KeyedLocks()
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         if database is not None:

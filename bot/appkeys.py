@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from bot.clock import Clock
+from bot.keyed_locks import KeyedLocks
 from bot.metrics import Metrics
 from bot.services.outbox import GroupRecorder
 from bot.settings import Settings
@@ -29,3 +30,4 @@ class TaskSet:
 BACKGROUND = web.AppKey("background", TaskSet)
 METRICS = web.AppKey("metrics", Metrics)
 RECORDER = web.AppKey("recorder", GroupRecorder)
+SENDER_LOCKS = web.AppKey("sender_locks", KeyedLocks)

@@ -49,6 +49,7 @@ class Settings:
     metrics_token: str | None = None
     demo: bool = False
     send_timeout_s: float = 10.0
+    outbox_concurrency: int = 1
 
     @property
     def verify_signatures(self) -> bool:
@@ -152,6 +153,7 @@ def load_settings(
         problems.append("TWILIO_API_BASE: must be an http:// or https:// URL")
 
     send_timeout = _float(env, "SMS_SEND_TIMEOUT", 10.0, 0.1, 120.0, problems)
+    outbox_concurrency = _int(env, "OUTBOX_CONCURRENCY", 1, 1, 32, problems)
 
     if problems:
         raise SettingsError(problems)
@@ -174,6 +176,7 @@ def load_settings(
         metrics_token=metrics_token,
         demo=demo,
         send_timeout_s=send_timeout,
+        outbox_concurrency=outbox_concurrency,
     )
 
 

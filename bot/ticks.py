@@ -33,13 +33,15 @@ REPLENISH_BATCH = 200
 def build_ticks(app: web.Application) -> list[Tick]:
     """Every periodic job of the worker; each claims a bounded batch of due rows."""
     db, transport, clock, settings = app[DATABASE], app[TRANSPORT], app[CLOCK], app[SETTINGS]
+    # sends in flight at once: also the most duplicates one crash of this worker can cause
+    concurrency = settings.outbox_concurrency
 
     async def send_queued(ids: list[int]) -> None:
         if ids:
-            await outbox.send(db, transport, clock, ids=ids)
+            await outbox.send(db, transport, clock, ids=ids, concurrency=concurrency)
 
     async def send_outbox() -> int:
-        return await outbox.send(db, transport, clock, limit=BATCH)
+        return await outbox.send(db, transport, clock, limit=BATCH, concurrency=concurrency)
 
     async def start_due() -> int:
         result = await dispatch.start_due(db, settings, clock.now(), limit=BATCH)

@@ -361,53 +361,60 @@ async def _deliver(
     claimed: list[Claimed],
     stats: SendStats,
     recorder: GroupRecorder | None = None,
+    concurrency: int = SEND_CONCURRENCY,
 ) -> int:
-    """Send claimed rows (bounded concurrency), then record the results: all successes in one
-    transaction, each failure in its own. A row whose send raised unexpectedly keeps its
-    lease and is retried after it; one bad row never stops the rest."""
-    semaphore = asyncio.Semaphore(SEND_CONCURRENCY)
+    """Send claimed rows, each recorded as soon as the provider accepts it.
 
-    async def guarded(c: Claimed) -> tuple[Claimed, SendResult | None, SendError | None] | None:
+    Twilio has no idempotency key: a crash after its acceptance and before our record
+    re-sends that row once its lease ends. Recording each acceptance before the next send
+    in the same slot bounds the duplicates one crash can cause to ``concurrency`` (one with
+    the worker's default of 1). A row whose send raised unexpectedly keeps its lease and is
+    retried after it; one bad row never stops the rest.
+    """
+    semaphore = asyncio.Semaphore(max(concurrency, 1))
+    accepted = 0
+
+    async def one(c: Claimed) -> None:
+        nonlocal accepted
         async with semaphore:
             try:
-                return await _attempt(transport, c)
+                _c, result, exc = await _attempt(transport, c)
             except Exception:
                 log.exception("unexpected error sending message %s", c.id)
-                return None
+                return
+            if result is not None:
+                try:
+                    if recorder is not None:
+                        await recorder.record([(c, result.sid, result.status)])
+                    else:
+                        await _record_successes(db, [(c, result.sid, result.status)], clock.now())
+                    stats.accepted += 1
+                    accepted += 1
+                except Exception:
+                    # accepted but not recorded: the lease expires and the row is sent again
+                    log.exception("recording accepted message %s failed", c.id)
+                return
+            assert exc is not None
+            kind = "permanent" if isinstance(exc, PermanentSendError) else "transient"
+            log.warning(
+                "send %s failed (%s, code %s: %s) to %s, attempt %d",
+                c.id,
+                kind,
+                exc.code,
+                exc,
+                mask_phone(c.phone),
+                c.attempts,
+            )
+            try:
+                if await _record_failure(db, c, exc, clock.now()):
+                    stats.retried += 1
+                else:
+                    stats.failed += 1
+            except Exception:
+                log.exception("recording the failure of message %s failed", c.id)
 
-    outcomes = [o for o in await asyncio.gather(*(guarded(c) for c in claimed)) if o is not None]
-    done = [(c, r.sid, r.status) for c, r, _e in outcomes if r is not None]
-    try:
-        if recorder is not None:
-            await recorder.record(done)
-        else:
-            await _record_successes(db, done, clock.now())
-        stats.accepted += len(done)
-    except Exception:
-        # accepted by the provider but not recorded: the lease expires and the row is sent
-        # again (the one duplicate the design allows)
-        log.exception("recording %d accepted sends failed", len(done))
-    for c, _r, exc in outcomes:
-        if exc is None:
-            continue
-        kind = "permanent" if isinstance(exc, PermanentSendError) else "transient"
-        log.warning(
-            "send %s failed (%s, code %s: %s) to %s, attempt %d",
-            c.id,
-            kind,
-            exc.code,
-            exc,
-            mask_phone(c.phone),
-            c.attempts,
-        )
-        try:
-            if await _record_failure(db, c, exc, clock.now()):
-                stats.retried += 1
-            else:
-                stats.failed += 1
-        except Exception:
-            log.exception("recording the failure of message %s failed", c.id)
-    return len(done)
+    await asyncio.gather(*(one(c) for c in claimed))
+    return accepted
 
 
 async def send(
@@ -418,13 +425,14 @@ async def send(
     ids: Iterable[int] | None = None,
     limit: int = 200,
     stats: SendStats | None = None,
+    concurrency: int = SEND_CONCURRENCY,
 ) -> int:
     """Claim due rows (only ``ids`` if given) and send them; return how many were accepted."""
     stats = stats if stats is not None else SendStats()
     claimed = await _claim(db, ids, clock.now(), limit)
     if not claimed:
         return 0
-    return await _deliver(db, transport, clock, claimed, stats)
+    return await _deliver(db, transport, clock, claimed, stats, concurrency=concurrency)
 
 
 async def send_claimed(

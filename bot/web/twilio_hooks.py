@@ -15,7 +15,7 @@ from aiohttp import web
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bot import background
-from bot.appkeys import CLOCK, DATABASE, METRICS, RECORDER, SETTINGS, TRANSPORT
+from bot.appkeys import CLOCK, DATABASE, METRICS, RECORDER, SENDER_LOCKS, SETTINGS, TRANSPORT
 from bot.logs import mask_phone
 from bot.metrics import SendStats
 from bot.services import outbox, paging
@@ -99,7 +99,9 @@ async def _inbound_sms(request: web.Request) -> web.Response:
     sms = InboundSms(sid=sid, from_=sender, to=fields.get("To", ""), body=fields.get("Body", ""))
     app = request.app
     try:
-        result = await handle_inbound(app[DATABASE], app[SETTINGS], sms, app[CLOCK].now())
+        # one sender's messages one at a time, in the order this process received them
+        async with app[SENDER_LOCKS].hold(sender):
+            result = await handle_inbound(app[DATABASE], app[SETTINGS], sms, app[CLOCK].now())
     except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
         return _unavailable(exc)
     log.info("inbound %s from %s: %s", sid[:8] + "…", mask_phone(sender), result.route or "handled")

@@ -150,8 +150,17 @@ class Proc:
                 self.kill()
         return self.popen.returncode
 
-    async def wait_for_log(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_exit(self, within: float) -> int:
+        """Wait (without blocking the loop) for the process to end; its exit code."""
+        deadline = time.monotonic() + within
+        while (code := self.popen.poll()) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} still running after {within}s:\n{self.tail()}")
+            await asyncio.sleep(0.02)
+        return code
+
+    async def wait_for_log(self, needle: str, within: float) -> None:
+        deadline = time.monotonic() + within
         while needle not in self.log():
             if not self.alive():
                 raise AssertionError(
@@ -160,7 +169,7 @@ class Proc:
                 )
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"{self.name} did not log {needle!r} in {timeout}s:\n" + self.tail()
+                    f"{self.name} did not log {needle!r} in {within}s:\n" + self.tail()
                 )
             await asyncio.sleep(0.02)
 
@@ -173,9 +182,9 @@ def worker_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "tests.reliability.worker_entry", *args]
 
 
-async def wait_healthy(proc: Proc, port: int, timeout: float = 60.0) -> None:
+async def wait_healthy(proc: Proc, port: int, within: float = 60.0) -> None:
     url = f"http://127.0.0.1:{port}/healthz"
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         while time.monotonic() < deadline:
             if not proc.alive():
@@ -185,17 +194,17 @@ async def wait_healthy(proc: Proc, port: int, timeout: float = 60.0) -> None:
                     if resp.status == 200:
                         return
             await asyncio.sleep(0.1)
-    raise AssertionError(f"{proc.name} not healthy after {timeout}s:\n{proc.tail()}")
+    raise AssertionError(f"{proc.name} not healthy after {within}s:\n{proc.tail()}")
 
 
 async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], timeout: float, what: str, every: float = 0.1
+    predicate: Callable[[], Awaitable[bool]], within: float, what: str, every: float = 0.1
 ) -> float:
-    """Poll ``predicate`` until true; the seconds it took. Fails after ``timeout``."""
+    """Poll ``predicate`` until true; the seconds it took. Fails after ``within`` seconds."""
     started = time.monotonic()
     while not await predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        if time.monotonic() - started > within:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(every)
     return time.monotonic() - started
 
@@ -220,38 +229,39 @@ def pg_cluster() -> tuple[str, str]:
     return versions[-1], "main"
 
 
-async def _run(*argv: str, timeout: float) -> tuple[int, str]:
+async def _run(*argv: str, within: float) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        async with asyncio.timeout(within):
+            out, _ = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        return -1, f"{argv[0]} timed out after {timeout}s"
+        return -1, f"{argv[0]} timed out after {within}s"
     return proc.returncode or 0, out.decode(errors="replace")
 
 
 async def pg_ctl(action: str) -> None:
     version, name = pg_cluster()
     code, out = await _run(
-        "pg_ctlcluster", "--skip-systemctl-redirect", version, name, action, timeout=60
+        "pg_ctlcluster", "--skip-systemctl-redirect", version, name, action, within=60
     )
     if code != 0 and not (action == "start" and "already running" in out):
         raise AssertionError(f"pg_ctlcluster {action} failed ({code}): {out}")
 
 
 async def pg_ready() -> bool:
-    code, _ = await _run("pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q", timeout=10)
+    code, _ = await _run("pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q", within=10)
     return code == 0
 
 
-async def pg_start_and_wait(timeout: float = 60.0) -> None:
+async def pg_start_and_wait(within: float = 60.0) -> None:
     """Start the cluster (a no-op if it runs) and wait until it accepts connections."""
     if not await pg_ready():
         await pg_ctl("start")
-    await wait_until(pg_ready, timeout, "PostgreSQL to accept connections", every=0.2)
+    await wait_until(pg_ready, within, "PostgreSQL to accept connections", every=0.2)
 
 
 # -- a fake Twilio that also remembers the SIDs it issued ----------------------------------------
@@ -313,11 +323,13 @@ class Signed:
     headers: dict[str, str]
 
 
-def signed(public_base: str, path: str, params: Mapping[str, str]) -> Signed:
+def signed(
+    public_base: str, path: str, params: Mapping[str, str], *, auth_token: str = AUTH_TOKEN
+) -> Signed:
     headers = {
         "Content-Type": "application/x-www-form-urlencoded",
         "X-Twilio-Signature": sign(
-            auth_token=AUTH_TOKEN, url=public_base + path, params=dict(params)
+            auth_token=auth_token, url=public_base + path, params=dict(params)
         ),
     }
     return Signed(urlencode(dict(params)).encode(), headers)
@@ -336,7 +348,8 @@ async def seed_scheduled(
 ) -> dict[int, str]:
     """``count`` patients with one scheduled check-in each: {check-in id: phone}.
 
-    ``due(i)`` gives each one's due time (default: a minute ago). Seeds the library too.
+    ``due(i)`` gives the i-th one's due time (i from 0; default: a minute ago). Phones are
+    ``phone(first + i)``. Seeds the library too.
     """
     now = datetime.now(UTC)
     due = due or (lambda _i: now - timedelta(minutes=1))
@@ -374,10 +387,10 @@ async def seed_scheduled(
                                 "patient_id": pid,
                                 "flow_key": flow,
                                 "status": CheckinStatus.SCHEDULED,
-                                "due_at": due(i),
+                                "due_at": due(i - first),
                                 "reminder_after_s": 4 * 3600,
                                 "expiry_after_s": 24 * 3600,
-                                "expires_at": due(i) + timedelta(days=1),
+                                "expires_at": due(i - first) + timedelta(days=1),
                                 "created_at": now,
                             }
                             for i, pid in zip(range(lo, hi), patient_ids, strict=True)

@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -44,13 +45,16 @@ from tests.reliability.support import (
 
 pytestmark = pytest.mark.postgres
 
-CHECKINS = 2000 if FULL else 600
+CHECKINS = 2000 if FULL else 1000
 KILLS = 20
 LEASE_S = 3.0
-# rows per tick: small, so each life of the worker is killed with work in hand
-BATCH = 30 if FULL else 10
-# each life is killed this long after the worker logged that its ticks started
-KILL_AFTER_S = (0.05, 1.2)
+# each life of the victim: small batches on a short tick, so it is killed with work in hand
+VICTIM_BATCH = 8
+VICTIM_INTERVAL_S = 0.25
+# each life is killed at a random moment this long after its ticks started, or once it has
+# sent its fair share of what is left (left / (kills to go + 1)) if that comes first, so
+# a fast worker still leaves work for the later kills
+KILL_AFTER_S = (0.05, 1.0)
 DRAIN_TIMEOUT_S = 120.0
 
 
@@ -85,7 +89,7 @@ async def _in_flight(db: Database, twilio: RecordingTwilio) -> set[tuple[int, in
 
 
 async def test_worker_killed_20_times_mid_dispatch_starts_each_once_and_loses_nothing(
-    pg_url: str, tmp_path
+    pg_url: str, tmp_path: Path
 ) -> None:
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
@@ -94,33 +98,42 @@ async def test_worker_killed_20_times_mid_dispatch_starts_each_once_and_loses_no
     await twilio.start()
     db = Database(pg_url)
     env = app_env(pg_url, twilio_base=twilio.base_url)
-    argv = worker_command(
-        "--dispatch-lease",
-        str(LEASE_S),
-        "--outbox-lease",
-        str(LEASE_S),
-        "--interval",
-        "0.2",
-        "--batch",
-        str(BATCH),
+    leases = ("--dispatch-lease", str(LEASE_S), "--outbox-lease", str(LEASE_S))
+    victim = worker_command(
+        *leases, "--interval", str(VICTIM_INTERVAL_S), "--batch", str(VICTIM_BATCH)
     )
+    # the clean run: production batches, a 1 s tick
+    cleaner = worker_command(*leases, "--interval", "1")
     procs: list[Proc] = []
     possible: set[tuple[int, int]] = set()
+    triggers: Counter[str] = Counter()
+    caught: list[int] = []  # sends in flight (accepted, not recorded) at each kill
     kills: list[tuple[float, int, int, int]] = []  # (delay, sent so far, unsent, scheduled)
     started = time.monotonic()
     try:
         for i in range(KILLS):
-            proc = Proc(f"victim{i}", argv, env, tmp_path / f"victim{i}.log")
+            proc = Proc(f"victim{i}", victim, env, tmp_path / f"victim{i}.log")
             procs.append(proc)
             await proc.wait_for_log("worker started with ticks", 60)
+            # killed at a random moment, or after a random number of sends in this life if
+            # that comes first (so a fast worker still has work left for the later kills)
             delay = rng.uniform(*KILL_AFTER_S)
-            await asyncio.sleep(delay)
+            quota = (CHECKINS - len(set(r.to for r in twilio.requests))) // (KILLS - i + 1)
+            born, before = time.monotonic(), len(twilio.requests)
+            while True:
+                if time.monotonic() - born >= delay or len(twilio.requests) - before >= quota:
+                    break
+                await asyncio.sleep(0.002)
+            delay = time.monotonic() - born
+            triggers["time" if len(twilio.requests) - before < quota else "sends"] += 1
             assert proc.alive(), proc.tail()
             proc.kill()
             unsent, scheduled = await unsent_and_scheduled(db)
-            possible |= await _in_flight(db, twilio)
+            window = await _in_flight(db, twilio)
+            caught.append(len(window - possible))
+            possible |= window
             kills.append((delay, len(twilio.requests), unsent, scheduled))
-        final = Proc("final", argv, env, tmp_path / "final.log")
+        final = Proc("final", cleaner, env, tmp_path / "final.log")
         procs.append(final)
         await final.wait_for_log("worker started with ticks", 60)
 
@@ -161,9 +174,12 @@ async def test_worker_killed_20_times_mid_dispatch_starts_each_once_and_loses_no
     duplicates = sum(n - 1 for n in sent.values())
     report = (
         f"case 1 (seed {seed}): {CHECKINS} check-ins, {len(kills)} SIGKILLs "
-        f"(after {min(k[0] for k in kills):.2f}-{max(k[0] for k in kills):.2f} s of each life), "
+        f"(after {min(k[0] for k in kills):.2f}-{max(k[0] for k in kills):.2f} s of each life; "
+        f"{triggers['time']} at a random moment, {triggers['sends']} after a random number of "
+        "sends), "
         f"{len(twilio.requests)} POSTs to Twilio, duplicates possible {len(possible)} / "
-        f"happened {duplicates}, drained in {elapsed:.1f} s total"
+        f"happened {duplicates} (in flight at each kill: {caught}), "
+        f"drained in {elapsed:.1f} s total"
     )
     print(report)
     print(
@@ -188,3 +204,4 @@ async def test_worker_killed_20_times_mid_dispatch_starts_each_once_and_loses_no
     # duplicates: exactly the sends in flight at a kill, never more than one per kill
     assert duplicates == len(possible), (duplicates, sorted(possible))
     assert duplicates <= len(kills), report
+    assert max(caught) <= 1, f"sends in flight at each kill: {caught}"

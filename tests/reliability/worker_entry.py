@@ -8,7 +8,7 @@ test knobs, for the crash tests. Settings come from the environment, as in produ
   killed worker's rows come back within seconds, not minutes;
 - ``--interval``: the dispatch and outbox ticks run this often (production: 5 s and 2 s);
 - ``--batch``: rows per tick (production: 500), so a kill lands mid-stream;
-- ``--concurrency``: ``outbox.SEND_CONCURRENCY`` (production: 16);
+- ``--concurrency``: ``OUTBOX_CONCURRENCY``, sends in flight at once (production default: 1);
 - ``--crash-after-accepts N``: the process SIGKILLs itself right after the N-th message that
   Twilio accepted (the 201 is in hand) and before ``_record_success`` commits it: the one
   window in which the outbox can duplicate a message (DESIGN.md #2).
@@ -70,7 +70,7 @@ def main() -> None:
     if args.batch is not None:
         ticks.BATCH = args.batch
     if args.concurrency is not None:
-        outbox.SEND_CONCURRENCY = args.concurrency
+        os.environ["OUTBOX_CONCURRENCY"] = str(args.concurrency)
     if args.crash_after_accepts > 0:
         _crash_after(args.crash_after_accepts)
     settings = load_settings(require_secret=False)
