@@ -32,6 +32,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
+import importlib.util  # noqa: E402
 import os  # noqa: E402
 import pstats  # noqa: E402
 import random  # noqa: E402
@@ -625,11 +626,7 @@ def print_profile(kind: str, out: Path, top: int = 25) -> None:
 def pick_profiler(choice: str | None) -> str | None:
     if choice != "auto":
         return choice
-    try:
-        import pyinstrument  # noqa: F401
-    except ImportError:
-        return "cprofile"
-    return "pyinstrument"
+    return "pyinstrument" if importlib.util.find_spec("pyinstrument") else "cprofile"
 
 
 # -- main ------------------------------------------------------------------------------------

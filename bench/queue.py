@@ -21,9 +21,13 @@ SQL that ``queue_query``, ``history.timeline`` and ``history.trends`` run
 (captured from SQLAlchemy). The server is stopped and the database dropped at
 the end, also on error or Ctrl-C / SIGTERM. Run:
 
-    .venv/bin/python bench/queue.py [--requests 2000] [--concurrency 8]
+    .venv/bin/python bench/queue.py [--requests 2000] [--concurrency 8 | 1,8]
         [--patients 5000] [--messages 1000000] [--checkins 200000]
-        [--escalations 100000] [--profile]
+        [--escalations 100000] [--profile] [--no-explain]
+
+For experiments, ``--keep-database`` leaves the seeded database in place and
+``--database-url URL`` times an existing one (nothing created or dropped), so
+a code change can be measured against the same data without reseeding.
 
 ``BENCH_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``)
 is used only to create and drop the benchmark database.

@@ -239,6 +239,7 @@ class Checkin(Base):
     __table_args__ = (
         Index("ix_checkins_status_due_at", "status", "due_at"),
         Index("ix_checkins_patient_id_status", "patient_id", "status"),
+        Index("ix_checkins_patient_id_due_at", "patient_id", "due_at"),
         Index("ix_checkins_status_reminder_at", "status", "reminder_at"),
         Index("ix_checkins_status_expires_at", "status", "expires_at"),
         UniqueConstraint("enrollment_id", "treatment_id", "item_index", "occurrence"),

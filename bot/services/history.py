@@ -7,10 +7,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Answer, Checkin, Escalation, Message, Patient, Score, Treatment, User
+from db.types import UTCDateTime
 
 TIMELINE_LIMIT = 300
 TREND_LIMIT = 104
@@ -118,78 +130,113 @@ class TimelineItem:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _timeline_query(patient_id: Any, limit: int) -> Select[Any]:
+    """One statement: the newest ``limit`` of each kind, then the newest ``limit`` of all.
+
+    Only the columns the page shows, as plain values (no ORM objects): the four kinds share
+    columns, so enum and status columns are read as plain strings.
+    """
+    text_ = String()
+    at = UTCDateTime()
+    branches = [
+        select(
+            literal("checkin", text_).label("kind"),
+            type_coerce(
+                func.coalesce(Checkin.completed_at, Checkin.started_at, Checkin.due_at), at
+            ).label("at"),
+            Checkin.id.label("id"),
+            type_coerce(Checkin.flow_key, text_).label("a"),
+            type_coerce(Checkin.status, text_).label("b"),
+            type_coerce(Checkin.outcome, text_).label("c"),
+            literal(None, text_).label("d"),
+        )
+        .where(Checkin.patient_id == patient_id)
+        .order_by(Checkin.due_at.desc())
+        .limit(limit),
+        select(
+            literal("message", text_),
+            type_coerce(Message.created_at, at),
+            Message.id,
+            type_coerce(Message.direction, text_),
+            type_coerce(Message.body, text_),
+            type_coerce(Message.status, text_),
+            literal(None, text_),
+        )
+        .where(Message.patient_id == patient_id)
+        .order_by(Message.created_at.desc())
+        .limit(limit),
+        select(
+            literal("escalation", text_),
+            type_coerce(Escalation.created_at, at),
+            Escalation.id,
+            type_coerce(Escalation.severity, text_),
+            type_coerce(Escalation.summary, text_),
+            type_coerce(Escalation.status, text_),
+            type_coerce(Escalation.reason, text_),
+        )
+        .where(Escalation.patient_id == patient_id)
+        .order_by(Escalation.created_at.desc())
+        .limit(limit),
+        select(
+            literal("treatment", text_),
+            type_coerce(Treatment.administered_at, at),
+            Treatment.id,
+            type_coerce(Treatment.kind, text_),
+            literal(None, text_),
+            literal(None, text_),
+            literal(None, text_),
+        )
+        .where(Treatment.patient_id == patient_id)
+        .order_by(Treatment.administered_at.desc())
+        .limit(limit),
+    ]
+    # each branch as a subquery: SQLite allows no ORDER BY/LIMIT on a compound's members
+    parts = [select(b.subquery().c) for b in branches]  # type: ignore[call-overload]
+    everything = union_all(*parts).subquery()
+    return select(everything).order_by(everything.c.at.desc()).limit(limit)
+
+
+# built once: the statement is the same for every patient (only the bound id changes)
+_TIMELINE = _timeline_query(bindparam("patient_id", type_=Integer()), TIMELINE_LIMIT)
+
+
 async def timeline(*, session: AsyncSession, patient_id: int) -> list[TimelineItem]:
     """Check-ins, messages, escalations and treatments, newest first, bounded."""
     items: list[TimelineItem] = []
-    for c in (
-        await session.scalars(
-            select(Checkin)
-            .where(Checkin.patient_id == patient_id)
-            .order_by(Checkin.due_at.desc())
-            .limit(TIMELINE_LIMIT)
-        )
-    ).all():
-        at = c.completed_at or c.started_at or c.due_at
-        items.append(
-            TimelineItem(
-                at,
-                "checkin",
-                f"Check-in {c.flow_key}",
-                f"{c.status}" + (f" ({c.outcome})" if c.outcome else ""),
-                css=f"status-{c.status}",
+    rows = (await session.execute(_TIMELINE, {"patient_id": patient_id})).all()
+    for kind, at, id_, a, b, c, d in rows:
+        if kind == "checkin":
+            items.append(
+                TimelineItem(
+                    at, "checkin", f"Check-in {a}", b + (f" ({c})" if c else ""), css=f"status-{b}"
+                )
             )
-        )
-    for m in (
-        await session.scalars(
-            select(Message)
-            .where(Message.patient_id == patient_id)
-            .order_by(Message.created_at.desc())
-            .limit(TIMELINE_LIMIT)
-        )
-    ).all():
-        who = "Patient" if m.direction == "in" else "Sent"
-        items.append(
-            TimelineItem(
-                m.created_at,
-                f"message-{m.direction}",
-                who,
-                m.body,
-                css=f"msg-{m.direction}",
-                extra={"status": str(m.status)},
+        elif kind == "message":
+            items.append(
+                TimelineItem(
+                    at,
+                    f"message-{a}",
+                    "Patient" if a == "in" else "Sent",
+                    b,
+                    css=f"msg-{a}",
+                    extra={"status": c},
+                )
             )
-        )
-    for e in (
-        await session.scalars(
-            select(Escalation)
-            .where(Escalation.patient_id == patient_id)
-            .order_by(Escalation.created_at.desc())
-            .limit(TIMELINE_LIMIT)
-        )
-    ).all():
-        items.append(
-            TimelineItem(
-                e.created_at,
-                "escalation",
-                f"{str(e.severity).capitalize()} escalation",
-                e.summary,
-                link=f"/escalations/{e.id}",
-                css=f"sev-{e.severity}",
-                extra={"status": str(e.status), "reason": e.reason},
+        elif kind == "escalation":
+            items.append(
+                TimelineItem(
+                    at,
+                    "escalation",
+                    f"{a.capitalize()} escalation",
+                    b,
+                    link=f"/escalations/{id_}",
+                    css=f"sev-{a}",
+                    extra={"status": c, "reason": d},
+                )
             )
-        )
-    for t in (
-        await session.scalars(
-            select(Treatment)
-            .where(Treatment.patient_id == patient_id)
-            .order_by(Treatment.administered_at.desc())
-            .limit(TIMELINE_LIMIT)
-        )
-    ).all():
-        items.append(
-            TimelineItem(t.administered_at, "treatment", f"Treatment: {t.kind}", css="treatment")
-        )
-    items.sort(key=lambda i: i.at, reverse=True)
-    return items[:TIMELINE_LIMIT]
+        else:
+            items.append(TimelineItem(at, "treatment", f"Treatment: {a}", css="treatment"))
+    return items
 
 
 async def search_patients(*, session: AsyncSession, q: str, limit: int = 200) -> list[Patient]:

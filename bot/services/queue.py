@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.enums import Disposition, EscalationStatus, Severity
-from db.models import Escalation
+from db.models import Escalation, User
 
 
 class QueueError(Exception):
@@ -18,6 +19,28 @@ class QueueError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+def queue_rows_query(
+    *,
+    statuses: Sequence[EscalationStatus] = (EscalationStatus.OPEN, EscalationStatus.CLAIMED),
+    severity: Severity | None = None,
+    patient_id: int | None = None,
+    limit: int = 200,
+) -> Select[Any]:
+    """``queue_query`` as plain rows (no ORM objects), with the claimer's email joined in."""
+    query = (
+        select(*Escalation.__table__.c, User.email.label("claimed_by_email"))
+        .outerjoin(User, User.id == Escalation.claimed_by)
+        .where(Escalation.status.in_(list(statuses)))
+        .order_by(Escalation.severity_rank, Escalation.created_at, Escalation.id)
+        .limit(limit)
+    )
+    if severity is not None:
+        query = query.where(Escalation.severity == severity)
+    if patient_id is not None:
+        query = query.where(Escalation.patient_id == patient_id)
+    return query
 
 
 def queue_query(

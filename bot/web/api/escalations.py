@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.appkeys import CLOCK, DATABASE
@@ -14,7 +13,7 @@ from bot.web.api.auth import STAFF, Principal, require
 from bot.web.api.errors import ApiError, invalid, json_body
 from bot.web.api.patients import path_id
 from db.enums import EscalationStatus, Severity
-from db.models import Escalation, User
+from db.models import Escalation
 
 
 def _filters(request: web.Request) -> dict[str, object]:
@@ -41,23 +40,10 @@ def _filters(request: web.Request) -> dict[str, object]:
 
 async def list_escalations(request: web.Request) -> web.Response:
     await require(request, *STAFF)
-    query = queue.queue_query(**_filters(request))  # type: ignore[arg-type]
+    query = queue.queue_rows_query(**_filters(request))  # type: ignore[arg-type]
     async with request.app[DATABASE].read() as session:
-        rows = (await session.scalars(query)).all()
-        claimers = {e.claimed_by for e in rows if e.claimed_by}
-        emails: dict[int, str] = (
-            {
-                user_id: email
-                for user_id, email in (
-                    await session.execute(select(User.id, User.email).where(User.id.in_(claimers)))
-                ).all()
-            }
-            if claimers
-            else {}
-        )
-    return web.json_response(
-        {"items": [serialize.escalation(e, emails.get(e.claimed_by or 0)) for e in rows]}
-    )
+        rows = (await session.execute(query)).all()
+    return web.json_response({"items": [serialize.escalation(e, e.claimed_by_email) for e in rows]})
 
 
 async def get_escalation(request: web.Request) -> web.Response:
