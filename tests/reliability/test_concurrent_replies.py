@@ -52,7 +52,7 @@ async def test_200_patients_three_replies_each_at_once_recorded_once_in_order(
         return await handler(request)
 
     monkeypatch.setattr(twilio_hooks, "_inbound_sms", noting_arrival)
-    async with harness(db_url) as h:
+    async with harness(db_url, SMS_SEND_TIMEOUT="10") as h:  # see test_storms.py
         by_phone = await seed_active(
             db_url, PATIENTS, flow="phq9", now=START - timedelta(minutes=5)
         )

@@ -68,7 +68,9 @@ async def test_duplicate_and_out_of_order_storm_leaves_exact_counts(db_url: str)
     deliveries = DELIVERIES[backend]
     patients = deliveries * 4 // 5 // PER_PATIENT
     redeliveries = deliveries - patients * PER_PATIENT
-    async with harness(db_url) as h:
+    # the production send timeout: under a storm the in-process fake Twilio can take over
+    # the harness default of 1 s to answer, and a timed-out send is (rightly) retried later
+    async with harness(db_url, SMS_SEND_TIMEOUT="10") as h:
         by_phone = await seed_active(
             db_url, patients, flow="phq9", now=START - timedelta(minutes=5)
         )
