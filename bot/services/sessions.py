@@ -30,8 +30,10 @@ THROTTLE_WINDOW = timedelta(minutes=15)
 LOCKOUT = timedelta(minutes=15)
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+def token_hash(token: str, secret: str = "") -> str:
+    """The session's key: HMAC-SHA256 of the cookie token under ``SECRET_KEY``, so the
+    database alone (a backup, a replica) can neither use nor forge a session."""
+    return hmac.new(secret.encode("utf-8"), token.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +69,19 @@ class LoginOutcome:
 
 
 async def login(
-    *, session: AsyncSession, email: str, password: str, address: str, now: datetime
+    *,
+    session: AsyncSession,
+    email: str,
+    password: str,
+    address: str,
+    now: datetime,
+    secret: str = "",
 ) -> LoginOutcome:
     """Check throttles and the password. Failures are recorded too, so the caller commits
     whatever the outcome."""
     try:
         token, user = await _login(
-            session=session, email=email, password=password, address=address, now=now
+            session=session, email=email, password=password, address=address, now=now, secret=secret
         )
     except LoginError as exc:
         return LoginOutcome(error=exc.message, throttled=exc.throttled)
@@ -81,7 +89,7 @@ async def login(
 
 
 async def _login(
-    *, session: AsyncSession, email: str, password: str, address: str, now: datetime
+    *, session: AsyncSession, email: str, password: str, address: str, now: datetime, secret: str
 ) -> tuple[str, SessionUser]:
     email = email.strip().lower()[:254]
     since = now - THROTTLE_WINDOW
@@ -134,7 +142,7 @@ async def _login(
     _attempt(session, email, address, True, now)
     token = secrets.token_urlsafe(32)
     row = WebSession(
-        id=token_hash(token),
+        id=token_hash(token, secret),
         user_id=user.id,
         csrf_token=secrets.token_urlsafe(32),
         created_at=now,
@@ -161,7 +169,7 @@ def _attempt(session: AsyncSession, email: str, address: str, success: bool, now
 
 
 async def resume(
-    *, session: AsyncSession, token: str, now: datetime, touch: bool = True
+    *, session: AsyncSession, token: str, now: datetime, touch: bool = True, secret: str = ""
 ) -> SessionUser | None:
     """The live session for a cookie token, extending its idle expiry; None if expired.
 
@@ -173,7 +181,7 @@ async def resume(
         await session.execute(
             select(WebSession, User)
             .join(User, User.id == WebSession.user_id)
-            .where(WebSession.id == token_hash(token))
+            .where(WebSession.id == token_hash(token, secret))
         )
     ).first()
     if row is None:

@@ -118,3 +118,12 @@ def test_module_hasher_matches_the_documented_parameters() -> None:
     assert hasher.memory_cost >= OWASP_MEMORY_KIB
     assert hasher.time_cost >= 2
     assert hasher.parallelism == 1
+
+
+def test_session_keys_depend_on_the_secret_key() -> None:
+    from bot.services.sessions import token_hash
+
+    token = "a-random-cookie-token"
+    assert token_hash(token, "k" * 40) == token_hash(token, "k" * 40)
+    assert token_hash(token, "k" * 40) != token_hash(token, "j" * 40)
+    assert token not in token_hash(token, "k" * 40)

@@ -18,6 +18,7 @@ from bot.web.pages.common import (
     new_login_csrf,
     render,
     require_user,
+    session_secret,
     set_session_cookie,
 )
 
@@ -77,7 +78,12 @@ async def login_submit(request: web.Request) -> web.Response:
     now = request.app[CLOCK].now()
     async with request.app[DATABASE].write() as session:
         outcome = await sessions.login(
-            session=session, email=email, password=password, address=source(request), now=now
+            session=session,
+            email=email,
+            password=password,
+            address=source(request),
+            now=now,
+            secret=session_secret(request),
         )
         old = current_user(request)
         if outcome.token is not None and old is not None:

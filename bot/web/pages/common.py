@@ -40,10 +40,16 @@ async def page_session(request: web.Request, handler: Handler) -> web.StreamResp
                 token=token,
                 now=now,
                 touch=request.path not in PASSIVE_PATHS,
+                secret=session_secret(request),
             )
         if user is not None:
             request[USER] = user
     return await handler(request)
+
+
+def session_secret(request: web.Request) -> str:
+    """The key session tokens are hashed under (``SECRET_KEY``)."""
+    return request.app[SETTINGS].secret_key or ""
 
 
 def current_user(request: web.Request) -> SessionUser | None:
