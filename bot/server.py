@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -13,19 +12,15 @@ from aiohttp import web
 from bot.app import create_app
 from bot.logs import configure
 from bot.settings import Settings
-from bot.worker import Worker
 
 log = logging.getLogger(__name__)
-
-WorkerFactory = Callable[[web.Application], Worker]
 
 
 async def _wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # POSIX: the Procfile's platforms
+        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
 
 
