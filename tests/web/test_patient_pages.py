@@ -139,3 +139,22 @@ async def test_admin_pauses_and_resumes(h: Harness) -> None:
     assert CheckinStatus.SCHEDULED in statuses
     html = await (await h.client.get(f"/patients/{p.id}")).text()
     assert "ketamine_induction" in html and "Timeline" in html
+
+
+async def test_treatment_date_out_of_range_is_a_clear_error(h: Harness) -> None:
+    p = await h.patient()
+    await h.login(await h.user(Role.CLINICIAN))
+    token = await h.csrf(f"/patients/{p.id}")
+    resp = await h.client.post(
+        f"/patients/{p.id}/treatments",
+        data={
+            "csrf_token": token,
+            "kind": "ketamine infusion",
+            "administered_at": "9999-12-31T23:00",
+        },
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    assert "error=" in resp.headers["Location"] and "2100" in resp.headers["Location"]
+    async with h.db.read() as s:
+        assert await s.scalar(select(Treatment).where(Treatment.patient_id == p.id)) is None

@@ -17,6 +17,7 @@ from bot.services.patients import PatientConflictError, PatientFields
 from bot.services.protocol_store import ProtocolUnavailableError
 from bot.settings import is_e164
 from bot.web import charts
+from bot.web.api.schemas import MAX_YEAR, MIN_YEAR
 from bot.web.pages.common import form_with_csrf, path_int, record, render, require_user
 from db.enums import EnrollmentStatus, PatientStatus, VersionStatus
 from db.models import Enrollment, FlowVersion, Patient, ProtocolVersion
@@ -101,6 +102,9 @@ async def detail_page(request: web.Request) -> web.Response:
 def _parse_local(value: str, patient: Patient) -> datetime:
     """A ``datetime-local`` form value in the patient's zone → aware UTC."""
     naive = datetime.fromisoformat(value)
+    if not MIN_YEAR <= naive.year <= MAX_YEAR:
+        # the same range as the API: later arithmetic (due times) must not overflow
+        raise ValueError(f"The date must be between the years {MIN_YEAR} and {MAX_YEAR}.")
     if naive.tzinfo is not None:
         return naive
     return naive.replace(tzinfo=ZoneInfo(patient.timezone))
