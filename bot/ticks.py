@@ -7,6 +7,7 @@ queued through the outbox at once (the worker's own fast path).
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 from sqlalchemy import select
@@ -27,6 +28,9 @@ EXPIRY_INTERVAL_S = 30.0
 REPLENISH_INTERVAL_S = 300.0
 PAGING_INTERVAL_S = 10.0
 BATCH = 500
+DISPATCH_BUDGET_S = 4.0
+"""How long one dispatch tick keeps taking full batches (a backlog after downtime, a
+morning's check-ins all due at 09:00) before it lets the next tick continue."""
 REPLENISH_BATCH = 200
 
 
@@ -44,19 +48,27 @@ def build_ticks(app: web.Application) -> list[Tick]:
         return await outbox.send(db, transport, clock, limit=BATCH, concurrency=concurrency)
 
     async def start_due() -> int:
-        result = await dispatch.start_due(db, settings, clock.now(), limit=BATCH)
-        await send_queued(result.outbound_ids)
-        if result.handled or result.failed:
-            log.info(
-                "dispatch: started %d, deferred %d, waiting %d, missed %d, cancelled %d, failed %d",
-                result.started,
-                result.deferred,
-                result.waiting,
-                result.missed,
-                result.cancelled,
-                result.failed,
-            )
-        return result.handled
+        handled = 0
+        deadline = time.monotonic() + DISPATCH_BUDGET_S
+        while True:
+            result = await dispatch.start_due(db, settings, clock.now(), limit=BATCH)
+            await send_queued(result.outbound_ids)
+            handled += result.handled
+            if result.handled or result.failed:
+                log.info(
+                    "dispatch: started %d, deferred %d, waiting %d, missed %d, cancelled %d, "
+                    "failed %d",
+                    result.started,
+                    result.deferred,
+                    result.waiting,
+                    result.missed,
+                    result.cancelled,
+                    result.failed,
+                )
+            # a full batch means more may be due: take the next one now, not in 5 s (claimed
+            # rows that could not start keep a lease, so this cannot spin on them)
+            if result.claimed < BATCH or time.monotonic() >= deadline:
+                return handled
 
     async def remind() -> int:
         result = await dispatch.remind_due(db, settings, clock.now(), limit=BATCH)

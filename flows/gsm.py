@@ -18,6 +18,7 @@ __all__ = [
     "encoding",
     "gsm7_length",
     "is_gsm7",
+    "measure",
     "non_gsm7_chars",
     "segment_count",
 ]
@@ -98,12 +99,25 @@ def segment_count(text: str) -> int:
     outside the BMP (most emoji) take 2 code units and a surrogate pair is not
     split either. Empty text counts as 1 segment, as Twilio bills it.
     """
-    if is_gsm7(text):
-        if len(text) <= _GSM7_SINGLE // 2 or (
-            len(text) <= _GSM7_SINGLE and GSM7_EXTENSION.isdisjoint(text)
-        ):
-            return 1  # the common case, without building the widths
+    return measure(text)[1]
+
+
+def measure(text: str) -> tuple[Encoding, int]:
+    """Encoding and segment count in one pass over the alphabet (the outbox stores both)."""
+    if _GSM7_ALL.issuperset(text):
+        if GSM7_EXTENSION.isdisjoint(text):
+            # every character one septet: no unit can straddle a boundary
+            return "GSM-7", _even(len(text), _GSM7_SINGLE, _GSM7_CONCAT)
         widths = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
-        return _pack(widths, _GSM7_SINGLE, _GSM7_CONCAT)
+        return "GSM-7", _pack(widths, _GSM7_SINGLE, _GSM7_CONCAT)
+    if max(text) <= "\uffff":
+        return "UCS-2", _even(len(text), _UCS2_SINGLE, _UCS2_CONCAT)
     widths = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
-    return _pack(widths, _UCS2_SINGLE, _UCS2_CONCAT)
+    return "UCS-2", _pack(widths, _UCS2_SINGLE, _UCS2_CONCAT)
+
+
+def _even(units: int, single: int, per_segment: int) -> int:
+    """Segments for units of width 1 (what ``_pack`` gives for them, without the list)."""
+    if units <= single:
+        return 1
+    return -(-units // per_segment)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.services.escalations import raise_escalation
 from bot.services.flow_store import latest_published_with_checksum, pinned
 from bot.services.outbox import enqueue
-from bot.services.scheduling import patient_can_receive, quiet_now, start_windows
+from bot.services.scheduling import PatientLike, patient_can_receive, quiet_now, start_windows
 from bot.settings import Settings
 from db.enums import CheckinStatus
 from db.models import Answer, Checkin, Message, Patient, Score, Treatment
@@ -64,6 +66,7 @@ class Applied:
         self.started.extend(other.started)
 
 
+@lru_cache(maxsize=256)
 def _seconds(duration: str) -> int:
     return int(parse_duration(duration).total_seconds())
 
@@ -144,7 +147,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def context_for(
-    patient: Patient,
+    patient: PatientLike,
     settings: Settings,
     history: dict[str, ScoreHistory],
     prefill: dict[str, AnswerValue] | None = None,
@@ -163,18 +166,46 @@ def begin(
     checkin: Checkin, patient: Patient, version: int, flow: Flow, checksum: str, now: datetime
 ) -> None:
     """Pin the version and set the windows of a check-in that starts ``now``."""
-    checkin.flow_version = version
-    checkin.flow_checksum = checksum
-    checkin.status = CheckinStatus.ACTIVE
-    checkin.started_at = now
-    checkin.lease_until = None
-    if checkin.expiry_after_s is None:
-        checkin.expiry_after_s = _seconds(flow.expiry.after) if flow.expiry else DEFAULT_EXPIRY_S
-    if checkin.reminder_after_s is None and flow.reminder is not None:
-        checkin.reminder_after_s = _seconds(flow.reminder.after)
-    checkin.reminder_at, checkin.expires_at = start_windows(
-        patient, now, checkin.reminder_after_s, checkin.expiry_after_s
+    columns = start_columns(
+        patient=patient,
+        version=version,
+        flow=flow,
+        checksum=checksum,
+        now=now,
+        expiry_after_s=checkin.expiry_after_s,
+        reminder_after_s=checkin.reminder_after_s,
     )
+    for name, value in columns.items():
+        setattr(checkin, name, value)
+
+
+def start_columns(
+    *,
+    patient: PatientLike,
+    version: int,
+    flow: Flow,
+    checksum: str,
+    now: datetime,
+    expiry_after_s: int | None,
+    reminder_after_s: int | None,
+) -> dict[str, Any]:
+    """The check-in columns that change when it starts ``now`` (ORM and bulk paths share it)."""
+    if expiry_after_s is None:
+        expiry_after_s = _seconds(flow.expiry.after) if flow.expiry else DEFAULT_EXPIRY_S
+    if reminder_after_s is None and flow.reminder is not None:
+        reminder_after_s = _seconds(flow.reminder.after)
+    reminder_at, expires_at = start_windows(patient, now, reminder_after_s, expiry_after_s)
+    return {
+        "flow_version": version,
+        "flow_checksum": checksum,
+        "status": CheckinStatus.ACTIVE,
+        "started_at": now,
+        "lease_until": None,
+        "expiry_after_s": expiry_after_s,
+        "reminder_after_s": reminder_after_s,
+        "reminder_at": reminder_at,
+        "expires_at": expires_at,
+    }
 
 
 async def start_checkin(

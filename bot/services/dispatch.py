@@ -9,11 +9,14 @@ others.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from typing import Any
 
-from sqlalchemy import insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, exists, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import aliased
 
 from bot.services.conversations import (
     Applied,
@@ -23,6 +26,7 @@ from bot.services.conversations import (
     histories,
     resume_checkin,
     start_checkin,
+    start_columns,
 )
 from bot.services.escalations import open_escalation_exists, raise_escalation
 from bot.services.flow_store import FlowUnavailableError, parse_cached
@@ -47,6 +51,7 @@ MISSED_STREAK = 2
 
 @dataclass(slots=True)
 class TickResult:
+    claimed: int = 0
     started: int = 0
     missed: int = 0
     deferred: int = 0
@@ -100,15 +105,16 @@ async def start_due(
     """Start what is due. The batch runs in one transaction with prefetched flows and score
     histories and one bulk insert of first messages; if that transaction fails, the rows are
     retried one by one in savepoints so a single bad row cannot hold the others back."""
-    result = TickResult()
     ids = await claim_due(db, now, limit)
     if not ids:
-        return result
+        return TickResult()
     try:
-        return await _start_batch(db, settings, now, ids)
+        result = await _start_batch(db, settings, now, ids)
     except Exception:
         log.exception("batch start of %d check-ins failed; retrying them one by one", len(ids))
-    return await _start_each(db, settings, now, ids)
+        result = await _start_each(db, settings, now, ids)
+    result.claimed = len(ids)
+    return result
 
 
 async def _claimed_rows(session: AsyncSession, ids: list[int]) -> list[tuple[Checkin, Patient]]:
@@ -175,88 +181,278 @@ async def _published_flows(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _PatientRow:
+    """What the batch reads of a patient, as plain values (``scheduling.PatientLike``)."""
+
+    id: int
+    first_name: str
+    phone: str
+    language: str
+    timezone: str
+    quiet_start: time | None
+    quiet_end: time | None
+    status: PatientStatus
+    opted_out_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    id: int
+    flow_key: str
+    expires_at: datetime | None
+    reminder_after_s: int | None
+    expiry_after_s: int | None
+    busy: bool
+    patient: _PatientRow
+
+
+_ACTIVE = aliased(Checkin)
+# Built once; run on the session's Core connection: ORM objects cost more than the rest of
+# a start together (identity map, attribute events, one UPDATE per row at flush).
+_DUE_ROWS = (
+    select(
+        Checkin.id,
+        Checkin.flow_key,
+        Checkin.expires_at,
+        Checkin.reminder_after_s,
+        Checkin.expiry_after_s,
+        # in the same statement, so the per-patient index decides it whatever the statistics
+        # say (a separate IN query was planned as a scan of every active check-in)
+        exists()
+        .where(_ACTIVE.patient_id == Checkin.patient_id, _ACTIVE.status == CheckinStatus.ACTIVE)
+        .label("busy"),
+        Patient.id,
+        Patient.first_name,
+        Patient.phone,
+        Patient.language,
+        Patient.timezone,
+        Patient.quiet_start,
+        Patient.quiet_end,
+        Patient.status,
+        Patient.opted_out_at,
+    )
+    .join(Patient, Patient.id == Checkin.patient_id)
+    .where(
+        Checkin.id.in_(bindparam("ids", expanding=True)),
+        Checkin.status == CheckinStatus.SCHEDULED,
+    )
+    .order_by(Checkin.due_at, Checkin.id)
+    # see _claimed_rows: locked until commit and re-read after any lock wait
+    .with_for_update(of=Checkin)
+)
+_BY_ID = Checkin.id == bindparam("b_id")
+_SETTLE = (
+    update(Checkin)
+    .where(_BY_ID)
+    .values(
+        status=bindparam("b_status"),
+        outcome=bindparam("b_outcome"),
+        completed_at=bindparam("b_at"),
+        lease_until=None,
+    )
+)
+_WAIT = update(Checkin).where(_BY_ID).values(lease_until=bindparam("b_lease"))
+_DEFER = update(Checkin).where(_BY_ID).values(due_at=bindparam("b_due"), lease_until=None)
+_BEGIN = (
+    update(Checkin)
+    .where(_BY_ID)
+    .values(
+        flow_version=bindparam("b_version"),
+        flow_checksum=bindparam("b_checksum"),
+        status=CheckinStatus.ACTIVE,
+        started_at=bindparam("b_at"),
+        lease_until=None,
+        expiry_after_s=bindparam("b_expiry_s"),
+        reminder_after_s=bindparam("b_reminder_s"),
+        reminder_at=bindparam("b_reminder_at"),
+        expires_at=bindparam("b_expires_at"),
+        state=bindparam("b_state"),
+    )
+)
+_INSERT_MESSAGES = insert(Message).returning(Message.id)
+
+
+def _due(row: Sequence[Any]) -> _Due:
+    return _Due(
+        id=row[0],
+        flow_key=row[1],
+        expires_at=row[2],
+        reminder_after_s=row[3],
+        expiry_after_s=row[4],
+        busy=bool(row[5]),
+        patient=_PatientRow(*row[6:]),
+    )
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The batch's writes, collected per statement and sent as executemany."""
+
+    settle: list[dict[str, Any]] = field(default_factory=list)
+    wait: list[dict[str, Any]] = field(default_factory=list)
+    defer: list[dict[str, Any]] = field(default_factory=list)
+    begin: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, object]] = field(default_factory=list)
+    missed: list[int] = field(default_factory=list)
+    slow: list[tuple[_Due, tuple[int, Flow, str], Step]] = field(default_factory=list)
+
+    async def write(self, conn: AsyncConnection) -> None:
+        for statement, rows in (
+            (_SETTLE, self.settle),
+            (_WAIT, self.wait),
+            (_DEFER, self.defer),
+            (_BEGIN, self.begin),
+        ):
+            if rows:
+                await conn.execute(statement, rows)
+
+
 async def _start_batch(
     db: Database, settings: Settings, now: datetime, ids: list[int]
 ) -> TickResult:
     result = TickResult()
     async with db.write() as session:
-        rows = await _claimed_rows(session, ids)
-        busy = await _busy(session, {p.id for _c, p in rows})
+        conn = await session.connection()
+        rows = [_due(r) for r in (await conn.execute(_DUE_ROWS, {"ids": ids})).all()]
+        busy = {d.patient.id for d in rows if d.busy}
         startable = [
-            (c, p)
-            for c, p in rows
-            if patient_can_receive(p) and not (c.expires_at is not None and c.expires_at <= now)
+            d
+            for d in rows
+            if patient_can_receive(d.patient)
+            and not (d.expires_at is not None and d.expires_at <= now)
         ]
-        flows = await _published_flows(session, {c.flow_key for c, _p in startable})
+        flows = await _published_flows(session, {d.flow_key for d in startable})
         history = await histories(
-            session=session, patient_ids=sorted({p.id for _c, p in startable})
+            session=session, patient_ids=sorted({d.patient.id for d in startable})
         )
-        messages: list[dict[str, object]] = []
-        slow: list[tuple[Checkin, Patient, Step]] = []
-        outbound: list[Message] = []
-        for checkin, patient in rows:
-            decided = await _triage(session, checkin, patient, busy, now, result)
-            if decided:
+        batch = _Batch()
+        for due in rows:
+            if _triage_row(due, busy, now, result, batch):
                 continue
-            found = flows.get(checkin.flow_key)
+            found = flows.get(due.flow_key)
             if found is None:
                 # no published version (retired or never published): leave it leased and
                 # let the one-by-one path log it; it ends as missed at its expiry
                 result.failed += 1
                 log.error(
-                    "check-in %s names flow %r with no published version",
-                    checkin.id,
-                    checkin.flow_key,
+                    "check-in %s names flow %r with no published version", due.id, due.flow_key
                 )
                 continue
-            version, flow, checksum = found
+            patient = due.patient
             try:
                 # the engine first: it is pure, so a failure leaves the row untouched
+                version, flow, checksum = found
                 step = engine.start(
                     flow, context_for(patient, settings, history.get(patient.id, {})), now
                 )
-                begin(checkin, patient, version, flow, checksum, now)
+                columns = start_columns(
+                    patient=patient,
+                    version=version,
+                    flow=flow,
+                    checksum=checksum,
+                    now=now,
+                    expiry_after_s=due.expiry_after_s,
+                    reminder_after_s=due.reminder_after_s,
+                )
             except Exception:
                 result.failed += 1
-                log.exception("could not start check-in %s; retried after its lease", checkin.id)
+                log.exception("could not start check-in %s; retried after its lease", due.id)
                 continue
             busy.add(patient.id)
             result.started += 1
-            if step.state.active and all(isinstance(e, SendMessage) for e in step.events):
-                checkin.state = step.state.to_json()
-                messages.extend(
-                    message_row(
-                        phone=patient.phone,
-                        body=e.text,
-                        purpose=str(e.purpose),
-                        now=now,
-                        patient_id=patient.id,
-                        checkin_id=checkin.id,
-                    )
-                    for e in step.events
-                    if isinstance(e, SendMessage)
-                )
-            else:
-                slow.append((checkin, patient, step))
-        for checkin, patient, step in slow:
-            # ended at once, escalated, or recorded prefilled answers: the general path
-            applied = await apply_step(
-                session=session,
-                checkin=checkin,
-                patient=patient,
-                step=step,
-                settings=settings,
-                now=now,
+            if not (step.state.active and all(isinstance(e, SendMessage) for e in step.events)):
+                # ends at once, escalates, or records prefilled answers: the general path
+                batch.slow.append((due, found, step))
+                continue
+            batch.begin.append(
+                {
+                    "b_id": due.id,
+                    "b_version": version,
+                    "b_checksum": checksum,
+                    "b_at": now,
+                    "b_expiry_s": columns["expiry_after_s"],
+                    "b_reminder_s": columns["reminder_after_s"],
+                    "b_reminder_at": columns["reminder_at"],
+                    "b_expires_at": columns["expires_at"],
+                    "b_state": step.state.to_json(),
+                }
             )
-            outbound.extend(applied.outbound)
-            result.started += len(applied.started)
+            batch.messages.extend(
+                message_row(
+                    phone=patient.phone,
+                    body=e.text,
+                    purpose=str(e.purpose),
+                    now=now,
+                    patient_id=patient.id,
+                    checkin_id=due.id,
+                )
+                for e in step.events
+                if isinstance(e, SendMessage)
+            )
+        await batch.write(conn)
+        outbound = await _finish_in_orm(session, settings, now, batch, result)
         await session.flush()
         ids_out = [m.id for m in outbound]
-        if messages:
-            inserted = await session.scalars(insert(Message).returning(Message.id), messages)
-            ids_out.extend(inserted.all())
+        if batch.messages:
+            inserted = await conn.execute(_INSERT_MESSAGES, batch.messages)
+            ids_out.extend(inserted.scalars().all())
         result.outbound_ids = ids_out
     return result
+
+
+async def _finish_in_orm(
+    session: AsyncSession, settings: Settings, now: datetime, batch: _Batch, result: TickResult
+) -> list[Message]:
+    """The rare rows that need the ORM: silence notes after a miss, and starts whose first
+    step does more than send (answers, scores, escalations, an immediate end)."""
+    for patient_id in batch.missed:
+        patient = await session.get(Patient, patient_id)
+        if patient is not None:
+            await note_silence(session=session, patient=patient, now=now)
+    outbound: list[Message] = []
+    for due, (version, flow, checksum), step in batch.slow:
+        checkin = await session.get(Checkin, due.id)
+        patient = await session.get(Patient, due.patient.id)
+        assert checkin is not None and patient is not None  # locked by this transaction
+        begin(checkin, patient, version, flow, checksum, now)
+        applied = await apply_step(
+            session=session, checkin=checkin, patient=patient, step=step, settings=settings, now=now
+        )
+        outbound.extend(applied.outbound)
+        result.started += len(applied.started)
+    return outbound
+
+
+def _triage_row(
+    due: _Due, busy: set[int], now: datetime, result: TickResult, batch: _Batch
+) -> bool:
+    """``_triage`` for the bulk path: the same decisions, collected as bulk writes."""
+    patient = due.patient
+    if not patient_can_receive(patient):
+        outcome = "opted_out" if patient.opted_out_at else str(patient.status)
+        batch.settle.append(
+            {"b_id": due.id, "b_status": CheckinStatus.CANCELLED, "b_outcome": outcome, "b_at": now}
+        )
+        result.cancelled += 1
+        return True
+    if due.expires_at is not None and due.expires_at <= now:
+        batch.settle.append(
+            {"b_id": due.id, "b_status": CheckinStatus.MISSED, "b_outcome": "missed", "b_at": now}
+        )
+        batch.missed.append(patient.id)
+        result.missed += 1
+        return True
+    if patient.id in busy:
+        batch.wait.append({"b_id": due.id, "b_lease": now + BUSY_RECHECK})
+        result.waiting += 1
+        return True
+    if quiet_now(patient, now):
+        due_at = defer_for_quiet_hours(now, zone(patient), quiet_hours(patient))
+        batch.defer.append({"b_id": due.id, "b_due": due_at})
+        result.deferred += 1
+        return True
+    return False
 
 
 async def _triage(

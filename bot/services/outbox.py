@@ -63,6 +63,7 @@ def message_row(
     send_after: datetime | None = None,
 ) -> dict[str, object]:
     """The column values of a new outbound row (bulk inserts use these directly)."""
+    encoding, segments = gsm.measure(body)
     return {
         "direction": Direction.OUT,
         "patient_id": patient_id,
@@ -72,8 +73,8 @@ def message_row(
         "body": body,
         "purpose": purpose,
         "status": MessageStatus.PENDING,
-        "segments": gsm.segment_count(body),
-        "encoding": gsm.encoding(body),
+        "segments": segments,
+        "encoding": encoding,
         "send_after": send_after,
         "attempts": 0,
         "created_at": now,

@@ -7,7 +7,8 @@ rows; ``replenish`` tops them up as time passes.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
@@ -32,18 +33,42 @@ DEFAULT_REMINDER = timedelta(hours=4)
 DEFAULT_EXPIRY = timedelta(hours=24)
 
 
-def quiet_hours(patient: Patient) -> QuietHours | None:
+class PatientLike(Protocol):
+    """What scheduling and conversations read of a patient: an ORM row, or the plain
+    snapshot the dispatcher reads with Core (loading ORM objects is its largest cost)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def first_name(self) -> str: ...
+    @property
+    def phone(self) -> str: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def quiet_start(self) -> time | None: ...
+    @property
+    def quiet_end(self) -> time | None: ...
+    @property
+    def status(self) -> PatientStatus: ...
+    @property
+    def opted_out_at(self) -> datetime | None: ...
+
+
+def quiet_hours(patient: PatientLike) -> QuietHours | None:
     if patient.quiet_start is None or patient.quiet_end is None:
         return None
     return QuietHours(patient.quiet_start, patient.quiet_end)
 
 
-def zone(patient: Patient) -> ZoneInfo:
+def zone(patient: PatientLike) -> ZoneInfo:
     return ZoneInfo(patient.timezone)
 
 
 def start_windows(
-    patient: Patient, now: datetime, reminder_s: int | None, expiry_s: int | None
+    patient: PatientLike, now: datetime, reminder_s: int | None, expiry_s: int | None
 ) -> tuple[datetime | None, datetime]:
     """Reminder and expiry of a check-in that starts ``now``; the reminder respects quiet hours
     and the expiry never comes before it (the patient keeps a reply window after a reminder)."""
@@ -58,12 +83,12 @@ def start_windows(
     return remind, expires
 
 
-def quiet_now(patient: Patient, now: datetime) -> bool:
+def quiet_now(patient: PatientLike, now: datetime) -> bool:
     """Whether ``now`` falls in the patient's quiet hours (check-ins and reminders wait)."""
     return defer_for_quiet_hours(now, zone(patient), quiet_hours(patient)) != now
 
 
-def patient_can_receive(patient: Patient) -> bool:
+def patient_can_receive(patient: PatientLike) -> bool:
     return patient.status is PatientStatus.ACTIVE and patient.opted_out_at is None
 
 

@@ -13,6 +13,7 @@ from typing import cast
 import pytest
 from sqlalchemy import func, select, update
 
+from bot import ticks
 from bot.services import dispatch
 from bot.settings import Settings
 from db.enums import CheckinStatus, Direction, MessageStatus, Severity
@@ -133,6 +134,32 @@ async def test_start_due_starts_a_due_checkin_once_with_its_first_message(h: Har
     assert again.handled == 0
     assert len(await outbound(h, checkin=c)) == 2
     assert h.twilio.sent_to(other.phone) == []
+
+
+async def test_one_dispatch_tick_drains_a_backlog_batch_after_batch(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full batch means more is due: the tick takes the next one at once instead of leaving
+    a morning's check-ins 5 s apart per batch; one patient's second check-in still waits."""
+    monkeypatch.setattr(ticks, "BATCH", 2)
+    patients = [await h.patient(f"P{i}") for i in range(5)]
+    due = [
+        await add_checkin(h, p, "daily_mood", START - timedelta(minutes=i))
+        for i, p in enumerate(patients)
+    ]
+    second = await add_checkin(h, patients[0], "daily_mood", START)
+    [dispatch_tick] = [t for t in ticks.build_ticks(h.app) if t.name == "dispatch"]
+
+    assert await dispatch_tick.run() == 5  # started; the sixth waits behind its patient's first
+    for c in due:
+        row = await get(h, c)
+        assert row.status is CheckinStatus.ACTIVE
+        # sent by the tick itself (the harness transport is the fake Twilio: "queued")
+        assert [m.status for m in await outbound(h, checkin=c)] == [MessageStatus.QUEUED]
+    waiting = await get(h, second)
+    assert waiting.status is CheckinStatus.SCHEDULED
+    assert waiting.lease_until == START + dispatch.BUSY_RECHECK
+    assert await dispatch_tick.run() == 0  # nothing claimable: no spinning on the waiting row
 
 
 async def test_checkin_due_in_quiet_hours_waits_for_the_window_end(h: Harness) -> None:

@@ -88,6 +88,14 @@ def _instrument(claimed_log: Path | None, slow: float) -> None:
             return await start_one(*args)
 
         dispatch._start_one = slow_start  # type: ignore[assignment]
+        prefetch = dispatch.histories  # type: ignore[attr-defined]
+
+        async def slow_histories(*, session: Any, patient_ids: list[int]) -> Any:
+            # the batch path: hold its start transaction as long as the row-by-row one would
+            await asyncio.sleep(slow * len(patient_ids))
+            return await prefetch(session=session, patient_ids=patient_ids)
+
+        dispatch.histories = slow_histories  # type: ignore[attr-defined]
 
 
 async def run(args: argparse.Namespace) -> int:

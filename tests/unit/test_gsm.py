@@ -12,6 +12,7 @@ from flows.gsm import (
     encoding,
     gsm7_length,
     is_gsm7,
+    measure,
     non_gsm7_chars,
     segment_count,
 )
@@ -125,3 +126,35 @@ def test_never_raises_and_consistent(text: str) -> None:
         septets = gsm7_length(text)
         assert septets >= len(text)
         assert n == 1 if septets <= 160 else n >= -(-septets // 153)
+
+
+def _reference_segments(text: str) -> int:
+    """Segments by packing every unit, the slow way the fast paths must agree with."""
+    if is_gsm7(text):
+        widths = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
+        single, per = 160, 153
+    else:
+        widths = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
+        single, per = 70, 67
+    if sum(widths) <= single:
+        return 1
+    segments, used = 1, 0
+    for w in widths:
+        if used + w > per:
+            segments, used = segments + 1, 0
+        used += w
+    return segments
+
+
+def test_measure_agrees_with_unit_packing_at_every_boundary() -> None:
+    pieces = ["a", "€", "’", "😀", "é", " "]
+    for length in (0, 1, 69, 70, 71, 134, 135, 153, 154, 159, 160, 161, 201, 306, 307, 460):
+        for fill in pieces:
+            for tail in ["", *pieces]:
+                text = fill * length + tail
+                assert measure(text) == (encoding(text), _reference_segments(text)), (
+                    fill,
+                    length,
+                    tail,
+                )
+                assert segment_count(text) == _reference_segments(text)
