@@ -8,7 +8,7 @@ outbox is not sent: this measures starting conversations. It then checks the
 database: every check-in started exactly once, one first message each.
 
     .venv/bin/python bench/dispatch.py [--rows 100000] [--sqlite-rows 20000]
-        [--workers 1,2] [--backend postgres|sqlite|both] [--batch 500]
+        [--workers 1,2] [--backend postgres|sqlite|both] [--batch 500] [--lanes 2]
 
 PostgreSQL: ``BENCH_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``) is used only to create and drop
@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from bot.migrations import upgrade  # noqa: E402
 from bot.services.library_seed import seed_library  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
+from bot.ticks import DISPATCH_LANES  # noqa: E402
 from db.enums import CheckinStatus, Direction, PatientStatus  # noqa: E402
 from db.models import Checkin, Message, Patient  # noqa: E402
 from db.session import Database  # noqa: E402
@@ -101,8 +102,9 @@ async def seed(url: str, rows: int) -> float:
     return time.perf_counter() - started
 
 
-def worker_main(url: str, batch: int) -> None:
-    """One worker process: dispatch ticks back to back until nothing is due."""
+def worker_main(url: str, batch: int, lanes: int) -> None:
+    """One worker process: the dispatch tick's drain loop (``dispatch.drain_due``, as
+    ``aftercare worker`` runs it, minus sending) back to back until nothing is due."""
     from bot.services import dispatch
 
     async def run() -> None:
@@ -111,13 +113,26 @@ def worker_main(url: str, batch: int) -> None:
         )
         db = Database(url)
         started = 0
+
+        async def count(result: dispatch.TickResult) -> None:
+            nonlocal started
+            started += result.started
+
         try:
             idle = 0
             while idle < 3:
-                result = await dispatch.start_due(db, settings, NOW, limit=batch)
-                started += result.started
-                idle = idle + 1 if result.started == 0 else 0
-                if result.started == 0:
+                before = started
+                await dispatch.drain_due(
+                    db,
+                    settings,
+                    lambda: NOW,
+                    limit=batch,
+                    lanes=lanes,
+                    budget_s=3600,
+                    after_batch=count,
+                )
+                idle = idle + 1 if started == before else 0
+                if started == before:
                     await asyncio.sleep(0.05)
         finally:
             await db.dispose()
@@ -134,13 +149,24 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
-def run_workers(url: str, workers: int, batch: int) -> tuple[float, list[int], list[str]]:
+def run_workers(
+    url: str, workers: int, batch: int, lanes: int
+) -> tuple[float, list[int], list[str]]:
     """Start the workers together; wall time until all exit, their peak RSS and output."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
-            [sys.executable, str(SELF), "--worker", url, "--batch", str(batch)],
+            [
+                sys.executable,
+                str(SELF),
+                "--worker",
+                url,
+                "--batch",
+                str(batch),
+                "--lanes",
+                str(lanes),
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -221,12 +247,12 @@ async def sqlite_db() -> AsyncIterator[str]:
         yield f"sqlite+aiosqlite:///{tmp}/bench.db"
 
 
-async def one_run(backend: str, rows: int, workers: int, batch: int) -> str:
+async def one_run(backend: str, rows: int, workers: int, batch: int, lanes: int) -> str:
     ctx = postgres_db() if backend == "postgres" else sqlite_db()
     async with ctx as url:
         await asyncio.to_thread(upgrade, url)
         seed_s = await seed(url, rows)
-        elapsed, peaks, outputs = await asyncio.to_thread(run_workers, url, workers, batch)
+        elapsed, peaks, outputs = await asyncio.to_thread(run_workers, url, workers, batch, lanes)
         problems = await verify(url, rows)
     shares = ", ".join(o.strip().splitlines()[-1] if o.strip() else "?" for o in outputs)
     peak = ", ".join(f"{p / 1024:.0f} MiB" for p in peaks)
@@ -240,7 +266,7 @@ async def one_run(backend: str, rows: int, workers: int, batch: int) -> str:
 async def main_async(args: argparse.Namespace) -> int:
     worker_counts = [int(w) for w in args.workers.split(",")]
     print(
-        f"dispatch benchmark: batch {args.batch}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+        f"dispatch benchmark: batch {args.batch}, lanes {args.lanes}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
     )
     with contextlib.suppress(OSError):
         print(
@@ -249,14 +275,14 @@ async def main_async(args: argparse.Namespace) -> int:
     lines = []
     if args.backend in ("postgres", "both"):
         for w in worker_counts:
-            line = await one_run("postgres", args.rows, w, args.batch)
+            line = await one_run("postgres", args.rows, w, args.batch, args.lanes)
             print(line, flush=True)
             lines.append(line)
         if args.memory_check:
-            line = await one_run("postgres", max(args.rows // 10, 1000), 1, args.batch)
+            line = await one_run("postgres", max(args.rows // 10, 1000), 1, args.batch, args.lanes)
             print(line + "  (memory check: a tenth of the rows)", flush=True)
     if args.backend in ("sqlite", "both"):
-        line = await one_run("sqlite", args.sqlite_rows, 1, args.batch)
+        line = await one_run("sqlite", args.sqlite_rows, 1, args.batch, args.lanes)
         print(line, flush=True)
         lines.append(line)
     return 0 if all("check OK" in ln for ln in lines) else 1
@@ -271,6 +297,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", default="1,2", help="worker counts to run, e.g. 1,2")
     p.add_argument("--backend", choices=["postgres", "sqlite", "both"], default="both")
     p.add_argument("--batch", type=int, default=500)
+    p.add_argument(
+        "--lanes",
+        type=int,
+        default=DISPATCH_LANES,
+        help="batches in flight per worker on PostgreSQL (the worker's setting)",
+    )
     p.add_argument("--memory-check", action="store_true", help="also run a tenth of the rows")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -279,7 +311,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        worker_main(args.worker, args.batch)
+        worker_main(args.worker, args.batch, args.lanes)
         return 0
     return asyncio.run(main_async(args))
 

@@ -6,8 +6,8 @@ queued through the outbox at once (the worker's own fast path).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 
 from aiohttp import web
 from sqlalchemy import select
@@ -31,14 +31,17 @@ BATCH = 500
 DISPATCH_BUDGET_S = 4.0
 """How long one dispatch tick keeps taking full batches (a backlog after downtime, a
 morning's check-ins all due at 09:00) before it lets the next tick continue."""
+DISPATCH_LANES = 2
+"""Batches one worker runs at once on PostgreSQL (one waits for the database, one computes)."""
 REPLENISH_BATCH = 200
 
 
 def build_ticks(app: web.Application) -> list[Tick]:
     """Every periodic job of the worker; each claims a bounded batch of due rows."""
     db, transport, clock, settings = app[DATABASE], app[TRANSPORT], app[CLOCK], app[SETTINGS]
-    # sends in flight at once: also the most duplicates one crash of this worker can cause
-    concurrency = settings.outbox_concurrency
+    # sends in flight at once, across all of this worker's ticks and dispatch lanes: also the
+    # most duplicates one crash of this worker can cause
+    concurrency = asyncio.Semaphore(settings.outbox_concurrency)
 
     async def send_queued(ids: list[int]) -> None:
         if ids:
@@ -47,28 +50,29 @@ def build_ticks(app: web.Application) -> list[Tick]:
     async def send_outbox() -> int:
         return await outbox.send(db, transport, clock, limit=BATCH, concurrency=concurrency)
 
+    async def after_dispatch(result: dispatch.TickResult) -> None:
+        await send_queued(result.outbound_ids)
+        if result.handled or result.failed:
+            log.info(
+                "dispatch: started %d, deferred %d, waiting %d, missed %d, cancelled %d, failed %d",
+                result.started,
+                result.deferred,
+                result.waiting,
+                result.missed,
+                result.cancelled,
+                result.failed,
+            )
+
     async def start_due() -> int:
-        handled = 0
-        deadline = time.monotonic() + DISPATCH_BUDGET_S
-        while True:
-            result = await dispatch.start_due(db, settings, clock.now(), limit=BATCH)
-            await send_queued(result.outbound_ids)
-            handled += result.handled
-            if result.handled or result.failed:
-                log.info(
-                    "dispatch: started %d, deferred %d, waiting %d, missed %d, cancelled %d, "
-                    "failed %d",
-                    result.started,
-                    result.deferred,
-                    result.waiting,
-                    result.missed,
-                    result.cancelled,
-                    result.failed,
-                )
-            # a full batch means more may be due: take the next one now, not in 5 s (claimed
-            # rows that could not start keep a lease, so this cannot spin on them)
-            if result.claimed < BATCH or time.monotonic() >= deadline:
-                return handled
+        return await dispatch.drain_due(
+            db,
+            settings,
+            clock.now,
+            limit=BATCH,
+            lanes=DISPATCH_LANES,
+            budget_s=DISPATCH_BUDGET_S,
+            after_batch=after_dispatch,
+        )
 
     async def remind() -> int:
         result = await dispatch.remind_due(db, settings, clock.now(), limit=BATCH)

@@ -362,17 +362,22 @@ async def _deliver(
     claimed: list[Claimed],
     stats: SendStats,
     recorder: GroupRecorder | None = None,
-    concurrency: int = SEND_CONCURRENCY,
+    concurrency: int | asyncio.Semaphore = SEND_CONCURRENCY,
 ) -> int:
     """Send claimed rows, each recorded as soon as the provider accepts it.
 
     Twilio has no idempotency key: a crash after its acceptance and before our record
     re-sends that row once its lease ends. Recording each acceptance before the next send
     in the same slot bounds the duplicates one crash can cause to ``concurrency`` (one with
-    the worker's default of 1). A row whose send raised unexpectedly keeps its lease and is
-    retried after it; one bad row never stops the rest.
+    the worker's default of 1; a semaphore shared by all of a worker's senders holds that bound
+    across its ticks). A row whose send raised unexpectedly keeps its lease and is retried
+    after it; one bad row never stops the rest.
     """
-    semaphore = asyncio.Semaphore(max(concurrency, 1))
+    semaphore = (
+        concurrency
+        if isinstance(concurrency, asyncio.Semaphore)
+        else asyncio.Semaphore(max(concurrency, 1))
+    )
     accepted = 0
 
     async def one(c: Claimed) -> None:
@@ -426,7 +431,7 @@ async def send(
     ids: Iterable[int] | None = None,
     limit: int = 200,
     stats: SendStats | None = None,
-    concurrency: int = SEND_CONCURRENCY,
+    concurrency: int | asyncio.Semaphore = SEND_CONCURRENCY,
 ) -> int:
     """Claim due rows (only ``ids`` if given) and send them; return how many were accepted."""
     stats = stats if stats is not None else SendStats()

@@ -6,6 +6,7 @@ starts on Monday 2 March 2026 at 15:00 UTC (10:00 EST).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from typing import cast
@@ -160,6 +161,29 @@ async def test_one_dispatch_tick_drains_a_backlog_batch_after_batch(
     assert waiting.status is CheckinStatus.SCHEDULED
     assert waiting.lease_until == START + dispatch.BUSY_RECHECK
     assert await dispatch_tick.run() == 0  # nothing claimable: no spinning on the waiting row
+
+
+async def test_concurrent_batches_never_start_two_conversations_for_one_patient(
+    h: Harness,
+) -> None:
+    """Two batches (two workers, or one worker's lanes) each claim one of a patient's due
+    check-ins: the patient lock makes the second see the first's start and wait."""
+    for round_ in range(4):
+        p = await h.patient(f"R{round_}")
+        pair = [await add_checkin(h, p, "daily_mood", START - timedelta(minutes=m)) for m in (2, 1)]
+        results = await asyncio.gather(
+            dispatch.start_due(h.db, h.settings, START, limit=1),
+            dispatch.start_due(h.db, h.settings, START, limit=1),
+        )
+        assert sorted((r.started, r.waiting) for r in results) == [(0, 1), (1, 0)], round_
+        statuses = sorted([(await get(h, c)).status for c in pair])
+        assert statuses == [CheckinStatus.ACTIVE, CheckinStatus.SCHEDULED], round_
+        async with h.db.write() as s:  # end it, so the next round's patient is alone
+            await s.execute(
+                update(Checkin)
+                .where(Checkin.patient_id == p.id)
+                .values(status=CheckinStatus.COMPLETED, lease_until=None)
+            )
 
 
 async def test_checkin_due_in_quiet_hours_waits_for_the_window_end(h: Harness) -> None:
