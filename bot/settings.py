@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 import phonenumbers
@@ -212,8 +213,12 @@ def _float(
     return value
 
 
+@lru_cache(maxsize=4096)
 def is_e164(value: str) -> bool:
-    """True for a valid, possible number written in E.164 (``+`` and digits only)."""
+    """True for a valid, possible number written in E.164 (``+`` and digits only).
+
+    Cached: every webhook checks its sender, and the metadata lookup costs more than the rest
+    of the form handling; a clinic's senders are a small, repeating set."""
     if not value.startswith("+") or not (value[1:].isascii() and value[1:].isdigit()):
         return False
     try:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -107,6 +108,16 @@ class Database:
             return
         async with self._write_lock, self._write_factory() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def write_conn(self) -> AsyncIterator[AsyncConnection]:
+        """``write`` without an ORM session, for a few Core statements on a hot path."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

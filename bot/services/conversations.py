@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services.escalations import raise_escalation
+from bot.services.escalations import escalation_row
 from bot.services.flow_store import latest_published_with_checksum, pinned
-from bot.services.outbox import enqueue
+from bot.services.outbox import message_row
 from bot.services.scheduling import PatientLike, patient_can_receive, quiet_now, start_windows
 from bot.settings import Settings
 from db.enums import CheckinStatus
-from db.models import Answer, Checkin, Message, Patient, Score, Treatment
+from db.models import Answer, Checkin, Escalation, Message, Patient, Score, Treatment
 from flows import engine
 from flows.durations import parse_duration
 from flows.engine import (
@@ -264,6 +264,92 @@ async def resume_checkin(
     )
 
 
+@dataclass(slots=True)
+class StepRows:
+    """What one engine step writes, as column values: the ORM path (``apply_step``) and the
+    inbound handler's bulk path build their rows from the same function."""
+
+    state: dict[str, Any]
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    escalations: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    ended: ConversationEnded | None = None
+
+
+def step_rows(
+    step: Step,
+    *,
+    checkin_id: int,
+    patient_id: int,
+    phone: str,
+    now: datetime,
+    message_id: int | None = None,
+) -> StepRows:
+    rows = StepRows(state=step.state.to_json())
+    for event in step.events:
+        if isinstance(event, SendMessage):
+            rows.messages.append(
+                message_row(
+                    phone=phone,
+                    body=event.text,
+                    purpose=str(event.purpose),
+                    now=now,
+                    patient_id=patient_id,
+                    checkin_id=checkin_id,
+                )
+            )
+        elif isinstance(event, AnswerRecorded):
+            rows.answers.append(
+                {
+                    "checkin_id": checkin_id,
+                    "message_id": message_id if event.raw is not None else None,
+                    "question_key": event.key,
+                    "raw_text": event.raw,
+                    "value": event.value,
+                    "created_at": now,
+                }
+            )
+        elif isinstance(event, ScoreComputed):
+            rows.scores.append(
+                {
+                    "checkin_id": checkin_id,
+                    "patient_id": patient_id,
+                    "instrument": event.name,
+                    "total": event.total,
+                    "band": event.band,
+                    "flags": list(event.flags),
+                    "complete": event.complete,
+                    "created_at": now,
+                }
+            )
+        elif isinstance(event, EscalationRequested):
+            rows.escalations.append(
+                escalation_row(
+                    severity=event.severity,
+                    reason=event.reason,
+                    summary=event.summary,
+                    now=now,
+                    patient_id=patient_id,
+                    checkin_id=checkin_id,
+                    message_id=message_id,
+                )
+            )
+        elif isinstance(event, ConversationEnded):
+            rows.ended = event
+    return rows
+
+
+def ended_columns(ended: ConversationEnded, now: datetime) -> dict[str, Any]:
+    """The check-in columns that change when its conversation ends."""
+    return {
+        "status": _OUTCOME_STATUS[ended.outcome],
+        "outcome": str(ended.outcome),
+        "completed_at": now,
+        "lease_until": None,
+    }
+
+
 async def apply_step(
     *,
     session: AsyncSession,
@@ -275,65 +361,28 @@ async def apply_step(
     message_id: int | None = None,
 ) -> Applied:
     applied = Applied()
-    checkin.state = step.state.to_json()
-    ended: ConversationEnded | None = None
-    for event in step.events:
-        if isinstance(event, SendMessage):
-            applied.outbound.append(
-                enqueue(
-                    session=session,
-                    phone=patient.phone,
-                    body=event.text,
-                    purpose=str(event.purpose),
-                    now=now,
-                    patient_id=patient.id,
-                    checkin_id=checkin.id,
-                )
-            )
-        elif isinstance(event, AnswerRecorded):
-            session.add(
-                Answer(
-                    checkin_id=checkin.id,
-                    message_id=message_id if event.raw is not None else None,
-                    question_key=event.key,
-                    raw_text=event.raw,
-                    value=event.value,
-                    created_at=now,
-                )
-            )
-        elif isinstance(event, ScoreComputed):
-            session.add(
-                Score(
-                    checkin_id=checkin.id,
-                    patient_id=patient.id,
-                    instrument=event.name,
-                    total=event.total,
-                    band=event.band,
-                    flags=list(event.flags),
-                    complete=event.complete,
-                    created_at=now,
-                )
-            )
-        elif isinstance(event, EscalationRequested):
-            raise_escalation(
-                session=session,
-                severity=event.severity,
-                reason=event.reason,
-                summary=event.summary,
-                now=now,
-                patient_id=patient.id,
-                checkin_id=checkin.id,
-                message_id=message_id,
-            )
-            applied.escalations += 1
-        elif isinstance(event, ConversationEnded):
-            ended = event
+    rows = step_rows(
+        step,
+        checkin_id=checkin.id,
+        patient_id=patient.id,
+        phone=patient.phone,
+        now=now,
+        message_id=message_id,
+    )
+    checkin.state = rows.state
+    for values in rows.messages:
+        message = Message(**values)
+        session.add(message)
+        applied.outbound.append(message)
+    session.add_all([Answer(**values) for values in rows.answers])
+    session.add_all([Score(**values) for values in rows.scores])
+    session.add_all([Escalation(**values) for values in rows.escalations])
+    applied.escalations = len(rows.escalations)
+    ended = rows.ended
     if ended is not None:
         applied.ended = True
-        checkin.status = _OUTCOME_STATUS[ended.outcome]
-        checkin.outcome = str(ended.outcome)
-        checkin.completed_at = now
-        checkin.lease_until = None
+        for name, value in ended_columns(ended, now).items():
+            setattr(checkin, name, value)
         await session.flush()
         if ended.handover and ended.outcome is Outcome.COMPLETED:
             applied.merge(

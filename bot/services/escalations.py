@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +20,32 @@ SLA = {
 }
 
 
+def escalation_row(
+    *,
+    severity: Severity,
+    reason: str,
+    summary: str,
+    now: datetime,
+    patient_id: int | None,
+    checkin_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]:
+    """The column values of a new escalation (bulk inserts use these directly)."""
+    return {
+        "patient_id": patient_id,
+        "checkin_id": checkin_id,
+        "message_id": message_id,
+        "severity": severity,
+        "severity_rank": SEVERITY_RANK[severity],
+        "reason": reason,
+        "summary": summary[:2000],
+        "status": EscalationStatus.OPEN,
+        "sla_due_at": now + SLA[severity],
+        "page_count": 0,
+        "created_at": now,
+    }
+
+
 def raise_escalation(
     *,
     session: AsyncSession,
@@ -31,17 +58,15 @@ def raise_escalation(
     message_id: int | None = None,
 ) -> Escalation:
     escalation = Escalation(
-        patient_id=patient_id,
-        checkin_id=checkin_id,
-        message_id=message_id,
-        severity=severity,
-        severity_rank=SEVERITY_RANK[severity],
-        reason=reason,
-        summary=summary[:2000],
-        status=EscalationStatus.OPEN,
-        sla_due_at=now + SLA[severity],
-        page_count=0,
-        created_at=now,
+        **escalation_row(
+            severity=severity,
+            reason=reason,
+            summary=summary,
+            now=now,
+            patient_id=patient_id,
+            checkin_id=checkin_id,
+            message_id=message_id,
+        )
     )
     session.add(escalation)
     return escalation

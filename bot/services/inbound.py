@@ -13,24 +13,38 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, select, update
+from sqlalchemy import Select, and_, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.logs import mask_phone
-from bot.services.conversations import Applied, resume_checkin
+from bot.services.conversations import (
+    Applied,
+    ended_columns,
+    resume_checkin,
+    start_waiting,
+    step_rows,
+)
 from bot.services.escalations import open_escalation_exists, raise_escalation
-from bot.services.outbox import Claimed, claim_in_session, claimed_of, enqueue
+from bot.services.flow_store import pinned
+from bot.services.outbox import (
+    Claimed,
+    claim_in_session,
+    claim_rows,
+    claimed_of,
+    enqueue,
+    insert_rows,
+)
 from bot.services.scheduling import rematerialise
 from bot.settings import Settings
 from db.enums import CheckinStatus, Direction, MessageStatus, Severity
-from db.models import Checkin, Message, Patient
+from db.models import Answer, Checkin, Escalation, Message, Patient, Score
 from db.session import Database
 from db.types import UTCDateTime
-from flows import keywords, safety
-from flows.engine import Reply
+from flows import engine, keywords, safety
+from flows.engine import ConversationState, Outcome, Reply
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +53,38 @@ UNKNOWN_REPLY_EVERY = timedelta(hours=24)
 MAX_BODY_CHARS = 1600
 
 
-def _sender_query() -> Select[Patient, Checkin]:
+@dataclass(frozen=True, slots=True)
+class _Sender:
+    id: int
+    phone: str
+    opted_out_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Active:
+    id: int
+    flow_key: str
+    flow_version: int | None
+    flow_checksum: str | None
+    state: dict[str, Any] | None
+
+
+# Plain columns on the session's Core connection: loading ORM objects for every reply cost
+# more than the rest of the handler. Rare routes load the ORM rows afterwards (``_orm``).
+_SENDER_COLUMNS = (Patient.id, Patient.phone, Patient.opted_out_at)
+_ACTIVE_COLUMNS = (
+    Checkin.id,
+    Checkin.flow_key,
+    Checkin.flow_version,
+    Checkin.flow_checksum,
+    Checkin.state,
+)
+
+
+def _sender_query() -> Select[Any]:
     active = and_(Checkin.patient_id == Patient.id, Checkin.status == CheckinStatus.ACTIVE)
     return (
-        select(Patient, Checkin)
+        select(*_SENDER_COLUMNS, *_ACTIVE_COLUMNS)
         .outerjoin(Checkin, active)
         .where(Patient.phone == bindparam("phone"))
         .order_by(Checkin.started_at.desc())
@@ -75,13 +117,33 @@ def _insert_inbound(insert: Callable[[type[Message]], Any]) -> Any:
 
 # Built once: constructing statements is a measurable share of an inbound message's cost.
 _SENDER = _sender_query()
-_PATIENT_FOR_UPDATE = select(Patient).where(Patient.phone == bindparam("phone")).with_for_update()
+# PostgreSQL, a reply inside a conversation (nearly every message): the patient and the
+# check-in locked in one statement. Rows changed by a transaction it waited for come back in
+# their committed version (PostgreSQL re-checks locked rows); a check-in that ended meanwhile
+# drops out, and the two statements below run instead.
+_SENDER_LOCKED = (
+    select(*_SENDER_COLUMNS, *_ACTIVE_COLUMNS)
+    .join(Checkin, and_(Checkin.patient_id == Patient.id, Checkin.status == CheckinStatus.ACTIVE))
+    .where(Patient.phone == bindparam("phone"))
+    .order_by(Checkin.started_at.desc())
+    .limit(1)
+    .with_for_update(of=[Patient, Checkin])
+)
+_PATIENT_FOR_UPDATE = (
+    select(*_SENDER_COLUMNS).where(Patient.phone == bindparam("phone")).with_for_update()
+)
 _ACTIVE_CHECKIN = (
-    select(Checkin)
+    select(*_ACTIVE_COLUMNS)
     .where(Checkin.patient_id == bindparam("patient_id"), Checkin.status == CheckinStatus.ACTIVE)
     .order_by(Checkin.started_at.desc())
     .limit(1)
 )
+_SAVE_STATE = (
+    update(Checkin).where(Checkin.id == bindparam("b_id")).values(state=bindparam("b_state"))
+)
+_INSERT_ANSWERS = insert(Answer)
+_INSERT_SCORES = insert(Score)
+_INSERT_ESCALATIONS = insert(Escalation)
 _INSERT_INBOUND_SQLITE = _insert_inbound(sqlite_insert)
 _INSERT_INBOUND_PG = _insert_inbound(pg_insert)
 
@@ -157,54 +219,143 @@ class _Handler:
         )
 
     async def run(self) -> InboundResult:
-        session = self.session
-        patient: Patient | None = None
-        active: Checkin | None = None
-        if self.db.is_sqlite:
-            # the single writer: the sender and their active check-in in one round trip
-            row = (await session.execute(_SENDER, {"phone": self.sms.from_})).first()
-            if row is not None:
-                patient, active = row.Patient, row.Checkin
-        else:
-            # lock the patient first: one patient's replies are handled one at a time, in
-            # order; the check-in is read after the lock, so it is never a stale snapshot
-            patient = await session.scalar(_PATIENT_FOR_UPDATE, {"phone": self.sms.from_})
-            if patient is not None:
-                active = await session.scalar(_ACTIVE_CHECKIN, {"patient_id": patient.id})
-        message_id = await self._record_inbound(patient, active)
+        conn = await self.session.connection()
+        sender, active = await self._read_sender(conn)
+        message_id = await self._record_inbound(conn, sender, active)
         if message_id is None:
             self.result.duplicate = True
             self.result.route = "duplicate"
             return self.result
 
         crisis = safety.detect(self.sms.body)
-        if crisis is not None:
-            await self._crisis(patient, active, message_id, crisis)
-        else:
-            await self._route(patient, active, message_id)
+        if not (
+            crisis is None
+            and sender is not None
+            and active is not None
+            and await self._converse(conn, sender, active, message_id)
+        ):
+            patient, checkin = await self._orm(sender, active)
+            if crisis is not None:
+                await self._crisis(patient, checkin, message_id, crisis)
+            else:
+                await self._route(patient, checkin, message_id)
         # replies are claimed by this process in this transaction: after commit they go out
         # at once without another claiming transaction (a crash leaves them to the worker
         # when the short lease ends)
         claim_in_session(self.outbound, self.now)
-        await session.flush()
-        self.result.outbound_ids = [m.id for m in self.outbound]
-        self.result.claimed = claimed_of(self.outbound)
+        await self.session.flush()
+        self.result.outbound_ids.extend(m.id for m in self.outbound)
+        self.result.claimed.extend(claimed_of(self.outbound))
         self.result.escalated = self._escalated
         return self.result
 
-    async def _record_inbound(self, patient: Patient | None, active: Checkin | None) -> int | None:
+    async def _read_sender(self, conn: AsyncConnection) -> tuple[_Sender | None, _Active | None]:
+        phone = {"phone": self.sms.from_}
+        if self.db.is_sqlite:
+            # the single writer: the sender and their active check-in in one round trip
+            row = (await conn.execute(_SENDER, phone)).first()
+            if row is None:
+                return None, None
+            sender = _Sender(*row[:3])
+            return sender, None if row[3] is None else _Active(*row[3:])
+        both = (await conn.execute(_SENDER_LOCKED, phone)).first()
+        if both is not None:
+            return _Sender(*both[:3]), _Active(*both[3:])
+        # lock the patient first: one patient's replies are handled one at a time, in order;
+        # the check-in is read after the lock, so it is never a stale snapshot
+        found = (await conn.execute(_PATIENT_FOR_UPDATE, phone)).first()
+        if found is None:
+            return None, None
+        sender = _Sender(*found)
+        row = (await conn.execute(_ACTIVE_CHECKIN, {"patient_id": sender.id})).first()
+        return sender, None if row is None else _Active(*row)
+
+    async def _orm(
+        self, sender: _Sender | None, active: _Active | None
+    ) -> tuple[Patient | None, Checkin | None]:
+        """The ORM rows for the routes that change more than a conversation (keywords, crisis,
+        messages outside a check-in); already locked by this transaction on PostgreSQL."""
+        patient = await self.session.get(Patient, sender.id) if sender is not None else None
+        checkin = await self.session.get(Checkin, active.id) if active is not None else None
+        return patient, checkin
+
+    async def _converse(
+        self, conn: AsyncConnection, sender: _Sender, active: _Active, message_id: int
+    ) -> bool:
+        """The common case, a reply to a running conversation, written with Core statements.
+
+        False (nothing written) when it is not that case or the step needs the ORM path:
+        a keyword, an opted-out sender, or a hand-over that starts the next flow.
+        """
+        if sender.opted_out_at is not None or active.state is None or active.flow_version is None:
+            return False
+        if keywords.classify(self.sms.body, opted_out=False) is not None:
+            return False
+        flow = await pinned(
+            session=self.session,
+            key=active.flow_key,
+            version=active.flow_version,
+            checksum=active.flow_checksum,
+        )
+        state = ConversationState.from_json(active.state)
+        step = engine.resume(flow, state, Reply(self.sms.body), self.now)
+        rows = step_rows(
+            step,
+            checkin_id=active.id,
+            patient_id=sender.id,
+            phone=sender.phone,
+            now=self.now,
+            message_id=message_id,
+        )
+        ended = rows.ended
+        if ended is not None and ended.handover and ended.outcome is Outcome.COMPLETED:
+            return False  # the engine is pure: the ORM path runs the same step again
+        if ended is None:
+            await conn.execute(_SAVE_STATE, {"b_id": active.id, "b_state": rows.state})
+        else:
+            await conn.execute(
+                update(Checkin)
+                .where(Checkin.id == active.id)
+                .values(state=rows.state, **ended_columns(ended, self.now))
+            )
+        for statement, values in (
+            (_INSERT_ANSWERS, rows.answers),
+            (_INSERT_SCORES, rows.scores),
+            (_INSERT_ESCALATIONS, rows.escalations),
+        ):
+            if values:
+                await conn.execute(statement, values)
+        claim_rows(rows.messages, self.now)
+        claimed = await insert_rows(conn, rows.messages)
+        self.result.claimed.extend(claimed)
+        self.result.outbound_ids.extend(c.id for c in claimed)
+        self.result.route = "conversation"
+        self._escalated = bool(rows.escalations)
+        if ended is not None and ended.outcome is not Outcome.CRISIS:
+            # one conversation at a time: the next one already due starts now
+            patient = await self.session.get(Patient, sender.id)
+            assert patient is not None
+            waiting = await start_waiting(
+                session=self.session, patient=patient, settings=self.settings, now=self.now
+            )
+            self.outbound.extend(waiting.outbound)
+        return True
+
+    async def _record_inbound(
+        self, conn: AsyncConnection, sender: _Sender | None, active: _Active | None
+    ) -> int | None:
         """Insert the inbound row; None when its MessageSid is already there (a re-delivery,
         also one racing this one: the insert waits for the other transaction, then skips)."""
         statement = _INSERT_INBOUND_SQLITE if self.db.is_sqlite else _INSERT_INBOUND_PG
         values = {
-            "patient_id": patient.id if patient else None,
+            "patient_id": sender.id if sender else None,
             "checkin_id": active.id if active else None,
             "phone": self.sms.from_,
             "body": self.sms.body[:MAX_BODY_CHARS],
             "provider_sid": self.sms.sid,
             "created_at": self.now,
         }
-        found: int | None = await self.session.scalar(statement, values)
+        found: int | None = (await conn.execute(statement, values)).scalar()
         return found
 
     async def _crisis(

@@ -14,9 +14,10 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from bot.clock import Clock
@@ -191,22 +192,28 @@ async def _record_successes(
     """Record accepted sends in one statement (executemany), whatever their number."""
     if not done:
         return
-    async with db.write() as session:
-        await session.execute(
-            update(Message),
+    async with db.write_conn() as conn:
+        await conn.execute(
+            _RECORD_SUCCESS,
             [
-                {
-                    "id": claimed.id,
-                    "provider_sid": sid,
-                    "status": _initial_status(status),
-                    "sent_at": now,
-                    "lease_until": None,
-                    "error_code": None,
-                    "updated_at": now,
-                }
+                {"b_id": claimed.id, "b_sid": sid, "b_status": _initial_status(status), "b_at": now}
                 for claimed, sid, status in done
             ],
         )
+
+
+_RECORD_SUCCESS = (
+    update(Message)
+    .where(Message.id == bindparam("b_id"))
+    .values(
+        provider_sid=bindparam("b_sid"),
+        status=bindparam("b_status"),
+        sent_at=bindparam("b_at"),
+        lease_until=None,
+        error_code=None,
+        updated_at=bindparam("b_at"),
+    )
+)
 
 
 class GroupRecorder:
@@ -466,6 +473,31 @@ def claim_in_session(messages: list[Message], now: datetime) -> None:
             m.status = MessageStatus.SENDING
             m.lease_until = now + FAST_PATH_LEASE
             m.attempts = 1
+
+
+def claim_rows(rows: list[dict[str, Any]], now: datetime) -> None:
+    """``claim_in_session`` for column values about to be bulk-inserted."""
+    for row in rows:
+        send_after = row.get("send_after")
+        if send_after is None or send_after <= now:
+            row["status"] = MessageStatus.SENDING
+            row["lease_until"] = now + FAST_PATH_LEASE
+            row["attempts"] = 1
+
+
+_INSERT_RETURNING_ID = insert(Message).returning(Message.id, sort_by_parameter_order=True)
+
+
+async def insert_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Claimed]:
+    """Insert outbound rows in one statement; those claimed by ``claim_rows`` come back."""
+    if not rows:
+        return []
+    ids = (await conn.execute(_INSERT_RETURNING_ID, rows)).scalars().all()
+    return [
+        Claimed(i, row["phone"], row["body"], row["attempts"])
+        for i, row in zip(ids, rows, strict=True)
+        if row["status"] is MessageStatus.SENDING
+    ]
 
 
 def claimed_of(messages: list[Message]) -> list[Claimed]:
