@@ -17,7 +17,7 @@ page session (``POST /login`` with the login CSRF cookie and field), and times
 
 N requests each at a fixed concurrency after a warm-up, printing p50/p99/max
 and the rate. Finally it prints ``EXPLAIN (ANALYZE, BUFFERS)`` of the exact
-SQL that ``queue_query``, ``history.timeline`` and ``history.trends`` run
+SQL that ``queue_rows_query``, ``history.timeline`` and ``history.trends`` run
 (captured from SQLAlchemy). The server is stopped and the database dropped at
 the end, also on error or Ctrl-C / SIGTERM. Run:
 
@@ -73,6 +73,7 @@ ADMIN_PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0
 TARGET_P99_MS = 50.0
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+PROFILE_STOP_TIMEOUT_S = 300.0  # pyinstrument renders thousands of requests at exit
 REQUEST_TIMEOUT_S = 30.0
 HISTORY_DAYS = 540
 ADMIN_EMAIL = "bench-admin@example.org"
@@ -564,7 +565,7 @@ async def server(
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(STOP_TIMEOUT_S)
+                proc.wait(STOP_TIMEOUT_S if profile is None else PROFILE_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -724,7 +725,8 @@ async def explain(db_url: str, patient_id: int) -> None:
             event.listen(Engine, "before_cursor_execute", capture)
             try:
                 captured.clear()
-                await session.scalars(queue.queue_query())
+                query, params = queue.queue_rows_query()  # what the queue API sends
+                await session.execute(query, params)
                 q_sql = list(captured)
                 captured.clear()
                 await history.timeline(session=session, patient_id=patient_id)
@@ -739,7 +741,7 @@ async def explain(db_url: str, patient_id: int) -> None:
     conn = await asyncpg.connect(_plain(db_url))
     try:
         for title, stmts in (
-            ("queue_query() (default filters)", q_sql),
+            ("queue_rows_query() (default filters)", q_sql),
             (f"history.timeline(patient {patient_id})", t_sql),
             (f"history.trends(patient {patient_id})", tr_sql),
         ):

@@ -98,6 +98,13 @@ class Database:
         self._write_factory = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read_factory = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # SQLite keeps the read engine's deferred transactions: switching a pooled pysqlite
+        # connection to autocommit and back would leave it in its implicit-transaction mode
+        self._plain_engine = (
+            self.read_engine
+            if self.is_sqlite
+            else self.read_engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -124,6 +131,15 @@ class Database:
         """A read-only unit of work (never committed)."""
         async with self._read_factory() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def plain_reads(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection for the hot read paths (session and token lookups, the queue
+        API, the patient page): no ORM overhead and, on PostgreSQL, autocommit, so no
+        BEGIN/ROLLBACK round trips. For reads that need no snapshot across statements
+        (READ COMMITTED gives each statement its own anyway) and single-statement writes."""
+        async with self._plain_engine.connect() as conn:
+            yield conn
 
     async def ping(self) -> None:
         async with self.read_engine.connect() as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,13 +20,15 @@ from sqlalchemy import (
     type_coerce,
     union_all,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from db.models import Answer, Checkin, Escalation, Message, Patient, Score, Treatment, User
 from db.types import UTCDateTime
 
 TIMELINE_LIMIT = 300
 TREND_LIMIT = 104
+
+Reader = AsyncSession | AsyncConnection
 
 
 @dataclass(slots=True)
@@ -42,17 +45,16 @@ class EscalationView:
     trigger: Message | None
 
 
-async def trends(
-    *, session: AsyncSession, patient_id: int
-) -> dict[str, list[tuple[datetime, float]]]:
-    rows = (
-        await session.execute(
-            select(Score.instrument, Score.created_at, Score.total)
-            .where(Score.patient_id == patient_id, Score.instrument.in_(("phq9", "gad7")))
-            .order_by(Score.created_at.desc())
-            .limit(TREND_LIMIT * 2)
-        )
-    ).all()
+_TRENDS = (
+    select(Score.instrument, Score.created_at, Score.total)
+    .where(Score.patient_id == bindparam("patient_id"), Score.instrument.in_(("phq9", "gad7")))
+    .order_by(Score.created_at.desc())
+    .limit(TREND_LIMIT * 2)
+)
+
+
+async def trends(*, session: Reader, patient_id: int) -> dict[str, list[tuple[datetime, float]]]:
+    rows = (await session.execute(_TRENDS, {"patient_id": patient_id})).all()
     out: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
     for name, at, total in reversed(rows):
         out[name].append((at, total))
@@ -200,10 +202,17 @@ def _timeline_query(patient_id: Any, limit: int) -> Select[Any]:
 _TIMELINE = _timeline_query(bindparam("patient_id", type_=Integer()), TIMELINE_LIMIT)
 
 
-async def timeline(*, session: AsyncSession, patient_id: int) -> list[TimelineItem]:
+async def timeline_rows(*, session: Reader, patient_id: int) -> Sequence[Any]:
+    """The timeline as plain rows ``(kind, at, id, a, b, c, d)`` (see ``_timeline_query``),
+    for a page that formats them itself (the patient page renders 300 of them)."""
+    rows: Sequence[Any] = (await session.execute(_TIMELINE, {"patient_id": patient_id})).all()
+    return rows
+
+
+async def timeline(*, session: Reader, patient_id: int) -> list[TimelineItem]:
     """Check-ins, messages, escalations and treatments, newest first, bounded."""
     items: list[TimelineItem] = []
-    rows = (await session.execute(_TIMELINE, {"patient_id": patient_id})).all()
+    rows = await timeline_rows(session=session, patient_id=patient_id)
     for kind, at, id_, a, b, c, d in rows:
         if kind == "checkin":
             items.append(

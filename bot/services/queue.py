@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import DateTime, Integer, Select, String, bindparam, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.enums import Disposition, EscalationStatus, Severity
@@ -21,26 +22,87 @@ class QueueError(Exception):
         self.message = message
 
 
+# The API's escalation fields, in this order, as plain values: enum columns as their
+# strings and timestamps without the UTC decorator (``serialize.escalation_rows`` formats
+# them), so 200 rows cost no per-value type processing.
+QUEUE_ROW_FIELDS = (
+    "id",
+    "patient_id",
+    "checkin_id",
+    "severity",
+    "reason",
+    "summary",
+    "status",
+    "created_at",
+    "sla_due_at",
+    "claimed_by",
+    "claimed_by_email",
+    "claimed_at",
+    "resolved_at",
+    "resolved_by",
+    "disposition",
+    "note",
+    "page_count",
+)
+
+
+@cache
+def _queue_rows_statement(
+    statuses: tuple[EscalationStatus, ...], by_severity: bool, by_patient: bool
+) -> Select[Any]:
+    """Built once per filter shape; the values are bound at execution."""
+    text_, at = String(), DateTime(timezone=True)
+    e = Escalation
+    columns: list[Any] = [
+        e.id,
+        e.patient_id,
+        e.checkin_id,
+        type_coerce(e.severity, text_).label("severity"),
+        e.reason,
+        e.summary,
+        type_coerce(e.status, text_).label("status"),
+        type_coerce(e.created_at, at).label("created_at"),
+        type_coerce(e.sla_due_at, at).label("sla_due_at"),
+        e.claimed_by,
+        User.email.label("claimed_by_email"),
+        type_coerce(e.claimed_at, at).label("claimed_at"),
+        type_coerce(e.resolved_at, at).label("resolved_at"),
+        e.resolved_by,
+        type_coerce(e.disposition, text_).label("disposition"),
+        e.note,
+        e.page_count,
+    ]
+    query: Select[Any] = (
+        select(*columns)
+        .outerjoin(User, User.id == e.claimed_by)
+        .where(e.status.in_(statuses))
+        .order_by(e.severity_rank, e.created_at, e.id)
+        .limit(bindparam("limit", type_=Integer()))
+    )
+    if by_severity:
+        query = query.where(e.severity == bindparam("severity"))
+    if by_patient:
+        query = query.where(e.patient_id == bindparam("patient_id"))
+    return query
+
+
 def queue_rows_query(
     *,
     statuses: Sequence[EscalationStatus] = (EscalationStatus.OPEN, EscalationStatus.CLAIMED),
     severity: Severity | None = None,
     patient_id: int | None = None,
     limit: int = 200,
-) -> Select[Any]:
-    """``queue_query`` as plain rows (no ORM objects), with the claimer's email joined in."""
-    query = (
-        select(*Escalation.__table__.c, User.email.label("claimed_by_email"))
-        .outerjoin(User, User.id == Escalation.claimed_by)
-        .where(Escalation.status.in_(list(statuses)))
-        .order_by(Escalation.severity_rank, Escalation.created_at, Escalation.id)
-        .limit(limit)
-    )
+) -> tuple[Select[Any], dict[str, object]]:
+    """``queue_query`` as plain rows (``QUEUE_ROW_FIELDS``), with the claimer's email joined
+    in: the statement (cached per filter shape) and its parameters."""
+    key = tuple(dict.fromkeys(statuses))  # order kept, duplicates dropped
+    query = _queue_rows_statement(key, severity is not None, patient_id is not None)
+    params: dict[str, object] = {"limit": limit}
     if severity is not None:
-        query = query.where(Escalation.severity == severity)
+        params["severity"] = severity
     if patient_id is not None:
-        query = query.where(Escalation.patient_id == patient_id)
-    return query
+        params["patient_id"] = patient_id
+    return query, params
 
 
 def queue_query(

@@ -13,8 +13,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.security.passwords import dummy_hash, hash_password, needs_rehash, verify_password
 from db import audit
@@ -168,37 +168,71 @@ def _attempt(session: AsyncSession, email: str, address: str, success: bool, now
     session.add(LoginAttempt(email=email, source_address=address, success=success, at=now))
 
 
-async def resume(
-    *, session: AsyncSession, token: str, now: datetime, touch: bool = True, secret: str = ""
-) -> SessionUser | None:
-    """The live session for a cookie token, extending its idle expiry; None if expired.
+_LOOKUP = (
+    select(
+        WebSession.csrf_token,
+        WebSession.last_seen_at,
+        WebSession.idle_expires_at,
+        WebSession.absolute_expires_at,
+        WebSession.revoked_at,
+        User.id,
+        User.email,
+        User.name,
+        User.role,
+        User.active,
+    )
+    .join(User, User.id == WebSession.user_id)
+    .where(WebSession.id == bindparam("session_id"))
+)
 
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A live session and, if it is due, the new expiry its touch should write."""
+
+    user: SessionUser
+    touch: tuple[datetime, datetime] | None  # (last_seen_at, idle_expires_at) to write
+
+
+async def lookup(
+    *, conn: AsyncConnection, token: str, now: datetime, touch: bool = True, secret: str = ""
+) -> Resumed | None:
+    """The live session for a cookie token, or None if unknown, revoked, its user
+    deactivated, idle or past its absolute limit: one Core read (every page runs it).
+
+    Nothing is written here: the touch that extends the idle expiry (due at most every
+    ``TOUCH_EVERY``) is returned for ``write_touch``, so most pages cost no write at all.
     ``touch=False`` is for requests a page makes on its own (the queue's refresh): they
     read with the session but are not user activity, so they must not defeat the idle
     timeout (HIPAA automatic logoff) of a screen left open.
     """
-    row = (
-        await session.execute(
-            select(WebSession, User)
-            .join(User, User.id == WebSession.user_id)
-            .where(WebSession.id == token_hash(token, secret))
-        )
-    ).first()
+    session_id = token_hash(token, secret)
+    row = (await conn.execute(_LOOKUP, {"session_id": session_id})).first()
     if row is None:
         return None
-    web_session, user = row
-    if (
-        web_session.revoked_at is not None
-        or not user.active
-        or now >= web_session.idle_expires_at
-        or now >= web_session.absolute_expires_at
-    ):
+    (csrf, last_seen, idle_at, absolute_at, revoked_at, user_id, email, name, role, active) = row
+    if revoked_at is not None or not active or now >= idle_at or now >= absolute_at:
         return None
-    if touch and now - web_session.last_seen_at >= TOUCH_EVERY:
-        web_session.last_seen_at = now
-        web_session.idle_expires_at = min(now + IDLE_TIMEOUT, web_session.absolute_expires_at)
-    return SessionUser(
-        web_session.id, user.id, user.email, user.name, user.role, web_session.csrf_token
+    due = None
+    if touch and now - last_seen >= TOUCH_EVERY:
+        due = (now, min(now + IDLE_TIMEOUT, absolute_at))
+    return Resumed(SessionUser(session_id, user_id, email, name, role, csrf), due)
+
+
+async def write_touch(
+    *, session: AsyncSession, session_id: str, last_seen_at: datetime, idle_expires_at: datetime
+) -> None:
+    """Extend the idle expiry; a session revoked meanwhile stays revoked, and a later touch
+    written first (concurrent requests) is not undone."""
+    await session.execute(
+        update(WebSession)
+        .where(
+            WebSession.id == session_id,
+            WebSession.revoked_at.is_(None),
+            WebSession.last_seen_at < last_seen_at,  # never moves the expiry back
+        )
+        .values(last_seen_at=last_seen_at, idle_expires_at=idle_expires_at)
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from aiohttp import web
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.appkeys import CLOCK, DATABASE
 from bot.services.accounts import hash_token
@@ -15,6 +16,18 @@ from db.enums import Role
 from db.models import ApiToken, User
 
 LAST_USED_GRANULARITY = timedelta(minutes=5)
+
+# One Core statement of plain columns, built once: every API request runs it (no caching
+# of validity across requests, so revocation and deactivation take effect at once).
+_TOKEN = (
+    select(ApiToken.id, ApiToken.last_used_at, User.id, User.email, User.role)
+    .join(User, User.id == ApiToken.user_id)
+    .where(
+        ApiToken.token_hash == bindparam("token_hash"),
+        ApiToken.revoked_at.is_(None),
+        User.active.is_(True),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,25 +41,20 @@ class Principal:
         return self.role is Role.ADMIN
 
 
-async def authenticate(request: web.Request) -> Principal:
+async def authenticate(request: web.Request, conn: AsyncConnection | None = None) -> Principal:
+    """The token's user. ``conn`` lets a handler run this lookup and its own reads on one
+    autocommit connection (see ``Database.plain_reads``)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-    token_hash = hash_token(token.strip())
+    params = {"token_hash": hash_token(token.strip())}
     db = request.app[DATABASE]
-    async with db.read() as session:
-        row = (
-            await session.execute(
-                select(ApiToken.id, ApiToken.last_used_at, User.id, User.email, User.role)
-                .join(User, User.id == ApiToken.user_id)
-                .where(
-                    ApiToken.token_hash == token_hash,
-                    ApiToken.revoked_at.is_(None),
-                    User.active.is_(True),
-                )
-            )
-        ).first()
+    if conn is None:
+        async with db.plain_reads() as own:
+            row = (await own.execute(_TOKEN, params)).first()
+    else:
+        row = (await conn.execute(_TOKEN, params)).first()
     if row is None:
         raise ApiError(
             401, "unauthorized", "the token is unknown, revoked, or its user is inactive"
@@ -61,9 +69,11 @@ async def authenticate(request: web.Request) -> Principal:
     return Principal(user_id=user_id, email=email, role=role)
 
 
-async def require(request: web.Request, *roles: Role) -> Principal:
+async def require(
+    request: web.Request, *roles: Role, conn: AsyncConnection | None = None
+) -> Principal:
     """The caller, if their role is one of ``roles`` (any role when none given)."""
-    principal = await authenticate(request)
+    principal = await authenticate(request, conn)
     if roles and principal.role not in roles:
         raise ApiError(
             403, "forbidden", f"this needs the {' or '.join(str(r) for r in roles)} role"

@@ -39,11 +39,13 @@ def _filters(request: web.Request) -> dict[str, object]:
 
 
 async def list_escalations(request: web.Request) -> web.Response:
-    await require(request, *STAFF)
-    query = queue.queue_rows_query(**_filters(request))  # type: ignore[arg-type]
-    async with request.app[DATABASE].read() as session:
-        rows = (await session.execute(query)).all()
-    return web.json_response({"items": [serialize.escalation(e, e.claimed_by_email) for e in rows]})
+    """The queue, polled by every open client: the token check and the rows on one autocommit
+    Core connection, the JSON written from plain rows."""
+    async with request.app[DATABASE].plain_reads() as conn:
+        await require(request, *STAFF, conn=conn)
+        query, params = queue.queue_rows_query(**_filters(request))  # type: ignore[arg-type]
+        rows = (await conn.execute(query, params)).all()
+    return web.Response(text=serialize.escalation_rows_json(rows), content_type="application/json")
 
 
 async def get_escalation(request: web.Request) -> web.Response:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as encode_json_string
 from typing import Any
 
 from db.models import Checkin, Escalation, Message, Patient, Treatment
@@ -10,6 +12,19 @@ from db.models import Checkin, Escalation, Message, Patient, Treatment
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """``iso`` of a timestamp read without the UTC column decorator: naive (SQLite) means UTC,
+    aware (PostgreSQL) is normally UTC already; same text as ``iso`` of the decorated value."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.isoformat() + "Z"
+    text = value.isoformat()
+    if text.endswith("+00:00"):
+        return text[:-6] + "Z"
+    return iso(value.astimezone(UTC))
 
 
 def patient(p: Patient) -> dict[str, Any]:
@@ -92,3 +107,34 @@ def escalation(e: Escalation, claimed_by_email: str | None = None) -> dict[str, 
         "note": e.note,
         "page_count": e.page_count,
     }
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else encode_json_string(value)
+
+
+def _int(value: int | None) -> str:
+    return "null" if value is None else str(int(value))
+
+
+def _stamp(value: datetime | None) -> str:
+    return "null" if value is None else encode_json_string(iso_utc(value) or "")
+
+
+def escalation_rows_json(rows: Iterable[Sequence[Any]]) -> str:
+    """``{"items": [escalation, ...]}`` as JSON text, for rows of ``queue.QUEUE_ROW_FIELDS``
+    (plain values): the same object as ``escalation`` gives (keys in the same order), written
+    directly. The queue API sends 200 of them per poll; building 200 dicts and encoding their
+    keys again each time cost about as much again. Strings go through the ``json`` module's
+    own encoder (ASCII, as ``json.dumps`` writes them by default)."""
+    items = [
+        f'{{"id":{_int(r[0])},"patient_id":{_int(r[1])},"checkin_id":{_int(r[2])},'
+        f'"severity":{_text(r[3])},"reason":{_text(r[4])},"summary":{_text(r[5])},'
+        f'"status":{_text(r[6])},"created_at":{_stamp(r[7])},"sla_due_at":{_stamp(r[8])},'
+        f'"claimed_by":{_int(r[9])},"claimed_by_email":{_text(r[10])},'
+        f'"claimed_at":{_stamp(r[11])},"resolved_at":{_stamp(r[12])},'
+        f'"resolved_by":{_int(r[13])},"disposition":{_text(r[14] or None)},'
+        f'"note":{_text(r[15])},"page_count":{_int(r[16])}}}'
+        for r in rows
+    ]
+    return '{"items":[' + ",".join(items) + "]}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -15,6 +17,28 @@ from bot.web.reasons import plain
 HERE = Path(__file__).resolve().parent.parent
 
 
+def _static_urls(app: web.Application) -> Callable[[str], str]:
+    """``static(name)``: the versioned URL, remembered per file state. aiohttp reads and
+    hashes the whole file for every ``url_for``, and every page asks for two of them."""
+    urls: dict[tuple[str, int, int], str] = {}
+    directory = HERE / "static"
+
+    def static(name: str) -> str:
+        try:
+            st = os.stat(directory / name)
+        except OSError:
+            return str(app.router["static"].url_for(filename=name))
+        key = (name, st.st_mtime_ns, st.st_size)
+        url = urls.get(key)
+        if url is None:
+            if len(urls) > 256:  # edits during development; never grows in production
+                urls.clear()
+            url = urls[key] = str(app.router["static"].url_for(filename=name))
+        return url
+
+    return static
+
+
 def setup(app: web.Application) -> None:
     env = aiohttp_jinja2.setup(
         app,
@@ -23,7 +47,7 @@ def setup(app: web.Application) -> None:
         undefined=jinja2.ChainableUndefined,
     )
     env.filters["plain_reason"] = plain
-    env.globals["static"] = lambda name: str(app.router["static"].url_for(filename=name))
+    env.globals["static"] = _static_urls(app)
     env.filters["ts"] = lambda d: d.strftime("%Y-%m-%d %H:%M UTC") if d else ""
     app.router.add_static("/static/", str(HERE / "static"), name="static", append_version=True)
     auth.setup(app)

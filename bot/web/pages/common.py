@@ -9,14 +9,17 @@ from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.appkeys import CLOCK, DATABASE, SETTINGS
 from bot.services import sessions
 from bot.services.sessions import SessionUser
 from bot.web import audit_log
 from bot.web.api.errors import Handler
+from db.models import AuditEvent
 
+_AUDIT_INSERT = insert(AuditEvent)
 COOKIE = "aftercare_session"
 LOGIN_CSRF_COOKIE = "aftercare_login_csrf"
 USER = web.RequestKey("user", SessionUser)
@@ -28,22 +31,33 @@ PASSIVE_PATHS = frozenset({"/queue/rows", "/demo/phone/messages"})
 
 @web.middleware
 async def page_session(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Loads the signed-in user for pages; expired sessions simply are not loaded."""
+    """Loads the signed-in user for pages; expired sessions simply are not loaded.
+
+    One autocommit read per page; the idle-expiry touch is a write only when due.
+    """
     if request.path.startswith(PAGE_PREFIXES_SKIPPED):
         return await handler(request)
     token = request.cookies.get(COOKIE)
     if token:
-        now = request.app[CLOCK].now()
-        async with request.app[DATABASE].write() as session:
-            user = await sessions.resume(
-                session=session,
+        db = request.app[DATABASE]
+        async with db.plain_reads() as conn:
+            found = await sessions.lookup(
+                conn=conn,
                 token=token,
-                now=now,
+                now=request.app[CLOCK].now(),
                 touch=request.path not in PASSIVE_PATHS,
                 secret=session_secret(request),
             )
-        if user is not None:
-            request[USER] = user
+        if found is not None:
+            if found.touch is not None:  # at most every TOUCH_EVERY per session
+                async with db.write() as session:
+                    await sessions.write_touch(
+                        session=session,
+                        session_id=found.user.session_id,
+                        last_seen_at=found.touch[0],
+                        idle_expires_at=found.touch[1],
+                    )
+            request[USER] = found.user
     return await handler(request)
 
 
@@ -106,6 +120,34 @@ def record(
     **details: object,
 ) -> None:
     audit_log.record(request, session, user, action, subject_type, subject_id, **details)
+
+
+async def record_view(
+    request: web.Request,
+    conn: AsyncConnection,
+    user: SessionUser,
+    action: str,
+    subject_type: str,
+    subject_id: object,
+) -> None:
+    """``record`` for a read-only page on ``Database.plain_reads``' autocommit connection: one
+    INSERT, its own transaction, no ORM unit of work. On SQLite every write still goes
+    through ``Database.write`` (its lock and ``BEGIN IMMEDIATE``)."""
+    values = {
+        "actor_id": user.user_id,
+        "action": action,
+        "subject_type": subject_type,
+        "subject_id": str(subject_id),
+        "at": request.app[CLOCK].now(),
+        "source_address": audit_log.source(request),
+        "details": {},
+    }
+    db = request.app[DATABASE]
+    if db.is_sqlite:
+        async with db.write() as session:
+            await (await session.connection()).execute(_AUDIT_INSERT, values)
+    else:
+        await conn.execute(_AUDIT_INSERT, values)
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:

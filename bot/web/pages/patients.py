@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+import functools
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import time as clock_time
+from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from aiohttp import web
-from sqlalchemy import select
+from markupsafe import Markup, escape
+from sqlalchemy import bindparam, event, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import Session, object_session
 
 from bot.appkeys import CLOCK, DATABASE
 from bot.services import history, scheduling
@@ -18,7 +28,14 @@ from bot.services.protocol_store import ProtocolUnavailableError
 from bot.settings import is_e164
 from bot.web import charts
 from bot.web.api.schemas import MAX_YEAR, MIN_YEAR
-from bot.web.pages.common import form_with_csrf, path_int, record, render, require_user
+from bot.web.pages.common import (
+    form_with_csrf,
+    path_int,
+    record,
+    record_view,
+    render,
+    require_user,
+)
 from db.enums import EnrollmentStatus, PatientStatus, VersionStatus
 from db.models import Enrollment, FlowVersion, Patient, ProtocolVersion
 
@@ -36,59 +53,191 @@ async def list_page(request: web.Request) -> web.Response:
     return render(request, "patients.html", {"patients": patients, "q": q})
 
 
-async def _choices(request: web.Request) -> tuple[list[str], list[str]]:
-    async with request.app[DATABASE].read() as session:
-        flows = sorted(
-            set(
-                (
-                    await session.scalars(
-                        select(FlowVersion.key).where(FlowVersion.status == VersionStatus.PUBLISHED)
-                    )
-                ).all()
-            )
-        )
-        protocols = sorted(
-            set(
-                (
-                    await session.scalars(
-                        select(ProtocolVersion.key).where(
-                            ProtocolVersion.status == VersionStatus.PUBLISHED
-                        )
-                    )
-                ).all()
-            )
-        )
+# The flow/protocol pickers: published keys change only on publish/retire, yet every patient
+# page needs them. Kept per app (one database each) for CHOICES_TTL; a commit in this process
+# that touches a flow or protocol version bumps the generation, so this process's own
+# publish/retire shows at once; another process's (the CLI) within CHOICES_TTL. A stale
+# entry is harmless: the action itself checks the version in the database and says so.
+CHOICES_TTL = 5.0
+_DIRTY = "aftercare_versions_changed"
+
+
+class _Generation:
+    """Process-wide: any session in the process may commit a version change."""
+
+    value = 0
+
+
+_VERSIONS = _Generation()
+
+
+@dataclass(slots=True)
+class ChoicesCache:
+    generation: int = -1
+    loaded_at: float = -math.inf
+    value: tuple[list[str], list[str]] = ([], [])
+
+
+CHOICES = web.AppKey("patient_choices", ChoicesCache)
+
+
+@event.listens_for(FlowVersion, "after_insert")
+@event.listens_for(FlowVersion, "after_update")
+@event.listens_for(FlowVersion, "after_delete")
+@event.listens_for(ProtocolVersion, "after_insert")
+@event.listens_for(ProtocolVersion, "after_update")
+@event.listens_for(ProtocolVersion, "after_delete")
+def _version_flushed(_mapper: Any, _conn: Any, target: object) -> None:
+    session = object_session(target)
+    if session is not None:
+        session.info[_DIRTY] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _bump_after_commit(session: Session) -> None:
+    if session.info.pop(_DIRTY, False):
+        invalidate_choices()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_after_rollback(session: Session, _previous: Any) -> None:
+    session.info.pop(_DIRTY, None)
+
+
+def invalidate_choices() -> None:
+    """Every app's cached pickers are reloaded at their next use (after a commit, so a page
+    that read before it cannot keep the old keys under the new generation)."""
+    _VERSIONS.value += 1
+
+
+_PUBLISHED_FLOWS = select(FlowVersion.key).where(FlowVersion.status == VersionStatus.PUBLISHED)
+_PUBLISHED_PROTOCOLS = select(ProtocolVersion.key).where(
+    ProtocolVersion.status == VersionStatus.PUBLISHED
+)
+
+
+async def _choices(request: web.Request, conn: AsyncConnection) -> tuple[list[str], list[str]]:
+    cache = request.app[CHOICES]
+    now = time.monotonic()
+    if cache.generation == _VERSIONS.value and now - cache.loaded_at < CHOICES_TTL:
+        return cache.value
+    generation = _VERSIONS.value  # before reading: a commit meanwhile makes this entry stale
+    flows = sorted(set((await conn.scalars(_PUBLISHED_FLOWS)).all()))
+    protocols = sorted(set((await conn.scalars(_PUBLISHED_PROTOCOLS)).all()))
+    cache.generation, cache.loaded_at, cache.value = generation, now, (flows, protocols)
     return flows, protocols
 
 
+_PATIENT = (
+    select(
+        *Patient.__table__.c,
+        Enrollment.protocol_key.label("enrolled_key"),
+        Enrollment.protocol_version.label("enrolled_version"),
+    )
+    .outerjoin(
+        Enrollment,
+        (Enrollment.patient_id == Patient.id) & (Enrollment.status == EnrollmentStatus.ACTIVE),
+    )
+    .where(Patient.id == bindparam("patient_id"))
+    .order_by(Enrollment.id)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveEnrollment:
+    protocol_key: str
+    protocol_version: int
+
+
+def _when(at: datetime) -> str:
+    """The ``ts`` filter's text, without strftime (300 times a page)."""
+    text = at.isoformat()
+    if at.year < 1000 or at.utcoffset():
+        return at.strftime("%Y-%m-%d %H:%M UTC")
+    return f"{text[:10]} {text[11:16]} UTC"
+
+
+@functools.lru_cache(maxsize=4096)
+def _escaped(text: str) -> str:
+    """Escaped once per distinct value: classes, titles and statuses repeat all page long."""
+    return str(escape(text))
+
+
+def timeline_html(rows: Sequence[Any]) -> Markup:
+    """The timeline's ``<li>`` items from ``history.timeline_rows``, escaped as the template
+    did (and labelled as ``history.timeline``): the page's biggest loop, 300 items, which
+    costs several times more through Jinja and item objects than as f-strings."""
+    out = []
+    title: str
+    detail: str
+    for kind, at, id_, a, b, c, _d in rows:
+        link = ""
+        status = None
+        if kind == "checkin":
+            title = _escaped(f"Check-in {a}")
+            detail = escape(b + (f" ({c})" if c else ""))
+            classes = _escaped(f"checkin status-{b}")
+        elif kind == "message":
+            title = "Patient" if a == "in" else "Sent"
+            detail = escape(b) if b else ""
+            classes = _escaped(f"message-{a} msg-{a}")
+            status = c
+        elif kind == "escalation":
+            title = _escaped(f"{a.capitalize()} escalation")
+            detail = escape(b) if b else ""
+            classes = _escaped(f"escalation sev-{a}")
+            link = f"/escalations/{id_}"
+            status = c
+        else:
+            title = _escaped(f"Treatment: {a}")
+            detail = ""
+            classes = "treatment treatment"
+        if link:
+            title = f'<a href="{link}">{title}</a>'
+        out.append(
+            f'<li class="{classes}">\n'
+            f'      <span class="when">{_when(at)}</span>\n'
+            f'      <span class="title">{title}</span>'
+            + (f'\n      <span class="detail">{detail}</span>' if detail else "")
+            + (f'\n      <span class="status">{_escaped(status)}</span>' if status else "")
+            + "\n    </li>"
+        )
+    return Markup("\n    ".join(out))  # noqa: S704 - every value in it went through escape()
+
+
+@functools.lru_cache(maxsize=512)
+def _chart(name: str, points: tuple[tuple[datetime, float], ...]) -> str:
+    """Charts keyed by their points: the same scores draw the same SVG (any database)."""
+    return charts.trend_svg(name, points)
+
+
 async def detail_page(request: web.Request) -> web.Response:
+    """One autocommit connection: the patient with its active enrolments, the timeline, the
+    trends, the pickers (cached) and the view's audit row, each one statement."""
     user = require_user(request)
     patient_id = path_int(request)
-    async with request.app[DATABASE].write() as session:
-        patient = await session.get(Patient, patient_id)
-        if patient is None:
+    db = request.app[DATABASE]
+    params = {"patient_id": patient_id}
+    async with db.plain_reads() as conn:
+        rows = (await conn.execute(_PATIENT, params)).all()
+        if not rows:
             raise web.HTTPNotFound(text="No such patient.")
-        items = await history.timeline(session=session, patient_id=patient_id)
-        trends = await history.trends(session=session, patient_id=patient_id)
-        enrollments = list(
-            (
-                await session.scalars(
-                    select(Enrollment).where(
-                        Enrollment.patient_id == patient_id,
-                        Enrollment.status == EnrollmentStatus.ACTIVE,
-                    )
-                )
-            ).all()
-        )
-        record(request, session, user, "patient.view", "patient", patient_id)
-    flows, protocols = await _choices(request)
+        items = await history.timeline_rows(session=conn, patient_id=patient_id)
+        trends = await history.trends(session=conn, patient_id=patient_id)
+        flows, protocols = await _choices(request, conn)
+        await record_view(request, conn, user, "patient.view", "patient", patient_id)
+    enrollments = [
+        ActiveEnrollment(r.enrolled_key, r.enrolled_version)
+        for r in rows
+        if r.enrolled_key is not None
+    ]
     return render(
         request,
         "patient.html",
         {
-            "p": patient,
-            "items": items,
-            "charts": {name: charts.trend_svg(name, pts) for name, pts in trends.items()},
+            "p": rows[0],
+            "timeline": timeline_html(items),
+            "charts": {name: _chart(name, tuple(pts)) for name, pts in trends.items()},
             "enrollments": enrollments,
             "flows": flows,
             "protocols": protocols,
@@ -207,8 +356,8 @@ def _fields(form: dict[str, str]) -> tuple[PatientFields | None, dict[str, str]]
     quiet_start = quiet_end = None
     if form.get("quiet_enabled") == "on":
         try:
-            quiet_start = time.fromisoformat(form.get("quiet_start", "21:00"))
-            quiet_end = time.fromisoformat(form.get("quiet_end", "08:00"))
+            quiet_start = clock_time.fromisoformat(form.get("quiet_start", "21:00"))
+            quiet_end = clock_time.fromisoformat(form.get("quiet_end", "08:00"))
         except ValueError:
             errors["quiet"] = "Quiet hours need two times like 21:00 and 08:00."
     if errors:
@@ -334,6 +483,7 @@ async def update(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    app[CHOICES] = ChoicesCache()
     r = app.router
     r.add_get("/patients", list_page)
     r.add_get("/patients/new", new_page)

@@ -1,0 +1,312 @@
+"""The fast read paths keep their guarantees: the queue API's JSON, the patient page's
+timeline, the session touch, the flow pickers' cache, the audit of every view, and token
+revocation at once."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+import jinja2
+import pytest
+from sqlalchemy import func, select, update
+
+from bot import library
+from bot.services import history, queue, sessions
+from bot.web.api import serialize
+from bot.web.pages import patients as patient_pages
+from db.enums import Disposition, EscalationStatus, Role, Severity, VersionStatus
+from db.models import ApiToken, AuditEvent, Escalation, FlowVersion, Treatment, User, WebSession
+from tests.web.harness import Harness, harness
+from tests.web.test_queue import bearer, escalation, staff
+
+MOOD = library.flow_sources()["daily_mood"]
+
+
+@pytest.fixture
+async def h(db_url: str):  # type: ignore[no-untyped-def]
+    async with harness(db_url) as hh:
+        yield hh
+
+
+# -- the queue API -----------------------------------------------------------------------------
+
+
+async def test_queue_json_is_what_the_orm_serialiser_gives(h: Harness) -> None:
+    """Written from plain rows, the items are the same JSON as ``serialize.escalation``."""
+    p = await h.patient("Zoë")
+    uid, email, token = await staff(h, name="Nia")
+    open_ = await escalation(h, Severity.CRITICAL, patient_id=p.id, summary='said "stop" — ñ\n')
+    claimed = await escalation(h, Severity.LOW, patient_id=None, reason="crisis_language")
+    resolved = await escalation(h, Severity.MODERATE, patient_id=p.id)
+    h.clock.advance(minutes=3)
+    async with h.db.write() as s:
+        await s.execute(
+            update(Escalation)
+            .where(Escalation.id == claimed)
+            .values(status=EscalationStatus.CLAIMED, claimed_by=uid, claimed_at=h.clock.now())
+        )
+        await s.execute(
+            update(Escalation)
+            .where(Escalation.id == resolved)
+            .values(
+                status=EscalationStatus.RESOLVED,
+                claimed_by=uid,
+                claimed_at=h.clock.now(),
+                resolved_by=uid,
+                resolved_at=h.clock.now(),
+                disposition=Disposition.LEFT_MESSAGE,
+                note="<b>called</b> 'twice'",
+                page_count=2,
+            )
+        )
+    for query, statuses in (
+        ("", [EscalationStatus.OPEN, EscalationStatus.CLAIMED]),
+        ("?status=resolved", [EscalationStatus.RESOLVED]),
+        ("?status=open,claimed,resolved&severity=critical", list(EscalationStatus)),
+    ):
+        resp = await h.client.get(f"/api/v1/escalations{query}", headers=bearer(token))
+        assert resp.status == 200 and resp.content_type == "application/json"
+        body = await resp.json()
+        severity = Severity.CRITICAL if "severity" in query else None
+        async with h.db.read() as s:
+            rows = (await s.scalars(queue.queue_query(statuses=statuses, severity=severity))).all()
+            expected = [
+                serialize.escalation(e, email if e.claimed_by == uid else None) for e in rows
+            ]
+        assert body == {"items": expected}, query
+        assert expected, query
+    ids = {
+        i["id"]
+        for i in (
+            await (
+                await h.client.get(
+                    "/api/v1/escalations?status=open,claimed,resolved", headers=bearer(token)
+                )
+            ).json()
+        )["items"]
+    }
+    assert ids == {open_, claimed, resolved}
+
+
+async def test_queue_json_text_matches_json_dumps() -> None:
+    """Byte for byte what ``json.dumps`` writes (compact), also for odd strings and nulls."""
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 3, 2, 15, 0, 0, 120000, tzinfo=UTC)
+    naive = datetime(2026, 3, 2, 15, 0)  # SQLite hands back naive UTC
+    row = (7, None, 3, "high", "r\u2028", 'a "b"\\ \x00 ñ 😀', "open", at, naive, None, None,
+           None, at, 4, None, "<n>", 0)  # fmt: skip
+    expected = {
+        "id": 7,
+        "patient_id": None,
+        "checkin_id": 3,
+        "severity": "high",
+        "reason": "r\u2028",
+        "summary": 'a "b"\\ \x00 ñ 😀',
+        "status": "open",
+        "created_at": "2026-03-02T15:00:00.120000Z",
+        "sla_due_at": "2026-03-02T15:00:00Z",
+        "claimed_by": None,
+        "claimed_by_email": None,
+        "claimed_at": None,
+        "resolved_at": "2026-03-02T15:00:00.120000Z",
+        "resolved_by": 4,
+        "disposition": None,
+        "note": "<n>",
+        "page_count": 0,
+    }
+    text = serialize.escalation_rows_json([row])
+    assert text == json.dumps({"items": [expected]}, separators=(",", ":"))
+    assert serialize.escalation_rows_json([]) == '{"items":[]}'
+
+
+async def test_a_revoked_token_or_deactivated_user_is_refused_at_once(h: Harness) -> None:
+    _uid, email, token = await staff(h)
+    assert (await h.client.get("/api/v1/escalations", headers=bearer(token))).status == 200
+    async with h.db.write() as s:
+        await s.execute(update(ApiToken).values(revoked_at=h.clock.now()))
+    assert (await h.client.get("/api/v1/escalations", headers=bearer(token))).status == 401
+    _uid, email, token = await staff(h)
+    assert (await h.client.get("/api/v1/escalations", headers=bearer(token))).status == 200
+    async with h.db.write() as s:
+        await s.execute(update(User).where(User.email == email).values(active=False))
+    assert (await h.client.get("/api/v1/escalations", headers=bearer(token))).status == 401
+
+
+# -- the patient page ------------------------------------------------------------------------
+
+# what patient.html looked like when it rendered ``history.timeline`` items itself
+_REFERENCE = jinja2.Environment(autoescape=True).from_string(
+    """{% for i in items %}<li class="{{ i.kind }} {{ i.css }}">
+      <span class="when">{{ i.at.strftime('%Y-%m-%d %H:%M UTC') }}</span>
+      <span class="title">{% if i.link %}<a href="{{ i.link }}">{{ i.title }}</a>{% else %}{{ i.title }}{% endif %}</span>
+      {%- if i.detail %}
+      <span class="detail">{{ i.detail }}</span>{% endif %}
+      {%- if i.extra.get('status') %}
+      <span class="status">{{ i.extra['status'] }}</span>{% endif %}
+    </li>{% if not loop.last %}
+    {% endif %}{% endfor %}"""
+)
+
+
+async def test_timeline_html_is_the_template_rendering_of_the_items(h: Harness) -> None:
+    payload = "<img src=x onerror=\"alert('1')\"> & ñ"
+    p = await h.patient("Maya")
+    await h.start(p, "phq9")
+    await h.sms(p.phone, payload)
+    await h.sms(p.phone, "I want to die")  # an escalation, with a link
+    async with h.db.write() as s:
+        s.add(Treatment(patient_id=p.id, kind=payload, administered_at=h.clock.now()))
+    async with h.db.read() as s:
+        items = await history.timeline(session=s, patient_id=p.id)
+        rows = await history.timeline_rows(session=s, patient_id=p.id)
+    await h.login(await h.user())
+    kinds = {i.kind for i in items}
+    assert {"checkin", "message-in", "message-out", "escalation", "treatment"} <= kinds
+    html = str(patient_pages.timeline_html(rows))
+    assert html == _REFERENCE.render(items=items)
+    assert "<img" not in html and "&lt;img src=x" in html
+    page = await _page(h, p.id)
+    assert html in page
+
+
+async def _page(h: Harness, patient_id: int) -> str:
+    resp = await h.client.get(f"/patients/{patient_id}", allow_redirects=False)
+    assert resp.status == 200
+    return await resp.text()
+
+
+async def test_every_patient_page_view_is_audited(h: Harness) -> None:
+    p = await h.patient()
+    email = await h.user()
+    await h.login(email)
+    for _ in range(3):
+        await _page(h, p.id)
+    assert (await h.client.get("/patients/999999")).status == 404
+    async with h.db.read() as s:
+        events = (
+            await s.scalars(select(AuditEvent).where(AuditEvent.action == "patient.view"))
+        ).all()
+        user_id = await s.scalar(select(User.id).where(User.email == email))
+    assert len(events) == 3
+    assert {(e.actor_id, e.subject_type, e.subject_id) for e in events} == {
+        (user_id, "patient", str(p.id))
+    }
+    assert all(e.at == h.clock.now() and e.details == {} for e in events)
+
+
+def _options(html: str, name: str) -> list[str]:
+    select_ = re.search(rf'<select name="{name}">(.*?)</select>', html, re.S)
+    assert select_, name
+    return re.findall(r'<option value="([^"]+)"', select_.group(1))
+
+
+async def test_flow_pickers_follow_publish_and_retire_at_once(h: Harness) -> None:
+    p = await h.patient()
+    await h.login(await h.user(Role.ADMIN))
+    before = _options(await _page(h, p.id), "flow")
+    assert "daily_mood" in before and "evening_mood" not in before
+    assert "ketamine_induction" in _options(await _page(h, p.id), "protocol")
+    admin = await h.token(Role.ADMIN)
+    source = MOOD.replace("key: daily_mood", "key: evening_mood", 1)
+    resp = await h.client.put(
+        "/api/v1/flows/evening_mood/draft",
+        data=source.encode(),
+        headers={**bearer(admin), "Content-Type": "application/yaml"},
+    )
+    assert resp.status in (200, 201), await resp.text()
+    assert "evening_mood" not in _options(await _page(h, p.id), "flow")  # a draft only
+    resp = await h.client.post("/api/v1/flows/evening_mood/publish", headers=bearer(admin))
+    assert resp.status == 201
+    assert "evening_mood" in _options(await _page(h, p.id), "flow")
+    resp = await h.client.post("/api/v1/flows/evening_mood/retire", headers=bearer(admin))
+    assert resp.status == 200
+    assert "evening_mood" not in _options(await _page(h, p.id), "flow")
+
+
+async def test_flow_pickers_see_another_process_within_the_ttl(h: Harness) -> None:
+    """A change this process did not commit (the CLI, another server) shows after the TTL."""
+    p = await h.patient()
+    await h.login(await h.user())
+    assert "daily_mood" in _options(await _page(h, p.id), "flow")
+    async with h.db.engine.begin() as conn:  # Core, as another process would: no ORM events
+        await conn.execute(
+            update(FlowVersion)
+            .where(FlowVersion.key == "daily_mood")
+            .values(status=VersionStatus.RETIRED)
+        )
+    assert "daily_mood" in _options(await _page(h, p.id), "flow")  # cached, within the TTL
+    h.app[patient_pages.CHOICES].loaded_at -= patient_pages.CHOICES_TTL + 0.1  # time passes
+    assert "daily_mood" not in _options(await _page(h, p.id), "flow")
+
+
+# -- the session touch -------------------------------------------------------------------------
+
+
+async def _seen(h: Harness) -> tuple[object, object]:
+    async with h.db.read() as s:
+        row = (await s.execute(select(WebSession.last_seen_at, WebSession.idle_expires_at))).one()
+    return row[0], row[1]
+
+
+async def test_the_session_is_touched_at_most_every_30_seconds(h: Harness) -> None:
+    await h.login(await h.user())
+    signed_in = h.clock.now()
+    assert await _seen(h) == (signed_in, signed_in + sessions.IDLE_TIMEOUT)
+    h.clock.advance(seconds=20)
+    assert (await h.client.get("/", allow_redirects=False)).status == 200
+    assert await _seen(h) == (signed_in, signed_in + sessions.IDLE_TIMEOUT)  # not written
+    h.clock.advance(seconds=10)
+    assert (await h.client.get("/", allow_redirects=False)).status == 200
+    now = h.clock.now()
+    assert await _seen(h) == (now, now + sessions.IDLE_TIMEOUT)
+    # the queue's own refresh is not activity: never a touch
+    h.clock.advance(minutes=5)
+    assert (await h.client.get("/queue/rows", allow_redirects=False)).status == 200
+    assert await _seen(h) == (now, now + sessions.IDLE_TIMEOUT)
+    # idle for the whole timeout (less than a touch interval after the last one): signed out
+    h.clock.advance(minutes=10)
+    assert (await h.client.get("/", allow_redirects=False)).status == 303
+
+
+async def test_a_touch_never_revives_a_revoked_session_nor_moves_expiry_back(h: Harness) -> None:
+    await h.login(await h.user())
+    async with h.db.read() as s:
+        session_id = await s.scalar(select(WebSession.id))
+    assert session_id is not None
+    later = h.clock.now() + timedelta(minutes=2)
+    async with h.db.write() as s:
+        await sessions.write_touch(
+            session=s,
+            session_id=session_id,
+            last_seen_at=later,
+            idle_expires_at=later + sessions.IDLE_TIMEOUT,
+        )
+    async with h.db.write() as s:  # an earlier request's touch arriving late
+        await sessions.write_touch(
+            session=s,
+            session_id=session_id,
+            last_seen_at=h.clock.now(),
+            idle_expires_at=h.clock.now() + sessions.IDLE_TIMEOUT,
+        )
+    assert await _seen(h) == (later, later + sessions.IDLE_TIMEOUT)
+    async with h.db.write() as s:
+        await s.execute(update(WebSession).values(revoked_at=h.clock.now()))
+        await sessions.write_touch(
+            session=s,
+            session_id=session_id,
+            last_seen_at=later + timedelta(minutes=1),
+            idle_expires_at=later + sessions.IDLE_TIMEOUT + timedelta(minutes=1),
+        )
+    assert await _seen(h) == (later, later + sessions.IDLE_TIMEOUT)
+    assert (await h.client.get("/", allow_redirects=False)).status == 303
+
+
+async def test_plain_reads_are_autocommit_on_postgres_only(h: Harness) -> None:
+    """No BEGIN/ROLLBACK round trips on PostgreSQL; SQLite keeps its read transactions."""
+    async with h.db.plain_reads() as conn:
+        assert await conn.scalar(select(func.count()).select_from(User)) is not None
+        level = conn.sync_connection.get_execution_options().get("isolation_level")  # type: ignore[union-attr]
+    assert (level == "AUTOCOMMIT") is (not h.db.is_sqlite)
