@@ -147,8 +147,11 @@ async def drain_due(
             if result.claimed < limit or monotonic() >= deadline:
                 return handled
 
-    counts = await asyncio.gather(*(lane() for _ in range(1 if db.is_sqlite else lanes)))
-    return sum(counts)
+    # a task group: a lane that fails cancels the others (their batches roll back and stay
+    # leased) instead of leaving them running past the tick
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(lane()) for _ in range(1 if db.is_sqlite else lanes)]
+    return sum(t.result() for t in tasks)
 
 
 async def _claimed_rows(session: AsyncSession, ids: list[int]) -> list[tuple[Checkin, Patient]]:

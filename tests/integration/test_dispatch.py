@@ -163,6 +163,39 @@ async def test_one_dispatch_tick_drains_a_backlog_batch_after_batch(
     assert await dispatch_tick.run() == 0  # nothing claimable: no spinning on the waiting row
 
 
+async def test_a_failing_dispatch_lane_stops_the_others_with_it(h: Harness) -> None:
+    """The tick's lanes run in a task group: an error ends the whole drain, no lane is left
+    running past the tick (a second tick could otherwise overlap it)."""
+    patients = [await h.patient(f"L{i}") for i in range(4)]
+    for p in patients:
+        await add_checkin(h, p, "daily_mood", START - timedelta(minutes=1))
+    before = asyncio.all_tasks()
+
+    async def fail(_result: dispatch.TickResult) -> None:
+        raise RuntimeError("sending failed")
+
+    with pytest.raises(ExceptionGroup) as caught:
+        await dispatch.drain_due(
+            h.db, h.settings, lambda: START, limit=1, lanes=2, budget_s=10, after_batch=fail
+        )
+    assert all(isinstance(e, RuntimeError) for e in caught.value.exceptions)
+    assert asyncio.all_tasks() == before
+    # what the finished batch started stays started; the rest is still due
+    statuses = sorted([(await get(h, c)).status for c in await _checkins_of(h, patients)])
+    assert CheckinStatus.ACTIVE in statuses and CheckinStatus.SCHEDULED in statuses
+
+
+async def _checkins_of(h: Harness, patients: list[Patient]) -> list[Checkin]:
+    async with h.db.read() as s:
+        return list(
+            (
+                await s.scalars(
+                    select(Checkin).where(Checkin.patient_id.in_([p.id for p in patients]))
+                )
+            ).all()
+        )
+
+
 async def test_concurrent_batches_never_start_two_conversations_for_one_patient(
     h: Harness,
 ) -> None:
