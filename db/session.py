@@ -133,6 +133,17 @@ class Database:
             yield session
 
     @asynccontextmanager
+    async def write_one(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one writing statement: on PostgreSQL in autocommit, the statement
+        its own transaction without BEGIN/COMMIT round trips; ``write_conn`` on SQLite."""
+        if self.is_sqlite:
+            async with self.write_conn() as conn:
+                yield conn
+            return
+        async with self._plain_engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
     async def plain_reads(self) -> AsyncIterator[AsyncConnection]:
         """A Core connection for the hot read paths (session and token lookups, the queue
         API, the patient page): no ORM overhead and, on PostgreSQL, autocommit, so no

@@ -192,7 +192,7 @@ async def _record_successes(
     """Record accepted sends in one statement (executemany), whatever their number."""
     if not done:
         return
-    async with db.write_conn() as conn:
+    async with db.write_one() as conn:
         await conn.execute(
             _RECORD_SUCCESS,
             [
