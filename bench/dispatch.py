@@ -33,13 +33,13 @@ import time  # noqa: E402
 from collections.abc import AsyncIterator, Sequence  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 
-import asyncpg  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 
 SELF = Path(__file__).resolve()
 ROOT = SELF.parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.support import scratch_database  # noqa: E402
 from bot.migrations import upgrade  # noqa: E402
 from bot.services.library_seed import seed_library  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
@@ -48,7 +48,6 @@ from db.enums import CheckinStatus, Direction, PatientStatus  # noqa: E402
 from db.models import Checkin, Message, Patient  # noqa: E402
 from db.session import Database  # noqa: E402
 
-ADMIN_PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 SEED_CHUNK = 5_000
 
@@ -222,33 +221,13 @@ async def verify(url: str, rows: int) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def postgres_db() -> AsyncIterator[str]:
-    name = f"aftercare_dispatch_{os.getpid()}"
-    admin = await asyncpg.connect(ADMIN_PG_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = ADMIN_PG_URL.rsplit("/", 1)[0]
-    try:
-        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-    finally:
-        admin = await asyncpg.connect(ADMIN_PG_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
-@contextlib.asynccontextmanager
 async def sqlite_db() -> AsyncIterator[str]:
     with tempfile.TemporaryDirectory(prefix="aftercare-dispatch-") as tmp:
         yield f"sqlite+aiosqlite:///{tmp}/bench.db"
 
 
 async def one_run(backend: str, rows: int, workers: int, batch: int, lanes: int) -> str:
-    ctx = postgres_db() if backend == "postgres" else sqlite_db()
+    ctx = scratch_database("aftercare_dispatch") if backend == "postgres" else sqlite_db()
     async with ctx as url:
         await asyncio.to_thread(upgrade, url)
         seed_s = await seed(url, rows)

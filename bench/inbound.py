@@ -56,10 +56,13 @@ from aiohttp import web  # noqa: E402
 
 SELF = Path(__file__).resolve()
 ROOT = SELF.parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.support import cpu_seconds, scratch_database  # noqa: E402
+
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 ACCOUNT_SID = "AC" + "5" * 32
 OUR_NUMBER = "+12025550199"
-ADMIN_PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 START_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 60.0
@@ -233,15 +236,6 @@ class RunResult:
         return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process (Linux /proc), for CPU per message."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def drive(
     url: str, patients: Sequence[Sequence[Request]], concurrency: int, server_pid: int
 ) -> RunResult:
@@ -378,24 +372,8 @@ async def sqlite_backend(tmp: Path) -> AsyncIterator[Backend]:
 
 @contextlib.asynccontextmanager
 async def postgres_backend() -> AsyncIterator[Backend]:
-    import asyncpg
-
-    name = f"aftercare_bench_{os.getpid()}"
-    admin = await asyncpg.connect(ADMIN_PG_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = ADMIN_PG_URL.split("://", 1)[1].rsplit("/", 1)[0]
-    try:
-        yield Backend("postgres", f"postgresql+asyncpg://{base}/{name}")
-    finally:
-        admin = await asyncpg.connect(ADMIN_PG_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with scratch_database("aftercare_bench") as url:
+        yield Backend("postgres", url)
 
 
 def server_env(db_url: str, port: int, token: str) -> dict[str, str]:

@@ -69,7 +69,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-ADMIN_PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from bench.support import cpu_seconds, scratch_database  # noqa: E402
+
 TARGET_P99_MS = 50.0
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -496,33 +497,6 @@ def _plain(db_url: str) -> str:
 # -- databases and processes -----------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def fresh_database(*, keep: bool = False) -> AsyncIterator[str]:
-    import asyncpg
-
-    name = f"aftercare_benchq_{os.getpid()}"
-    admin = await asyncpg.connect(ADMIN_PG_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = ADMIN_PG_URL.split("://", 1)[1].rsplit("/", 1)[0]
-    url = f"postgresql+asyncpg://{base}/{name}"
-    try:
-        yield url
-    finally:
-        if keep:
-            print(f"kept database {url}")
-        else:
-            admin = await asyncpg.connect(ADMIN_PG_URL)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                print(f"dropped database {name}")
-            finally:
-                await admin.close()
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -653,14 +627,6 @@ class Run:
             f"max {max(self.latencies) * 1e3:6.1f} ms  non-200 {bad}  "
             f"~{sum(self.sizes) / max(1, len(self.sizes)) / 1024:.0f} KiB{cpu}"
         )
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def drive(
@@ -794,7 +760,7 @@ async def database(args: argparse.Namespace, now: datetime) -> AsyncIterator[str
         return
     from bot.migrations import upgrade_async
 
-    async with fresh_database(keep=args.keep_database) as db_url:
+    async with scratch_database("aftercare_benchq", keep=args.keep_database) as db_url:
         t0 = time.perf_counter()
         await upgrade_async(db_url)
         print(f"migrated in {time.perf_counter() - t0:.1f} s")

@@ -55,7 +55,6 @@ import aiohttp
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ACCOUNT_SID = "AC" + "9" * 32
 AUTH_TOKEN = "soak-auth-token-0123456789abcdef"
 OUR_NUMBER = "+12025550199"
@@ -177,28 +176,6 @@ async def stop(proc: Proc) -> None:
             await asyncio.sleep(0.1)
         proc.popen.kill()
         proc.popen.wait()
-
-
-@contextlib.asynccontextmanager
-async def database() -> AsyncIterator[str]:
-    import asyncpg
-
-    name = f"aftercare_soak_{os.getpid()}"
-    admin = await asyncpg.connect(ADMIN_PG_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = ADMIN_PG_URL.split("://", 1)[1].rsplit("/", 1)[0]
-    try:
-        yield f"postgresql+asyncpg://{base}/{name}"
-    finally:
-        admin = await asyncpg.connect(ADMIN_PG_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def app_env(db_url: str, port: int, twilio_base: str) -> dict[str, str]:
@@ -450,11 +427,16 @@ def report_minute(index: int, m: Minute, started: int) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from bench.support import scratch_database
+
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"aftercare-soak-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     twilio = FakeTwilio()
     port = free_port()
-    async with database() as db_url, twilio.serve(free_port()) as twilio_base:
+    async with (
+        scratch_database("aftercare_soak") as db_url,
+        twilio.serve(free_port()) as twilio_base,
+    ):
         env = app_env(db_url, port, twilio_base)
         migrate = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -16,7 +16,7 @@ from datetime import datetime, time, timedelta
 from time import monotonic
 from typing import Any
 
-from sqlalchemy import bindparam, insert, literal, or_, select, update
+from sqlalchemy import Update, bindparam, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.services.conversations import (
@@ -32,7 +32,13 @@ from bot.services.conversations import (
 from bot.services.escalations import open_escalation_exists, raise_escalation
 from bot.services.flow_store import FlowUnavailableError, parse_cached
 from bot.services.outbox import message_row
-from bot.services.scheduling import patient_can_receive, quiet_hours, quiet_now, zone
+from bot.services.scheduling import (
+    PatientLike,
+    patient_can_receive,
+    quiet_hours,
+    quiet_now,
+    zone,
+)
 from bot.settings import Settings
 from db.enums import CheckinStatus, PatientStatus, Severity, VersionStatus
 from db.models import Checkin, FlowVersion, Message, Patient
@@ -62,6 +68,9 @@ class TickResult:
     expired: int = 0
     failed: int = 0
     outbound_ids: list[int] = field(default_factory=list)
+
+    def count(self, kind: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
 
     @property
     def handled(self) -> int:
@@ -291,18 +300,20 @@ _DUE_ROWS = (
     .with_for_update(of=Checkin)
 )
 _BY_ID = Checkin.id == bindparam("b_id")
-_SETTLE = (
-    update(Checkin)
-    .where(_BY_ID)
-    .values(
-        status=bindparam("b_status"),
-        outcome=bindparam("b_outcome"),
-        completed_at=bindparam("b_at"),
-        lease_until=None,
-    )
-)
-_WAIT = update(Checkin).where(_BY_ID).values(lease_until=bindparam("b_lease"))
-_DEFER = update(Checkin).where(_BY_ID).values(due_at=bindparam("b_due"), lease_until=None)
+_HOLD_STATEMENTS: dict[tuple[str, ...], Update] = {}
+
+
+def _hold_statement(columns: tuple[str, ...]) -> Update:
+    """``UPDATE checkins SET <columns> WHERE id`` for executemany, one per column set."""
+    statement = _HOLD_STATEMENTS.get(columns)
+    if statement is None:
+        statement = (
+            update(Checkin).where(_BY_ID).values({name: bindparam(f"b_{name}") for name in columns})
+        )
+        _HOLD_STATEMENTS[columns] = statement
+    return statement
+
+
 _BEGIN = (
     update(Checkin)
     .where(_BY_ID)
@@ -337,23 +348,17 @@ def _due(row: Sequence[Any]) -> _Due:
 class _Batch:
     """The batch's writes, collected per statement and sent as executemany."""
 
-    settle: list[dict[str, Any]] = field(default_factory=list)
-    wait: list[dict[str, Any]] = field(default_factory=list)
-    defer: list[dict[str, Any]] = field(default_factory=list)
+    held: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
     begin: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, object]] = field(default_factory=list)
     missed: list[int] = field(default_factory=list)
     slow: list[tuple[_Due, tuple[int, Flow, str], Step]] = field(default_factory=list)
 
     async def write(self, conn: AsyncConnection) -> None:
-        for statement, rows in (
-            (_SETTLE, self.settle),
-            (_WAIT, self.wait),
-            (_DEFER, self.defer),
-            (_BEGIN, self.begin),
-        ):
-            if rows:
-                await conn.execute(statement, rows)
+        for columns, rows in self.held.items():
+            await conn.execute(_hold_statement(columns), rows)
+        if self.begin:
+            await conn.execute(_BEGIN, self.begin)
 
 
 async def _start_batch(
@@ -376,7 +381,14 @@ async def _start_batch(
         )
         batch = _Batch()
         for due in rows:
-            if _triage_row(due, busy, now, result, batch):
+            hold = _hold(due.patient, due.expires_at, busy, now)
+            if hold is not None:
+                result.count(hold.kind)
+                batch.held.setdefault(tuple(hold.columns), []).append(
+                    {"b_id": due.id, **{f"b_{k}": v for k, v in hold.columns.items()}}
+                )
+                if hold.kind == "missed":
+                    batch.missed.append(due.patient.id)
                 continue
             found = flows.get(due.flow_key)
             if found is None:
@@ -472,35 +484,34 @@ async def _finish_in_orm(
     return outbound
 
 
-def _triage_row(
-    due: _Due, busy: set[int], now: datetime, result: TickResult, batch: _Batch
-) -> bool:
-    """``_triage`` for the bulk path: the same decisions, collected as bulk writes."""
-    patient = due.patient
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    """Why a claimed check-in does not start now, and the columns that settle it."""
+
+    kind: str  # a TickResult counter: cancelled, missed, waiting or deferred
+    columns: dict[str, Any]
+
+
+def _hold(
+    patient: PatientLike, expires_at: datetime | None, busy: set[int], now: datetime
+) -> _Hold | None:
+    """The decision both start paths share: None if the check-in may start now."""
     if not patient_can_receive(patient):
         outcome = "opted_out" if patient.opted_out_at else str(patient.status)
-        batch.settle.append(
-            {"b_id": due.id, "b_status": CheckinStatus.CANCELLED, "b_outcome": outcome, "b_at": now}
-        )
-        result.cancelled += 1
-        return True
-    if due.expires_at is not None and due.expires_at <= now:
-        batch.settle.append(
-            {"b_id": due.id, "b_status": CheckinStatus.MISSED, "b_outcome": "missed", "b_at": now}
-        )
-        batch.missed.append(patient.id)
-        result.missed += 1
-        return True
+        return _Hold("cancelled", _ended(CheckinStatus.CANCELLED, outcome, now))
+    if expires_at is not None and expires_at <= now:
+        # Past its window (downtime, or waiting behind another conversation): never sent late.
+        return _Hold("missed", _ended(CheckinStatus.MISSED, "missed", now))
     if patient.id in busy:
-        batch.wait.append({"b_id": due.id, "b_lease": now + BUSY_RECHECK})
-        result.waiting += 1
-        return True
+        return _Hold("waiting", {"lease_until": now + BUSY_RECHECK})
     if quiet_now(patient, now):
         due_at = defer_for_quiet_hours(now, zone(patient), quiet_hours(patient))
-        batch.defer.append({"b_id": due.id, "b_due": due_at})
-        result.deferred += 1
-        return True
-    return False
+        return _Hold("deferred", {"due_at": due_at, "lease_until": None})
+    return None
+
+
+def _ended(status: CheckinStatus, outcome: str, now: datetime) -> dict[str, Any]:
+    return {"status": status, "outcome": outcome, "completed_at": now, "lease_until": None}
 
 
 async def _triage(
@@ -511,33 +522,16 @@ async def _triage(
     now: datetime,
     result: TickResult,
 ) -> bool:
-    """Settle a claimed check-in that must not start now; True if it was settled."""
-    if not patient_can_receive(patient):
-        checkin.status = CheckinStatus.CANCELLED
-        checkin.outcome = "opted_out" if patient.opted_out_at else str(patient.status)
-        checkin.completed_at = now
-        checkin.lease_until = None
-        result.cancelled += 1
-        return True
-    if checkin.expires_at is not None and checkin.expires_at <= now:
-        # Past its window (downtime, or waiting behind another conversation): never sent late.
-        checkin.status = CheckinStatus.MISSED
-        checkin.outcome = "missed"
-        checkin.completed_at = now
-        checkin.lease_until = None
-        result.missed += 1
+    """``_hold`` on ORM rows (the one-by-one path); True if the check-in was settled."""
+    hold = _hold(patient, checkin.expires_at, busy, now)
+    if hold is None:
+        return False
+    result.count(hold.kind)
+    for name, value in hold.columns.items():
+        setattr(checkin, name, value)
+    if hold.kind == "missed":
         await note_silence(session=session, patient=patient, now=now)
-        return True
-    if patient.id in busy:
-        checkin.lease_until = now + BUSY_RECHECK
-        result.waiting += 1
-        return True
-    if quiet_now(patient, now):
-        checkin.due_at = defer_for_quiet_hours(now, zone(patient), quiet_hours(patient))
-        checkin.lease_until = None
-        result.deferred += 1
-        return True
-    return False
+    return True
 
 
 async def _start_each(

@@ -7,6 +7,7 @@ skip with the reason, except under ``CI`` (``.ci/run`` installs it), where they 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -49,6 +50,60 @@ class Live:
     app: web.Application
 
 
+@contextlib.asynccontextmanager
+async def _serving(port: int, settings: Settings, db: Database) -> AsyncIterator[Live]:
+    """The real app on 127.0.0.1:``port`` until the test ends; then the database is closed."""
+    app = create_app(settings, database=db)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield Live(f"http://127.0.0.1:{port}", settings, db, app)
+    finally:
+        await runner.cleanup()
+        await db.dispose()
+
+
+@dataclass
+class Watched:
+    """A page whose script errors (CSP violations included) and failed responses are kept."""
+
+    context: Any
+    page: Any
+    errors: list[str]
+    failed: list[str]
+
+
+async def watched_page(browser: Any, *, height: int = 900) -> Watched:
+    context = await browser.new_context(viewport={"width": 1280, "height": height})
+    page = await context.new_page()
+    watched = Watched(context, page, [], [])
+    page.on("pageerror", lambda exc: watched.errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: (
+            watched.errors.append(f"{msg.text} at {msg.location}") if msg.type == "error" else None
+        ),
+    )
+    context.on(
+        "response",
+        lambda r: watched.failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+    )
+    return watched
+
+
+async def sign_in(page: Any, live: Live, path: str, email: str, password: str) -> None:
+    """Open ``path``, get sent to the login page, sign in, and land back on ``path``."""
+    await page.goto(live.base_url + path)
+    assert "/login" in page.url
+    await page.fill("input[name=email]", email)
+    await page.fill("input[name=password]", password)
+    async with page.expect_navigation():
+        await page.click("button[type=submit]")
+    assert page.url == live.base_url + path
+
+
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[Live]:
     """The real app in this process and loop, on 127.0.0.1:<free port>, with a fresh database."""
@@ -76,16 +131,8 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
             new=NewUser(CLINICIAN_EMAIL, Role.CLINICIAN, CLINICIAN_PASSWORD, "Nia Nurse"),
             now=now,
         )
-    app = create_app(settings, database=db)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        yield Live(base_url, settings, db, app)
-    finally:
-        await runner.cleanup()
-        await db.dispose()
+    async with _serving(port, settings, db) as served:
+        yield served
 
 
 @pytest.fixture
@@ -143,13 +190,5 @@ async def demo_live(tmp_path: Path) -> AsyncIterator[Live]:
     )
     db = Database(url)
     await seed_demo(db, settings, datetime.now(UTC))
-    app = create_app(settings, database=db)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        yield Live(base_url, settings, db, app)
-    finally:
-        await runner.cleanup()
-        await db.dispose()
+    async with _serving(port, settings, db) as served:
+        yield served

@@ -16,7 +16,7 @@ from bot.demo import DEMO_PASSWORD, MAYA
 from bot.sms.signature import sign
 from db.enums import Direction, EscalationStatus, Severity
 from db.models import Escalation, Message
-from tests.e2e.conftest import Live
+from tests.e2e.conftest import Live, sign_in, watched_page
 
 pytestmark = pytest.mark.browser
 
@@ -55,28 +55,12 @@ async def test_demo_phone_text_to_critical_escalation(
 ) -> None:
     live = demo_live
     started = time.monotonic()
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on(
-        "console",
-        lambda msg: errors.append(f"{msg.text} at {msg.location}") if msg.type == "error" else None,
-    )
-    failed: list[str] = []
-    context.on(
-        "response",
-        lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
-    )
+    watched = await watched_page(browser)
+    context, page = watched.context, watched.page
+    errors, failed = watched.errors, watched.failed
     try:
         # sign in as the on-call nurse, straight back to the demo phone
-        await page.goto(live.base_url + "/demo/phone")
-        assert "/login" in page.url
-        await page.fill("input[name=email]", NURSE)
-        await page.fill("input[name=password]", DEMO_PASSWORD)
-        async with page.expect_navigation():
-            await page.click("button[type=submit]")
-        assert page.url == live.base_url + "/demo/phone"
+        await sign_in(page, live, "/demo/phone", NURSE, DEMO_PASSWORD)
         await page.wait_for_selector("h1:has-text('Demo phone')")
         assert await page.locator("header nav a.on", has_text="Demo phone").count() == 1
 

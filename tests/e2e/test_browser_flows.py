@@ -14,7 +14,7 @@ import pytest
 
 from bot.services.accounts import NewUser, create_user
 from db.enums import Role
-from tests.e2e.conftest import Live
+from tests.e2e.conftest import Live, sign_in, watched_page
 
 pytestmark = pytest.mark.browser
 
@@ -50,14 +50,9 @@ async def test_admin_edits_validates_simulates_and_publishes_a_flow(
 ) -> None:
     started = time.monotonic()
     await _admin(live)
-    context = await browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on(
-        "console",
-        lambda msg: errors.append(f"{msg.text} at {msg.location}") if msg.type == "error" else None,
-    )
+    watched = await watched_page(browser, height=1000)
+    context, page = watched.context, watched.page
+    errors = watched.errors
     dialogs: list[str] = []
 
     async def accept(dialog: Any) -> None:
@@ -69,13 +64,7 @@ async def test_admin_edits_validates_simulates_and_publishes_a_flow(
     problems = page.locator("#problems")
     try:
         # sign in: the flows page sends us to the login page and back
-        await page.goto(live.base_url + "/admin/flows")
-        assert "/login" in page.url
-        await page.fill("input[name=email]", ADMIN_EMAIL)
-        await page.fill("input[name=password]", ADMIN_PASSWORD)
-        async with page.expect_navigation():
-            await page.click("button[type=submit]")
-        assert page.url == live.base_url + "/admin/flows"
+        await sign_in(page, live, "/admin/flows", ADMIN_EMAIL, ADMIN_PASSWORD)
         row = page.locator("tr", has=page.locator(f"a[href='/admin/flows/{FLOW}']"))
         assert "v1" in await row.inner_text()
 

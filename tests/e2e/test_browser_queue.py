@@ -16,7 +16,7 @@ from sqlalchemy import select
 from bot.sms.signature import sign
 from db.enums import CheckinStatus, Disposition, EscalationStatus, Severity
 from db.models import Checkin, Escalation, Patient, Score
-from tests.e2e.conftest import CLINICIAN_EMAIL, CLINICIAN_PASSWORD, Live
+from tests.e2e.conftest import CLINICIAN_EMAIL, CLINICIAN_PASSWORD, Live, sign_in, watched_page
 
 pytestmark = pytest.mark.browser
 
@@ -106,28 +106,12 @@ async def test_clinician_works_a_critical_escalation_in_the_browser(
 ) -> None:
     started = time.monotonic()
     patient_id = await _patient_with_history(live)
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on(
-        "console",
-        lambda msg: errors.append(f"{msg.text} at {msg.location}") if msg.type == "error" else None,
-    )
-    failed: list[str] = []
-    context.on(
-        "response",
-        lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
-    )
+    watched = await watched_page(browser)
+    context, page = watched.context, watched.page
+    errors, failed = watched.errors, watched.failed
     try:
         # sign in: the queue sends us to the login page and back
-        await page.goto(live.base_url + "/")
-        assert "/login" in page.url
-        await page.fill("input[name=email]", CLINICIAN_EMAIL)
-        await page.fill("input[name=password]", CLINICIAN_PASSWORD)
-        async with page.expect_navigation():
-            await page.click("button[type=submit]")
-        assert page.url == live.base_url + "/"
+        await sign_in(page, live, "/", CLINICIAN_EMAIL, CLINICIAN_PASSWORD)
         await page.wait_for_selector("h1:has-text('Escalation queue')")
         assert "Nothing waiting" in await page.inner_text("#queue-rows")
         assert await page.locator("#queue-rows tr[data-id]").count() == 0

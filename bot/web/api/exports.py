@@ -26,13 +26,11 @@ from sqlalchemy import select
 from bot.appkeys import CLOCK, DATABASE, SETTINGS
 from bot.services import exports as csv_exports
 from bot.services import fhir
-from bot.web import security
+from bot.web import audit_log, security
 from bot.web.api import openapi
 from bot.web.api.auth import ADMIN, STAFF, Principal, require
 from bot.web.api.errors import invalid, not_found
 from bot.web.api.patients import path_id
-from bot.web.audit_log import source
-from db import audit
 from db.models import Patient
 
 FLOW_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -54,16 +52,7 @@ async def _record(
     details: dict[str, Any],
 ) -> None:
     async with request.app[DATABASE].write() as session:
-        audit.record(
-            session=session,
-            action=action,
-            at=request.app[CLOCK].now(),
-            actor_id=who.user_id,
-            subject_type=subject_type,
-            subject_id=subject_id,
-            source_address=source(request),
-            details=details,
-        )
+        audit_log.record(request, session, who, action, subject_type, subject_id, **details)
 
 
 def _fhir_response(resource: Resource) -> web.Response:

@@ -133,15 +133,7 @@ async def record_view(
     """``record`` for a read-only page on ``Database.plain_reads``' autocommit connection: one
     INSERT, its own transaction, no ORM unit of work. On SQLite every write still goes
     through ``Database.write`` (its lock and ``BEGIN IMMEDIATE``)."""
-    values = {
-        "actor_id": user.user_id,
-        "action": action,
-        "subject_type": subject_type,
-        "subject_id": str(subject_id),
-        "at": request.app[CLOCK].now(),
-        "source_address": audit_log.source(request),
-        "details": {},
-    }
+    values = audit_log.row(request, user, action, subject_type, subject_id)
     db = request.app[DATABASE]
     if db.is_sqlite:
         async with db.write() as session:

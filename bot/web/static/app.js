@@ -1,6 +1,23 @@
 // aftercare pages: small progressive enhancements, no inline script (CSP).
 "use strict";
 
+// Fetch a server-rendered fragment and hand it to `show`; when the session has ended, reload
+// to show the sign-in page; offline for a moment, try again at the next tick.
+function poll(url, show) {
+  fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+    .then(function (r) {
+      if (r.redirected || r.status === 401 || r.status === 403) {
+        window.location.reload();
+        return null;
+      }
+      return r.ok ? r.text() : null;
+    })
+    .then(function (html) {
+      if (html !== null && html !== undefined) { show(html); }
+    })
+    .catch(function () { /* try again next time */ });
+}
+
 (function () {
   // The queue refreshes itself so a new critical escalation shows up without a reload.
   var table = document.querySelector("table[data-refresh]");
@@ -8,20 +25,9 @@
     var body = document.getElementById("queue-rows");
     var url = table.getAttribute("data-refresh") + window.location.search;
     var refresh = function () {
-      fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
-        .then(function (r) {
-          if (r.redirected || r.status === 401 || r.status === 403) {
-            window.location.reload();  // the session ended: show the sign-in page
-            return null;
-          }
-          return r.ok ? r.text() : null;
-        })
-        .then(function (html) {
-          if (html !== null && html !== undefined) {
-            body.innerHTML = html;  // server-rendered and autoescaped
-          }
-        })
-        .catch(function () { /* offline for a moment: try again next time */ });
+      poll(url, function (html) {
+        body.innerHTML = html;  // server-rendered and autoescaped
+      });
     };
     window.setInterval(refresh, 15000);
   }
@@ -77,22 +83,13 @@
     var last = list.innerHTML;
     bottom();
     var refresh = function () {
-      fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
-        .then(function (r) {
-          if (r.redirected || r.status === 401 || r.status === 403) {
-            window.location.reload();  // the session ended: show the sign-in page
-            return null;
-          }
-          return r.ok ? r.text() : null;
-        })
-        .then(function (html) {
-          if (html !== null && html !== undefined && html !== last) {
-            last = html;
-            list.innerHTML = html;  // server-rendered and autoescaped
-            bottom();
-          }
-        })
-        .catch(function () { /* offline for a moment: try again next time */ });
+      poll(url, function (html) {
+        if (html !== last) {
+          last = html;
+          list.innerHTML = html;  // server-rendered and autoescaped
+          bottom();
+        }
+      });
     };
     window.setInterval(refresh, 2000);
   }
