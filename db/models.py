@@ -353,6 +353,16 @@ class Escalation(Base):
     __tablename__ = "escalations"
     __table_args__ = (
         Index("ix_escalations_queue", "status", "severity_rank", "created_at"),
+        # the queue as clinicians poll it: open and claimed, in queue order; a few hundred
+        # rows while the table grows by the hundred thousand
+        Index(
+            "ix_escalations_open_queue",
+            "severity_rank",
+            "created_at",
+            "id",
+            sqlite_where=text("status IN ('open', 'claimed')"),
+            postgresql_where=text("status IN ('open', 'claimed')"),
+        ),
         Index("ix_escalations_patient_id_created_at", "patient_id", "created_at"),
         Index("ix_escalations_status_sla_due_at", "status", "sla_due_at"),
     )

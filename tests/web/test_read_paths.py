@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from urllib.parse import quote
 
 import jinja2
 import pytest
@@ -16,8 +17,25 @@ from bot import library
 from bot.services import history, queue, sessions
 from bot.web.api import serialize
 from bot.web.pages import patients as patient_pages
-from db.enums import Disposition, EscalationStatus, Role, Severity, VersionStatus
-from db.models import ApiToken, AuditEvent, Escalation, FlowVersion, Treatment, User, WebSession
+from db.enums import (
+    Direction,
+    Disposition,
+    EscalationStatus,
+    MessageStatus,
+    Role,
+    Severity,
+    VersionStatus,
+)
+from db.models import (
+    ApiToken,
+    AuditEvent,
+    Escalation,
+    FlowVersion,
+    Message,
+    Treatment,
+    User,
+    WebSession,
+)
 from tests.web.harness import Harness, harness
 from tests.web.test_queue import bearer, escalation, staff
 
@@ -88,6 +106,33 @@ async def test_queue_json_is_what_the_orm_serialiser_gives(h: Harness) -> None:
         )["items"]
     }
     assert ids == {open_, claimed, resolved}
+
+
+async def test_a_changed_escalation_is_never_served_from_the_item_cache(h: Harness) -> None:
+    """Items are memoised on their values: a claim, a page or an edit shows at the next poll."""
+    uid, email, token = await staff(h, name="Nia")
+    eid = await escalation(h, Severity.HIGH, summary="first")
+
+    async def item() -> dict[str, object]:
+        body = await (await h.client.get("/api/v1/escalations", headers=bearer(token))).json()
+        (found,) = [i for i in body["items"] if i["id"] == eid]
+        return found  # type: ignore[no-any-return]
+
+    assert (await item())["status"] == "open"
+    resp = await h.client.post(f"/api/v1/escalations/{eid}/claim", headers=bearer(token))
+    assert resp.status == 200
+    claimed = await item()
+    assert (claimed["status"], claimed["claimed_by"], claimed["claimed_by_email"]) == (
+        "claimed",
+        uid,
+        email,
+    )
+    async with h.db.write() as s:
+        await s.execute(
+            update(Escalation).where(Escalation.id == eid).values(page_count=3, summary="second")
+        )
+    again = await item()
+    assert (again["page_count"], again["summary"]) == (3, "second")
 
 
 async def test_queue_json_text_matches_json_dumps() -> None:
@@ -170,6 +215,112 @@ async def test_timeline_html_is_the_template_rendering_of_the_items(h: Harness) 
     assert "<img" not in html and "&lt;img src=x" in html
     page = await _page(h, p.id)
     assert html in page
+
+
+async def test_timeline_pages_cover_every_item_once_newest_first(h: Harness) -> None:
+    """Pages of ``TIMELINE_LIMIT`` items, walked through their "Older entries" links: every
+    item once, in order, also where many items share one timestamp (a page boundary among
+    them) and where a check-in's time is not its due time."""
+    p = await h.patient("Ana")
+    await h.start(p, "phq9")
+    await h.sms(p.phone, "2")
+    same = h.clock.now() - timedelta(days=1)
+    async with h.db.write() as s:
+        s.add_all(
+            Message(
+                patient_id=p.id,
+                direction=Direction.OUT if i % 2 else Direction.IN,
+                phone=p.phone,
+                body=f"m{i}",
+                status=MessageStatus.DELIVERED,
+                created_at=same if i < 150 else same - timedelta(minutes=i),
+            )
+            for i in range(230)
+        )
+        s.add_all(Treatment(patient_id=p.id, kind=f"t{i}", administered_at=same) for i in range(20))
+    async with h.db.read() as s:
+        everything = (await s.execute(history._timeline_query(p.id, 10_000, older=False))).all()
+    expected = [(r.kind, r.id) for r in everything]
+    assert len(expected) > 2 * history.TIMELINE_LIMIT
+    # the service: cursor after cursor, every item once and in order
+    seen: list[tuple[str, int]] = []
+    tokens: list[str] = []
+    before = None
+    while True:
+        async with h.db.read() as s:
+            page = await history.timeline_page(session=s, patient_id=p.id, before=before)
+        assert 0 < len(page.rows) <= history.TIMELINE_LIMIT
+        seen += [(r.kind, r.id) for r in page.rows]
+        if page.older is None:
+            break
+        tokens.append(page.older.token())
+        before = history.TimelineCursor.parse(tokens[-1])  # through its text, as a link does
+    assert seen == expected
+    assert len(tokens) == -(-len(expected) // history.TIMELINE_LIMIT) - 1
+    # the page: the same pages, linked by "Older entries"
+    await h.login(await h.user())
+    url, counts = f"/patients/{p.id}", []
+    for token in [*tokens, None]:
+        html = await _page_at(h, url)
+        counts.append(html.split('<ol class="timeline">', 1)[1].split("</ol>")[0].count("<li "))
+        older = re.search(r'<a rel="next" href="([^"]+)"', html)
+        if token is None:
+            assert older is None and "Newest entries" in html
+            break
+        assert older is not None
+        href = older.group(1).replace("&amp;", "&")
+        assert href == f"/patients/{p.id}?before={quote(token, safe='')}#timeline"
+        url = href.split("#")[0]
+    assert sum(counts) == len(expected)
+
+
+async def test_a_changed_item_is_never_served_from_the_timeline_cache(h: Harness) -> None:
+    """Timeline items are memoised on their values: a new delivery status shows at once."""
+    p = await h.patient()
+    async with h.db.write() as s:
+        msg = Message(
+            patient_id=p.id,
+            direction=Direction.OUT,
+            phone=p.phone,
+            body="How are you?",
+            status=MessageStatus.SENT,
+            created_at=h.clock.now(),
+        )
+        s.add(msg)
+    await h.login(await h.user())
+    assert '<span class="status">sent</span>' in await _page(h, p.id)
+    async with h.db.write() as s:
+        await s.execute(
+            update(Message).where(Message.id == msg.id).values(status=MessageStatus.DELIVERED)
+        )
+    page = await _page(h, p.id)
+    assert '<span class="status">delivered</span>' in page
+    assert '<span class="status">sent</span>' not in page
+
+
+async def test_a_malformed_older_link_is_a_clear_400(h: Harness) -> None:
+    p = await h.patient()
+    await h.login(await h.user())
+    for bad in (
+        "x",
+        "2026-01-01T00:00:00~message~1",
+        "2026-01-01T00:00:00+00:00~sms~1",
+        "2026-01-01T00:00:00+00:00~message~-1",
+        "nope~message~1",
+    ):
+        resp = await h.client.get(f"/patients/{p.id}", params={"before": bad})
+        assert resp.status == 400, bad
+        assert "older entries is malformed" in await resp.text()
+    ok = history.TimelineCursor(h.clock.now(), "message", 7)
+    assert history.TimelineCursor.parse(ok.token()) == ok
+    resp = await h.client.get(f"/patients/{p.id}", params={"before": ok.token()})
+    assert resp.status == 200 and "Nothing older." in await resp.text()
+
+
+async def _page_at(h: Harness, url: str) -> str:
+    resp = await h.client.get(url, allow_redirects=False)
+    assert resp.status == 200, url
+    return await resp.text()
 
 
 async def _page(h: Harness, patient_id: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as encode_json_string
@@ -121,13 +122,12 @@ def _stamp(value: datetime | None) -> str:
     return "null" if value is None else encode_json_string(iso_utc(value) or "")
 
 
-def escalation_rows_json(rows: Iterable[Sequence[Any]]) -> str:
-    """``{"items": [escalation, ...]}`` as JSON text, for rows of ``queue.QUEUE_ROW_FIELDS``
-    (plain values): the same object as ``escalation`` gives (keys in the same order), written
-    directly. The queue API sends 200 of them per poll; building 200 dicts and encoding their
-    keys again each time cost about as much again. Strings go through the ``json`` module's
-    own encoder (ASCII, as ``json.dumps`` writes them by default)."""
-    items = [
+@functools.lru_cache(maxsize=4096)
+def _escalation_item_json(r: tuple[Any, ...]) -> str:
+    """One queue item's JSON, memoised on the row's values: the queue is polled by every open
+    client and its rows rarely change, so most polls format no row at all. The key is every
+    value the text is made of, so a changed row is a new key (never a stale item)."""
+    return (
         f'{{"id":{_int(r[0])},"patient_id":{_int(r[1])},"checkin_id":{_int(r[2])},'
         f'"severity":{_text(r[3])},"reason":{_text(r[4])},"summary":{_text(r[5])},'
         f'"status":{_text(r[6])},"created_at":{_stamp(r[7])},"sla_due_at":{_stamp(r[8])},'
@@ -135,6 +135,13 @@ def escalation_rows_json(rows: Iterable[Sequence[Any]]) -> str:
         f'"claimed_at":{_stamp(r[11])},"resolved_at":{_stamp(r[12])},'
         f'"resolved_by":{_int(r[13])},"disposition":{_text(r[14] or None)},'
         f'"note":{_text(r[15])},"page_count":{_int(r[16])}}}'
-        for r in rows
-    ]
-    return '{"items":[' + ",".join(items) + "]}"
+    )
+
+
+def escalation_rows_json(rows: Iterable[Sequence[Any]]) -> str:
+    """``{"items": [escalation, ...]}`` as JSON text, for rows of ``queue.QUEUE_ROW_FIELDS``
+    (plain values): the same object as ``escalation`` gives (keys in the same order), written
+    directly. The queue API sends 200 of them per poll; building 200 dicts and encoding their
+    keys again each time cost about as much again. Strings go through the ``json`` module's
+    own encoder (ASCII, as ``json.dumps`` writes them by default)."""
+    return '{"items":[' + ",".join([_escalation_item_json(tuple(r)) for r in rows]) + "]}"
