@@ -58,16 +58,21 @@ def trend_svg(name: str, points: Sequence[tuple[datetime, float]]) -> str:
     pts = sorted(points)
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
-    t0, t1 = pts[0][0].timestamp(), pts[-1][0].timestamp()
-    span = max(t1 - t0, 1.0)
-
-    def x(t: datetime) -> float:
-        if len(pts) == 1:
-            return LEFT + plot_w / 2
-        return LEFT + (t.timestamp() - t0) / span * plot_w
+    stamps = [t.timestamp() for t, _ in pts]
+    t0 = stamps[0]
+    span = max(stamps[-1] - t0, 1.0)
+    top_y, maximum = TOP + plot_h, scale.maximum
 
     def y(v: float) -> float:
-        return TOP + plot_h - min(max(v, 0), scale.maximum) / scale.maximum * plot_h
+        return top_y - min(max(v, 0), maximum) / maximum * plot_h
+
+    # each point's position and label worked out once (a chart has up to ~100 points)
+    if len(pts) == 1:
+        xs = [f"{LEFT + plot_w / 2:.1f}"]
+    else:
+        xs = [f"{LEFT + (s - t0) / span * plot_w:.1f}" for s in stamps]
+    ys = [f"{y(v):.1f}" for _, v in pts]
+    days = [t.date().isoformat() for t, _ in pts]
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="trend" viewBox="0 0 {WIDTH} {HEIGHT}" '
@@ -88,18 +93,18 @@ def trend_svg(name: str, points: Sequence[tuple[datetime, float]]) -> str:
         parts.append(
             f'<text class="axis" x="{LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick}</text>'
         )
-    coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in pts)
     if len(pts) > 1:
+        coords = " ".join([f"{px},{py}" for px, py in zip(xs, ys, strict=True)])
         parts.append(f'<polyline class="line" points="{coords}"/>')
-    for t, v in pts:
-        label = f"{t:%Y-%m-%d}: {v:g}"
-        parts.append(
-            f'<circle class="point" cx="{x(t):.1f}" cy="{y(v):.1f}" r="4"><title>{escape(label)}</title></circle>'
-        )
-    parts.append(f'<text class="axis" x="{LEFT}" y="{HEIGHT - 8}">{pts[0][0]:%Y-%m-%d}</text>')
+    # a label is a date and a number: nothing in it to escape
+    parts += [
+        f'<circle class="point" cx="{px}" cy="{py}" r="4"><title>{day}: {v:g}</title></circle>'
+        for px, py, day, (_, v) in zip(xs, ys, days, pts, strict=True)
+    ]
+    parts.append(f'<text class="axis" x="{LEFT}" y="{HEIGHT - 8}">{days[0]}</text>')
     if len(pts) > 1:
         parts.append(
-            f'<text class="axis" x="{LEFT + plot_w}" y="{HEIGHT - 8}" text-anchor="end">{pts[-1][0]:%Y-%m-%d}</text>'
+            f'<text class="axis" x="{LEFT + plot_w}" y="{HEIGHT - 8}" text-anchor="end">{days[-1]}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
