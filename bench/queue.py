@@ -14,6 +14,8 @@ page session (``POST /login`` with the login CSRF cookie and field), and times
 
 - ``GET /api/v1/escalations`` (the queue API, default filters), and
 - ``GET /patients/{id}`` (the patient page) for the patients with the most messages,
+- ``GET /patients/{id}`` once each for thousands of other patients (a first view:
+  nothing about them cached in the server),
 
 N requests each at a fixed concurrency after a warm-up, printing p50/p99/max
 and the rate. Finally it prints ``EXPLAIN (ANALYZE, BUFFERS)`` of the exact
