@@ -289,12 +289,13 @@ _DUE_ROWS = (
         Patient.quiet_end,
         Patient.status,
         Patient.opted_out_at,
+        Checkin.status,
     )
     .join(Patient, Patient.id == Checkin.patient_id)
-    .where(
-        Checkin.id.in_(bindparam("ids", expanding=True)),
-        Checkin.status == CheckinStatus.SCHEDULED,
-    )
+    # only the ids: the status is checked on the rows read (``_due_rows``). With the status
+    # in the WHERE, PostgreSQL's plan for this cached statement came to walk the status index
+    # through every scheduled row (225 ms per batch with 80,000 of them waiting)
+    .where(Checkin.id.in_(bindparam("ids", expanding=True)))
     .order_by(Checkin.due_at, Checkin.id)
     # see _claimed_rows: locked until commit and re-read after any lock wait
     .with_for_update(of=Checkin)
@@ -333,15 +334,20 @@ _BEGIN = (
 _INSERT_MESSAGES = insert(Message).returning(Message.id)
 
 
-def _due(row: Sequence[Any]) -> _Due:
-    return _Due(
-        id=row[0],
-        flow_key=row[1],
-        expires_at=row[2],
-        reminder_after_s=row[3],
-        expiry_after_s=row[4],
-        patient=_PatientRow(*row[5:]),
-    )
+def _due_rows(rows: Sequence[Sequence[Any]]) -> list[_Due]:
+    """The claimed rows still scheduled (one may have been cancelled since its claim)."""
+    return [
+        _Due(
+            id=row[0],
+            flow_key=row[1],
+            expires_at=row[2],
+            reminder_after_s=row[3],
+            expiry_after_s=row[4],
+            patient=_PatientRow(*row[5:-1]),
+        )
+        for row in rows
+        if row[-1] == CheckinStatus.SCHEDULED
+    ]
 
 
 @dataclass(slots=True)
@@ -367,7 +373,7 @@ async def _start_batch(
     result = TickResult()
     async with db.write() as session:
         conn = await session.connection()
-        rows = [_due(r) for r in (await conn.execute(_DUE_ROWS, {"ids": ids})).all()]
+        rows = _due_rows((await conn.execute(_DUE_ROWS, {"ids": ids})).all())
         busy = await _lock_busy(conn, {d.patient.id for d in rows}, sqlite=db.is_sqlite)
         startable = [
             d

@@ -137,6 +137,36 @@ async def test_start_due_starts_a_due_checkin_once_with_its_first_message(h: Har
     assert h.twilio.sent_to(other.phone) == []
 
 
+async def test_a_checkin_cancelled_after_its_claim_is_not_started(h: Harness) -> None:
+    """The batch re-reads its claimed rows under lock and starts only those still scheduled
+    (a pause or an opt-out can cancel a row between the claim and the batch)."""
+    p = await h.patient()
+    other = await h.patient("Ben")
+    gone = await add_checkin(h, p, "phq9", START - timedelta(minutes=1))
+    kept = await add_checkin(h, other, "daily_mood", START - timedelta(minutes=1))
+    claim = dispatch.claim_due
+
+    async def claim_then_cancel(*args: object, **kwargs: object) -> list[int]:
+        ids = await claim(*args, **kwargs)  # type: ignore[arg-type]
+        async with h.db.write() as s:
+            await s.execute(
+                update(Checkin)
+                .where(Checkin.id == gone.id)
+                .values(status=CheckinStatus.CANCELLED, lease_until=None)
+            )
+        return ids
+
+    dispatch.claim_due = claim_then_cancel
+    try:
+        result = await dispatch.start_due(h.db, h.settings, START)
+    finally:
+        dispatch.claim_due = claim
+    assert (result.claimed, result.started, result.failed) == (2, 1, 0)
+    assert (await get(h, gone)).status is CheckinStatus.CANCELLED
+    assert await outbound(h, checkin=gone) == []
+    assert (await get(h, kept)).status is CheckinStatus.ACTIVE
+
+
 async def test_one_dispatch_tick_drains_a_backlog_batch_after_batch(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
