@@ -85,28 +85,32 @@ class TickResult:
 
 
 async def claim_due(db: Database, now: datetime, limit: int) -> list[int]:
-    """Lease up to ``limit`` due check-ins; a crashed worker's lease runs out and they return."""
-    async with db.write() as session:
-        query = (
-            select(Checkin.id)
-            .where(
-                Checkin.status == CheckinStatus.SCHEDULED,
-                Checkin.due_at <= now,
-                or_(Checkin.lease_until.is_(None), Checkin.lease_until < now),
-            )
-            # oldest first; no tie-break on id, which would make PostgreSQL sort every row due
-            # at the same moment (thousands after downtime) on each claim
-            .order_by(Checkin.due_at)
-            .limit(limit)
+    """Lease up to ``limit`` due check-ins, oldest first; a crashed worker's lease runs out
+    and they return. One statement (``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
+    LOCKED) RETURNING``): on PostgreSQL in autocommit, a single round trip."""
+    due = (
+        select(Checkin.id)
+        .where(
+            Checkin.status == CheckinStatus.SCHEDULED,
+            Checkin.due_at <= now,
+            or_(Checkin.lease_until.is_(None), Checkin.lease_until < now),
         )
-        if not db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        ids = list((await session.scalars(query)).all())
-        if ids:
-            await session.execute(
-                update(Checkin).where(Checkin.id.in_(ids)).values(lease_until=now + LEASE)
-            )
-    return ids
+        # oldest first; no tie-break on id, which would make PostgreSQL sort every row due
+        # at the same moment (thousands after downtime) on each claim
+        .order_by(Checkin.due_at)
+        .limit(limit)
+    )
+    if not db.is_sqlite:
+        due = due.with_for_update(skip_locked=True)
+    claim = (
+        update(Checkin)
+        .where(Checkin.id.in_(due.scalar_subquery()))
+        .values(lease_until=now + LEASE)
+        .returning(Checkin.id, Checkin.due_at)
+    )
+    async with db.write_one() as conn:
+        rows = (await conn.execute(claim)).all()
+    return [row.id for row in sorted(rows, key=lambda r: (r.due_at, r.id))]
 
 
 async def start_due(
