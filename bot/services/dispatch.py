@@ -194,8 +194,19 @@ _LOCK_PATIENTS = (
 # One probe per patient in the select list: PostgreSQL runs it as a subplan on the
 # (patient_id, status) index whatever its statistics say (as a semi-join on a freshly loaded
 # table it scanned every active check-in).
-_BUSY = select(
+_PATIENT_COLUMNS = (
     Patient.id,
+    Patient.first_name,
+    Patient.phone,
+    Patient.language,
+    Patient.timezone,
+    Patient.quiet_start,
+    Patient.quiet_end,
+    Patient.status,
+    Patient.opted_out_at,
+)
+_BUSY = select(
+    *_PATIENT_COLUMNS,
     select(literal(1))
     .where(Checkin.patient_id == Patient.id, Checkin.status == CheckinStatus.ACTIVE)
     .limit(1)
@@ -203,20 +214,35 @@ _BUSY = select(
 ).where(Patient.id.in_(bindparam("pids", expanding=True)))
 
 
-async def _lock_busy(conn: AsyncConnection, patient_ids: set[int], *, sqlite: bool) -> set[int]:
-    """Lock the batch's patients, then see which already have a conversation.
+async def _lock_patients(
+    conn: AsyncConnection, patient_ids: set[int], *, sqlite: bool
+) -> tuple[dict[int, _PatientRow], set[int]]:
+    """Lock the batch's patients, then read them and see which already have a conversation.
 
     The lock (in id order, so two batches cannot deadlock; the inbound handler takes the same
-    one) comes first and the check is a new statement after it: a concurrent batch or reply
-    that started a conversation for one of them has committed by then and is seen, so one
-    patient never gets two conversations at once. SQLite's single writer needs no lock.
+    one) comes first and the read is a new statement after it: a concurrent batch or reply
+    that started a conversation for one of them, or an opt-out, has committed by then and is
+    seen, so one patient never gets two conversations at once. SQLite's single writer needs
+    no lock. Each patient is read by its primary key (no join with the check-ins, whose plan
+    on a freshly loaded table was a scan of every patient).
     """
     if not patient_ids:
-        return set()
+        return {}, set()
     pids = {"pids": sorted(patient_ids)}
     if not sqlite:
         await conn.execute(_LOCK_PATIENTS, pids)
-    return {pid for pid, active in (await conn.execute(_BUSY, pids)).all() if active}
+    patients: dict[int, _PatientRow] = {}
+    busy: set[int] = set()
+    for row in (await conn.execute(_BUSY, pids)).all():
+        patients[row[0]] = _PatientRow(*row[:-1])
+        if row[-1]:
+            busy.add(row[0])
+    return patients, busy
+
+
+async def _lock_busy(conn: AsyncConnection, patient_ids: set[int], *, sqlite: bool) -> set[int]:
+    """``_lock_patients``' busy set, for the row-by-row path (which has ORM patients)."""
+    return (await _lock_patients(conn, patient_ids, sqlite=sqlite))[1]
 
 
 async def _published_flows(
@@ -284,25 +310,16 @@ _DUE_ROWS = (
         Checkin.expires_at,
         Checkin.reminder_after_s,
         Checkin.expiry_after_s,
-        Patient.id,
-        Patient.first_name,
-        Patient.phone,
-        Patient.language,
-        Patient.timezone,
-        Patient.quiet_start,
-        Patient.quiet_end,
-        Patient.status,
-        Patient.opted_out_at,
+        Checkin.patient_id,
         Checkin.status,
     )
-    .join(Patient, Patient.id == Checkin.patient_id)
     # only the ids: the status is checked on the rows read (``_due_rows``). With the status
     # in the WHERE, PostgreSQL's plan for this cached statement came to walk the status index
     # through every scheduled row (225 ms per batch with 80,000 of them waiting)
     .where(Checkin.id.in_(bindparam("ids", expanding=True)))
     .order_by(Checkin.due_at, Checkin.id)
     # see _claimed_rows: locked until commit and re-read after any lock wait
-    .with_for_update(of=Checkin)
+    .with_for_update()
 )
 _BY_ID = Checkin.id == bindparam("b_id")
 _HOLD_STATEMENTS: dict[tuple[str, ...], Update] = {}
@@ -338,8 +355,7 @@ _BEGIN = (
 _INSERT_MESSAGES = insert(Message).returning(Message.id)
 
 
-def _due_rows(rows: Sequence[Sequence[Any]]) -> list[_Due]:
-    """The claimed rows still scheduled (one may have been cancelled since its claim)."""
+def _due_rows(rows: Sequence[Sequence[Any]], patients: dict[int, _PatientRow]) -> list[_Due]:
     return [
         _Due(
             id=row[0],
@@ -347,10 +363,9 @@ def _due_rows(rows: Sequence[Sequence[Any]]) -> list[_Due]:
             expires_at=row[2],
             reminder_after_s=row[3],
             expiry_after_s=row[4],
-            patient=_PatientRow(*row[5:-1]),
+            patient=patients[row[5]],
         )
         for row in rows
-        if row[-1] == CheckinStatus.SCHEDULED
     ]
 
 
@@ -377,8 +392,14 @@ async def _start_batch(
     result = TickResult()
     async with db.write() as session:
         conn = await session.connection()
-        rows = _due_rows((await conn.execute(_DUE_ROWS, {"ids": ids})).all())
-        busy = await _lock_busy(conn, {d.patient.id for d in rows}, sqlite=db.is_sqlite)
+        # the claimed rows still scheduled (a pause or an opt-out may have cancelled one)
+        claimed = [
+            r
+            for r in (await conn.execute(_DUE_ROWS, {"ids": ids})).all()
+            if r[-1] == CheckinStatus.SCHEDULED
+        ]
+        patients, busy = await _lock_patients(conn, {r[5] for r in claimed}, sqlite=db.is_sqlite)
+        rows = _due_rows(claimed, patients)
         startable = [
             d
             for d in rows
