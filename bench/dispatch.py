@@ -31,6 +31,7 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import AsyncIterator, Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from sqlalchemy import func, insert, select  # noqa: E402
@@ -39,7 +40,7 @@ SELF = Path(__file__).resolve()
 ROOT = SELF.parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.support import scratch_database  # noqa: E402
+from bench.support import cpu_seconds, machine_busy_seconds, scratch_database  # noqa: E402
 from bot.migrations import upgrade  # noqa: E402
 from bot.services.library_seed import seed_library  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
@@ -148,11 +149,19 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
-def run_workers(
-    url: str, workers: int, batch: int, lanes: int
-) -> tuple[float, list[int], list[str]]:
-    """Start the workers together; wall time until all exit, their peak RSS and output."""
+@dataclass(slots=True)
+class WorkerRun:
+    elapsed_s: float
+    peaks_kib: list[int]
+    outputs: list[str]
+    worker_cpu_s: float  # the workers' own CPU
+    machine_cpu_s: float  # every core's busy time meanwhile (workers, PostgreSQL, the rest)
+
+
+def run_workers(url: str, workers: int, batch: int, lanes: int) -> WorkerRun:
+    """Start the workers together; wall time until all exit, their peak RSS, output and CPU."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    busy_before = machine_busy_seconds()
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -174,22 +183,25 @@ def run_workers(
         for _ in range(workers)
     ]
     peaks = [0] * workers
+    cpu = [0.0] * workers  # the last reading before each exits (a worker's last ~20 ms lost)
     try:
         while any(p.poll() is None for p in procs):
             for i, p in enumerate(procs):
                 if p.poll() is None:
                     peaks[i] = max(peaks[i], peak_rss_kib(p.pid))
+                    cpu[i] = cpu_seconds(p.pid) or cpu[i]
             time.sleep(0.02)
             if time.perf_counter() - started > 900:
                 raise TimeoutError("workers did not finish within 15 minutes")
         elapsed = time.perf_counter() - started
+        busy = machine_busy_seconds() - busy_before
         outputs = [p.stdout.read() if p.stdout else "" for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    return elapsed, peaks, outputs
+    return WorkerRun(elapsed, peaks, outputs, sum(cpu), busy)
 
 
 async def verify(url: str, rows: int) -> list[str]:
@@ -231,14 +243,19 @@ async def one_run(backend: str, rows: int, workers: int, batch: int, lanes: int)
     async with ctx as url:
         await asyncio.to_thread(upgrade, url)
         seed_s = await seed(url, rows)
-        elapsed, peaks, outputs = await asyncio.to_thread(run_workers, url, workers, batch, lanes)
+        run = await asyncio.to_thread(run_workers, url, workers, batch, lanes)
         problems = await verify(url, rows)
-    shares = ", ".join(o.strip().splitlines()[-1] if o.strip() else "?" for o in outputs)
-    peak = ", ".join(f"{p / 1024:.0f} MiB" for p in peaks)
+    shares = ", ".join(o.strip().splitlines()[-1] if o.strip() else "?" for o in run.outputs)
+    peak = ", ".join(f"{p / 1024:.0f} MiB" for p in run.peaks_kib)
     status = "OK" if not problems else "PROBLEMS: " + "; ".join(problems)
+    cores = os.cpu_count() or 1
     return (
-        f"{backend:<8} rows {rows:>7}  workers {workers}  {rows / elapsed:>8,.0f} check-ins/s  "
-        f"({elapsed:.1f} s; seeded in {seed_s:.1f} s)  peak RSS {peak}  [{shares}]  check {status}"
+        f"{backend:<8} rows {rows:>7}  workers {workers}  {rows / run.elapsed_s:>8,.0f} check-ins/s  "
+        f"({run.elapsed_s:.1f} s; seeded in {seed_s:.1f} s)  peak RSS {peak}  [{shares}]  "
+        f"check {status}\n"
+        f"         CPU per check-in: workers {run.worker_cpu_s / rows * 1e6:.0f} µs, whole machine "
+        f"{run.machine_cpu_s / rows * 1e6:.0f} µs; machine busy "
+        f"{run.machine_cpu_s / run.elapsed_s / cores:.0%} of {cores} cores"
     )
 
 
