@@ -185,6 +185,17 @@ async def _claimed_rows(session: AsyncSession, ids: list[int]) -> list[tuple[Che
     return [(c, p) for c, p in rows]
 
 
+# The patients of claimed check-ins, read without a lock (a check-in's patient never
+# changes), so that a batch can lock its patients before their check-ins: the order in which
+# the inbound handler locks them (a STOP holds the patient, then cancels the pending
+# check-ins). In the other order a batch and a STOP could each wait for the other.
+_PATIENTS_OF = select(Checkin.patient_id).where(Checkin.id.in_(bindparam("ids", expanding=True)))
+
+
+async def _patients_of(conn: AsyncConnection, ids: list[int]) -> set[int]:
+    return set((await conn.execute(_PATIENTS_OF, {"ids": ids})).scalars().all())
+
+
 _LOCK_PATIENTS = (
     select(Patient.id)
     .where(Patient.id.in_(bindparam("pids", expanding=True)))
@@ -313,7 +324,7 @@ _DUE_ROWS = (
         Checkin.patient_id,
         Checkin.status,
     )
-    # only the ids: the status is checked on the rows read (``_due_rows``). With the status
+    # only the ids: the status is checked on the rows read (``_start_batch``). With the status
     # in the WHERE, PostgreSQL's plan for this cached statement came to walk the status index
     # through every scheduled row (225 ms per batch with 80,000 of them waiting)
     .where(Checkin.id.in_(bindparam("ids", expanding=True)))
@@ -392,13 +403,16 @@ async def _start_batch(
     result = TickResult()
     async with db.write() as session:
         conn = await session.connection()
+        # patients first, then their check-ins (see _PATIENTS_OF)
+        patients, busy = await _lock_patients(
+            conn, await _patients_of(conn, ids), sqlite=db.is_sqlite
+        )
         # the claimed rows still scheduled (a pause or an opt-out may have cancelled one)
         claimed = [
             r
             for r in (await conn.execute(_DUE_ROWS, {"ids": ids})).all()
             if r[-1] == CheckinStatus.SCHEDULED
         ]
-        patients, busy = await _lock_patients(conn, {r[5] for r in claimed}, sqlite=db.is_sqlite)
         rows = _due_rows(claimed, patients)
         startable = [
             d
@@ -571,10 +585,10 @@ async def _start_each(
     """The careful path: one savepoint per row."""
     result = TickResult()
     async with db.write() as session:
+        conn = await session.connection()
+        # patients first, then their check-ins (see _PATIENTS_OF)
+        busy = await _lock_busy(conn, await _patients_of(conn, ids), sqlite=db.is_sqlite)
         rows = await _claimed_rows(session, ids)
-        busy = await _lock_busy(
-            await session.connection(), {p.id for _c, p in rows}, sqlite=db.is_sqlite
-        )
         outbound = []
         for checkin, patient in rows:
             # read before the savepoint: a rolled-back savepoint expires the row, and loading

@@ -249,6 +249,45 @@ async def test_concurrent_batches_never_start_two_conversations_for_one_patient(
             )
 
 
+async def test_a_stop_during_a_batch_waits_for_it_instead_of_deadlocking(h: Harness) -> None:
+    """A batch locks its patients before their check-ins, in the inbound handler's order: a
+    STOP (patient locked, then the pending check-ins cancelled) that arrives while a batch
+    holds the patient waits for the batch and then cancels what it started. In the other
+    order each would wait for the other until PostgreSQL broke the deadlock."""
+    p = await h.patient()
+    await h.start(p, "daily_mood")  # the active one: STOP ends it as well
+    due = await add_checkin(h, p, "phq9", START - timedelta(minutes=1))
+    locked, stop_sent = asyncio.Event(), asyncio.Event()
+    lock_patients = dispatch._lock_patients
+
+    async def slow_lock(*args: object, **kwargs: object) -> object:
+        # the batch has read its claimed rows and is about to lock their patients
+        locked.set()
+        await stop_sent.wait()
+        await asyncio.sleep(0.3)  # the STOP has the patient and wants the check-ins
+        return await lock_patients(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def stop() -> int:
+        await locked.wait()
+        task = asyncio.ensure_future(h.sms(p.phone, "STOP"))
+        await asyncio.sleep(0.05)
+        stop_sent.set()
+        return (await task).status
+
+    dispatch._lock_patients = slow_lock  # type: ignore[assignment]
+    try:
+        result, status = await asyncio.wait_for(
+            asyncio.gather(dispatch.start_due(h.db, h.settings, START), stop()), 20
+        )
+    finally:
+        dispatch._lock_patients = lock_patients
+    assert status == 200
+    assert (result.claimed, result.failed, result.started) == (1, 0, 0)
+    assert (await get(h, due)).status is CheckinStatus.CANCELLED
+    async with h.db.read() as s:
+        assert (await s.get(Patient, p.id)).opted_out_at is not None  # type: ignore[union-attr]
+
+
 async def test_checkin_due_in_quiet_hours_waits_for_the_window_end(h: Harness) -> None:
     p = await h.patient()
     # due 02:30 EST Tuesday (materialised before the patient's quiet hours changed, say)
