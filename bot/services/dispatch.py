@@ -9,6 +9,7 @@ others.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from datetime import datetime, time, timedelta
 from time import monotonic
 from typing import Any
 
-from sqlalchemy import Update, bindparam, insert, literal, or_, select, update
+from sqlalchemy import Update, bindparam, insert, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.services.conversations import (
@@ -364,6 +365,40 @@ _BEGIN = (
     )
 )
 _INSERT_MESSAGES = insert(Message).returning(Message.id)
+# ``_BEGIN`` for PostgreSQL as one statement over arrays: an executemany runs the UPDATE once
+# per row (a bind, an execution and an executor start-up each); this runs it once per batch.
+_BEGIN_COLUMNS = (
+    ("b_id", "integer"),
+    ("b_version", "integer"),
+    ("b_checksum", "varchar"),
+    ("b_at", "timestamptz"),
+    ("b_expiry_s", "integer"),
+    ("b_reminder_s", "integer"),
+    ("b_reminder_at", "timestamptz"),
+    ("b_expires_at", "timestamptz"),
+    ("b_state", "jsonb"),
+)
+_BEGIN_PG = text(
+    "UPDATE checkins SET flow_version = v.b_version, flow_checksum = v.b_checksum, "
+    f"status = '{CheckinStatus.ACTIVE.value}', started_at = v.b_at, lease_until = NULL, "
+    "expiry_after_s = v.b_expiry_s, reminder_after_s = v.b_reminder_s, "
+    "reminder_at = v.b_reminder_at, expires_at = v.b_expires_at, state = v.b_state "
+    "FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _BEGIN_COLUMNS)
+    + ") AS v("
+    + ", ".join(name for name, _ in _BEGIN_COLUMNS)
+    + ") WHERE checkins.id = v.b_id"
+)
+
+
+def _begin_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """``_BEGIN``'s executemany rows as ``_BEGIN_PG``'s arrays (the state as JSON text)."""
+    arrays: dict[str, list[Any]] = {name: [] for name, _ in _BEGIN_COLUMNS}
+    for row in rows:
+        for name, values in arrays.items():
+            value = row[name]
+            values.append(json.dumps(value) if name == "b_state" else value)
+    return arrays
 
 
 def _due_rows(rows: Sequence[Sequence[Any]], patients: dict[int, _PatientRow]) -> list[_Due]:
@@ -394,7 +429,10 @@ class _Batch:
         for columns, rows in self.held.items():
             await conn.execute(_hold_statement(columns), rows)
         if self.begin:
-            await conn.execute(_BEGIN, self.begin)
+            if conn.dialect.name == "postgresql":
+                await conn.execute(_BEGIN_PG, _begin_arrays(self.begin))
+            else:
+                await conn.execute(_BEGIN, self.begin)
 
 
 async def _start_batch(
