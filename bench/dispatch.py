@@ -44,7 +44,7 @@ from bench.support import cpu_seconds, machine_busy_seconds, scratch_database  #
 from bot.migrations import upgrade  # noqa: E402
 from bot.services.library_seed import seed_library  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
-from bot.ticks import DISPATCH_LANES  # noqa: E402
+from bot.ticks import DISPATCH_LANES, dispatch_batch  # noqa: E402
 from db.enums import CheckinStatus, Direction, PatientStatus  # noqa: E402
 from db.models import Checkin, Message, Patient  # noqa: E402
 from db.session import Database  # noqa: E402
@@ -262,23 +262,26 @@ async def one_run(backend: str, rows: int, workers: int, batch: int, lanes: int)
 async def main_async(args: argparse.Namespace) -> int:
     worker_counts = [int(w) for w in args.workers.split(",")]
     print(
-        f"dispatch benchmark: batch {args.batch}, lanes {args.lanes}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+        f"dispatch benchmark: batch {args.batch or 'as the worker'}, lanes {args.lanes}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
     )
     with contextlib.suppress(OSError):
         print(
             "load average at start:", " ".join(os.getloadavg().__repr__().strip("()").split(", "))
         )
     lines = []
+    pg_batch = args.batch or dispatch_batch(sqlite=False)
     if args.backend in ("postgres", "both"):
         for w in worker_counts:
-            line = await one_run("postgres", args.rows, w, args.batch, args.lanes)
+            line = await one_run("postgres", args.rows, w, pg_batch, args.lanes)
             print(line, flush=True)
             lines.append(line)
         if args.memory_check:
-            line = await one_run("postgres", max(args.rows // 10, 1000), 1, args.batch, args.lanes)
+            line = await one_run("postgres", max(args.rows // 10, 1000), 1, pg_batch, args.lanes)
             print(line + "  (memory check: a tenth of the rows)", flush=True)
     if args.backend in ("sqlite", "both"):
-        line = await one_run("sqlite", args.sqlite_rows, 1, args.batch, args.lanes)
+        line = await one_run(
+            "sqlite", args.sqlite_rows, 1, args.batch or dispatch_batch(sqlite=True), args.lanes
+        )
         print(line, flush=True)
         lines.append(line)
     return 0 if all("check OK" in ln for ln in lines) else 1
@@ -292,7 +295,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sqlite-rows", type=int, default=20_000)
     p.add_argument("--workers", default="1,2", help="worker counts to run, e.g. 1,2")
     p.add_argument("--backend", choices=["postgres", "sqlite", "both"], default="both")
-    p.add_argument("--batch", type=int, default=500)
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="check-ins per batch (default: the worker's, 1000 on PostgreSQL, 500 on SQLite)",
+    )
     p.add_argument(
         "--lanes",
         type=int,

@@ -33,6 +33,17 @@ DISPATCH_BUDGET_S = 4.0
 morning's check-ins all due at 09:00) before it lets the next tick continue."""
 DISPATCH_LANES = 2
 """Batches one worker runs at once on PostgreSQL (one waits for the database, one computes)."""
+DISPATCH_BATCH_POSTGRES = 1000
+"""Check-ins one dispatch batch starts on PostgreSQL: a batch's round trips cost the same for
+500 rows as for 1,000 (about 10% more check-ins/s at 1,000). Replies from the batch's
+patients wait for it (a few hundred ms at most). SQLite keeps ``BATCH``: there a batch holds
+the single write lock, which every webhook waits for."""
+
+
+def dispatch_batch(*, sqlite: bool) -> int:
+    return BATCH if sqlite else DISPATCH_BATCH_POSTGRES
+
+
 REPLENISH_BATCH = 200
 
 
@@ -68,7 +79,7 @@ def build_ticks(app: web.Application) -> list[Tick]:
             db,
             settings,
             clock.now,
-            limit=BATCH,
+            limit=dispatch_batch(sqlite=db.is_sqlite),
             lanes=DISPATCH_LANES,
             budget_s=DISPATCH_BUDGET_S,
             after_batch=after_dispatch,
