@@ -127,10 +127,16 @@ _SENDER_LOCKED = (
     .where(Patient.phone == bindparam("phone"))
     .order_by(Checkin.started_at.desc())
     .limit(1)
-    .with_for_update(of=[Patient, Checkin])
+    # FOR NO KEY UPDATE: replies from one patient (and dispatch batches, which take the same
+    # lock) still go one at a time, but rows that only refer to the patient (a score, a
+    # message, an escalation) can still be written by a job that holds the check-in this
+    # waits for; with FOR UPDATE that job would wait for this and deadlock
+    .with_for_update(of=[Patient, Checkin], key_share=True)
 )
 _PATIENT_FOR_UPDATE = (
-    select(*_SENDER_COLUMNS).where(Patient.phone == bindparam("phone")).with_for_update()
+    select(*_SENDER_COLUMNS)
+    .where(Patient.phone == bindparam("phone"))
+    .with_for_update(key_share=True)
 )
 _ACTIVE_CHECKIN = (
     select(*_ACTIVE_COLUMNS)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bot import ticks
-from bot.services import dispatch
+from bot.services import conversations, dispatch
 from bot.settings import Settings
 from db.enums import CheckinStatus, Direction, MessageStatus, Severity
 from db.models import Answer, Checkin, Escalation, Message, Patient, Score
@@ -387,6 +387,44 @@ async def test_expiry_keeps_answers_and_scores_where_the_missing_rule_allows(
     [item9] = await escalations(h, p, "item9_unanswered")
     assert item9.severity is Severity.MODERATE
     assert (await dispatch.expire_due(h.db, h.settings, h.clock.now())).expired == 0
+
+
+async def test_a_reply_during_its_expiry_waits_for_it_instead_of_deadlocking(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The expiry job holds the check-in and then writes rows that refer to the patient
+    (its score, an escalation); a reply that arrived meanwhile holds the patient and waits
+    for the check-in. The reply's patient lock lets those references through (FOR NO KEY
+    UPDATE), so the expiry commits and the reply is then recorded as a late one; with a
+    FOR UPDATE lock each waited for the other until PostgreSQL broke the deadlock."""
+    p = await h.patient()
+    phq9 = await start_now(h, p, "phq9")
+    for _ in range(8):
+        await h.sms(p.phone, "1")
+    h.clock.set(START + timedelta(hours=24))
+    holding, reply_sent = asyncio.Event(), asyncio.Event()
+    resume = conversations.resume_checkin
+
+    async def slow_resume(**kwargs: object) -> object:
+        holding.set()  # the expiry job holds the check-in
+        await reply_sent.wait()
+        await asyncio.sleep(0.3)  # the reply holds the patient and waits for the check-in
+        return await resume(**kwargs)  # type: ignore[arg-type]
+
+    async def reply() -> int:
+        await holding.wait()
+        task = asyncio.ensure_future(h.sms(p.phone, "2"))
+        await asyncio.sleep(0.05)
+        reply_sent.set()
+        return (await task).status
+
+    monkeypatch.setattr(dispatch, "resume_checkin", slow_resume)
+    result, status = await asyncio.wait_for(
+        asyncio.gather(dispatch.expire_due(h.db, h.settings, h.clock.now()), reply()), 20
+    )
+    assert status == 200
+    assert (result.expired, result.failed) == (1, 0)
+    assert (await get(h, phq9)).status is CheckinStatus.EXPIRED
 
 
 async def _expire(h: Harness, c: Checkin) -> None:
