@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, Select, String, bindparam, select, type_coerce, update
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    select,
+    tuple_,
+    type_coerce,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.enums import Disposition, EscalationStatus, Severity
+from db.enums import SEVERITY_RANK, Disposition, EscalationStatus, Severity
 from db.models import Escalation, User
 
 
@@ -46,9 +57,48 @@ QUEUE_ROW_FIELDS = (
 )
 
 
+QUEUE_LIMIT = 200
+QUEUE_MAX_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCursor:
+    """Where a page of the queue ended: its last item's place in the queue order (severity
+    rank, created, id), so the next page starts right after it whatever was added since."""
+
+    rank: int
+    created_at: datetime
+    id: int
+
+    def token(self) -> str:
+        return f"{self.rank}~{self.created_at.astimezone(UTC).isoformat()}~{self.id}"
+
+    @classmethod
+    def parse(cls, token: str) -> QueueCursor:
+        """The cursor of a ``next`` token; ``ValueError`` with the reason if it is not one."""
+        parts = token.split("~")
+        if len(parts) != 3 or not all(p.isascii() and p for p in parts):
+            raise ValueError("not a cursor from this API's next field")
+        rank, at, id_ = parts
+        if rank not in {"0", "1", "2", "3"} or not id_.isdigit() or len(id_) > 18:
+            raise ValueError("not a cursor from this API's next field")
+        created = datetime.fromisoformat(at)
+        if created.tzinfo is None:
+            raise ValueError("not a cursor from this API's next field")
+        return cls(int(rank), created.astimezone(UTC), int(id_))
+
+    @classmethod
+    def after_row(cls, row: Any) -> QueueCursor:
+        """The cursor after a row of ``QUEUE_ROW_FIELDS`` (severity as text, naive = UTC)."""
+        created: datetime = row.created_at
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        return cls(SEVERITY_RANK[Severity(row.severity)], created, row.id)
+
+
 @cache
 def _queue_rows_statement(
-    statuses: tuple[EscalationStatus, ...], by_severity: bool, by_patient: bool
+    statuses: tuple[EscalationStatus, ...], by_severity: bool, by_patient: bool, paged: bool
 ) -> Select[Any]:
     """Built once per filter shape; the values are bound at execution."""
     text_, at = String(), DateTime(timezone=True)
@@ -90,6 +140,15 @@ def _queue_rows_statement(
         query = query.where(e.severity == bindparam("severity"))
     if by_patient:
         query = query.where(e.patient_id == bindparam("patient_id"))
+    if paged:
+        query = query.where(
+            tuple_(e.severity_rank, e.created_at, e.id)
+            > tuple_(
+                bindparam("after_rank", type_=Integer()),
+                bindparam("after_at", type_=e.created_at.type),
+                bindparam("after_id", type_=Integer()),
+            )
+        )
     return query
 
 
@@ -98,17 +157,23 @@ def queue_rows_query(
     statuses: Sequence[EscalationStatus] = (EscalationStatus.OPEN, EscalationStatus.CLAIMED),
     severity: Severity | None = None,
     patient_id: int | None = None,
-    limit: int = 200,
+    limit: int = QUEUE_LIMIT,
+    after: QueueCursor | None = None,
 ) -> tuple[Select[Any], dict[str, object]]:
     """``queue_query`` as plain rows (``QUEUE_ROW_FIELDS``), with the claimer's email joined
-    in: the statement (cached per filter shape) and its parameters."""
+    in: the statement (cached per filter shape) and its parameters; ``after`` starts after a
+    previous page's last item."""
     key = tuple(dict.fromkeys(statuses))  # order kept, duplicates dropped
-    query = _queue_rows_statement(key, severity is not None, patient_id is not None)
+    query = _queue_rows_statement(
+        key, severity is not None, patient_id is not None, after is not None
+    )
     params: dict[str, object] = {"limit": limit}
     if severity is not None:
         params["severity"] = severity
     if patient_id is not None:
         params["patient_id"] = patient_id
+    if after is not None:
+        params.update(after_rank=after.rank, after_at=after.created_at, after_id=after.id)
     return query, params
 
 

@@ -83,7 +83,7 @@ async def api_items(h: Harness, token: str, query: str = "") -> list[dict[str, A
     resp = await h.client.get(f"/api/v1/escalations{query}", headers=bearer(token))
     assert resp.status == 200, await resp.text()
     body = await resp.json()
-    assert set(body) == {"items"}
+    assert set(body) == {"items", "next"}
     items: list[dict[str, Any]] = body["items"]
     return items
 
@@ -618,3 +618,25 @@ async def test_escalation_detail_for_a_text_outside_a_checkin(h: Harness) -> Non
     assert "<svg" not in html  # no scores yet: no chart
     resp = await h.client.get("/escalations/999999")
     assert resp.status == 404
+
+
+async def test_a_queue_longer_than_a_page_says_so(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page shows the first ``QUEUE_LIMIT`` and says that more match (never a silent
+    cut); the API's first page carries a ``next``."""
+    from bot.services import queue as queue_service
+
+    monkeypatch.setattr(queue_service, "QUEUE_LIMIT", 3)
+    ids = [await escalation(h, Severity.CRITICAL if i < 2 else Severity.LOW) for i in range(5)]
+    await h.login(await h.user())
+    for path in ("/", "/queue/rows"):
+        html = await page(h, path)
+        assert row_ids(html) == ids[:3], path
+        assert "More escalations match than the 3 shown here" in html, path
+    critical = await page(h, "/queue/rows?severity=critical")
+    assert row_ids(critical) == ids[:2]
+    assert "More escalations match" not in critical
+    _uid, _email, token = await staff(h)
+    body = await (await h.client.get("/api/v1/escalations", headers=bearer(token))).json()
+    assert [i["id"] for i in body["items"]] == ids[:3] and body["next"] is not None

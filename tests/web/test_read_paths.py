@@ -93,7 +93,7 @@ async def test_queue_json_is_what_the_orm_serialiser_gives(h: Harness) -> None:
             expected = [
                 serialize.escalation(e, email if e.claimed_by == uid else None) for e in rows
             ]
-        assert body == {"items": expected}, query
+        assert body == {"items": expected, "next": None}, query
         assert expected, query
     ids = {
         i["id"]
@@ -135,6 +135,46 @@ async def test_a_changed_escalation_is_never_served_from_the_item_cache(h: Harne
     assert (again["page_count"], again["summary"]) == (3, "second")
 
 
+async def test_the_queue_api_pages_through_every_item_once_in_queue_order(h: Harness) -> None:
+    """``limit`` and ``after``: pages in queue order, every item once (also items created at
+    the same moment), ``next`` null on the last page; bad values are a 422 naming the field."""
+    _uid, _email, token = await staff(h)
+    ids = []
+    for i in range(7):
+        ids.append(await escalation(h, Severity.HIGH if i % 2 else Severity.CRITICAL))
+        if i % 3 == 2:
+            h.clock.advance(minutes=1)
+    whole = await (await h.client.get("/api/v1/escalations", headers=bearer(token))).json()
+    assert whole["next"] is None
+    expected = [i["id"] for i in whole["items"]]
+    assert sorted(expected) == sorted(ids)
+    seen: list[int] = []
+    after = ""
+    pages = 0
+    while True:
+        query = "?limit=3" + (f"&after={quote(after, safe='')}" if after else "")
+        page = await (
+            await h.client.get(f"/api/v1/escalations{query}", headers=bearer(token))
+        ).json()
+        pages += 1
+        seen += [i["id"] for i in page["items"]]
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert seen == expected and pages == 3
+    for bad, field in (
+        ("?limit=0", "limit"),
+        ("?limit=501", "limit"),
+        ("?limit=x", "limit"),
+        ("?after=nope", "after"),
+        ("?after=9~2026-01-01T00:00:00%2B00:00~1", "after"),
+        ("?after=0~2026-01-01T00:00:00~1", "after"),
+    ):
+        resp = await h.client.get(f"/api/v1/escalations{bad}", headers=bearer(token))
+        assert resp.status == 422, bad
+        assert (await resp.json())["error"]["details"][0]["field"] == field, bad
+
+
 async def test_queue_json_text_matches_json_dumps() -> None:
     """Byte for byte what ``json.dumps`` writes (compact), also for odd strings and nulls."""
     from datetime import UTC, datetime
@@ -163,8 +203,9 @@ async def test_queue_json_text_matches_json_dumps() -> None:
         "page_count": 0,
     }
     text = serialize.escalation_rows_json([row])
-    assert text == json.dumps({"items": [expected]}, separators=(",", ":"))
-    assert serialize.escalation_rows_json([]) == '{"items":[]}'
+    assert text == json.dumps({"items": [expected], "next": None}, separators=(",", ":"))
+    assert serialize.escalation_rows_json([]) == '{"items":[],"next":null}'
+    assert serialize.escalation_rows_json([], "0~x~1") == '{"items":[],"next":"0~x~1"}'
 
 
 async def test_a_revoked_token_or_deactivated_user_is_refused_at_once(h: Harness) -> None:

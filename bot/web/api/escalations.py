@@ -35,6 +35,20 @@ def _filters(request: web.Request) -> dict[str, object]:
         if not (patient.isascii() and patient.isdigit()) or len(patient) > 18:
             raise invalid("patient_id", "must be a whole number")
         out["patient_id"] = int(patient)
+    limit = request.query.get("limit", "").strip()
+    if limit:
+        if (
+            not (limit.isascii() and limit.isdigit())
+            or not 1 <= int(limit) <= queue.QUEUE_MAX_LIMIT
+        ):
+            raise invalid("limit", f"must be a whole number from 1 to {queue.QUEUE_MAX_LIMIT}")
+        out["limit"] = int(limit)
+    after = request.query.get("after", "").strip()
+    if after:
+        try:
+            out["after"] = queue.QueueCursor.parse(after)
+        except ValueError as exc:
+            raise invalid("after", "must be the next value of a previous page") from exc
     return out
 
 
@@ -43,9 +57,16 @@ async def list_escalations(request: web.Request) -> web.Response:
     Core connection, the JSON written from plain rows."""
     async with request.app[DATABASE].plain_reads() as conn:
         await require(request, *STAFF, conn=conn)
-        query, params = queue.queue_rows_query(**_filters(request))  # type: ignore[arg-type]
+        filters = _filters(request)
+        limit = int(filters.pop("limit", queue.QUEUE_LIMIT))  # type: ignore[call-overload]
+        # one row more than the page: whether a next page exists
+        query, params = queue.queue_rows_query(**filters, limit=limit + 1)  # type: ignore[arg-type]
         rows = (await conn.execute(query, params)).all()
-    return web.Response(text=serialize.escalation_rows_json(rows), content_type="application/json")
+    following = queue.QueueCursor.after_row(rows[limit - 1]).token() if len(rows) > limit else None
+    return web.Response(
+        text=serialize.escalation_rows_json(rows[:limit], following),
+        content_type="application/json",
+    )
 
 
 async def get_escalation(request: web.Request) -> web.Response:

@@ -177,6 +177,13 @@ def _list_of(name: str) -> dict[str, Any]:
     }
 
 
+def _page_of(name: str) -> dict[str, Any]:
+    page = _list_of(name)
+    page["required"] = ["items", "next"]
+    page["properties"]["next"] = {"type": ["string", "null"]}
+    return page
+
+
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -303,8 +310,10 @@ def _paths() -> dict[str, Any]:
         },
         "/api/v1/escalations": {
             "get": _op(
-                "The queue: most severe first, then oldest first",
-                _list_of("Escalation"),
+                "The queue: most severe first, then oldest first; a page of `limit` items "
+                "(200 by default), and `next` to pass as `after` for the following page "
+                "(null on the last)",
+                _page_of("Escalation"),
                 params=[
                     query("status", {"type": "string"}),
                     query(
@@ -312,6 +321,8 @@ def _paths() -> dict[str, Any]:
                         {"type": "string", "enum": ["critical", "high", "moderate", "low"]},
                     ),
                     query("patient_id", {"type": "integer"}),
+                    query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                    query("after", {"type": "string"}),
                 ],
                 errors=(422,),
                 tag="escalations",

@@ -138,10 +138,12 @@ def _escalation_item_json(r: tuple[Any, ...]) -> str:
     )
 
 
-def escalation_rows_json(rows: Iterable[Sequence[Any]]) -> str:
+def escalation_rows_json(rows: Iterable[Sequence[Any]], following: str | None = None) -> str:
     """``{"items": [escalation, ...]}`` as JSON text, for rows of ``queue.QUEUE_ROW_FIELDS``
     (plain values): the same object as ``escalation`` gives (keys in the same order), written
     directly. The queue API sends 200 of them per poll; building 200 dicts and encoding their
     keys again each time cost about as much again. Strings go through the ``json`` module's
-    own encoder (ASCII, as ``json.dumps`` writes them by default)."""
-    return '{"items":[' + ",".join([_escalation_item_json(tuple(r)) for r in rows]) + "]}"
+    own encoder (ASCII, as ``json.dumps`` writes them by default). ``next`` is the cursor of
+    the following page, or null on the last."""
+    items = ",".join([_escalation_item_json(tuple(r)) for r in rows])
+    return '{"items":[' + items + '],"next":' + _text(following) + "}"

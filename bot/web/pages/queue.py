@@ -22,7 +22,8 @@ DISPOSITIONS = {
 }
 
 
-async def _rows(request: web.Request) -> tuple[list[dict[str, object]], dict[str, str]]:
+async def _rows(request: web.Request) -> tuple[list[dict[str, object]], dict[str, str], bool]:
+    """The rows shown (at most ``queue.QUEUE_LIMIT``), the filters, and whether more match."""
     filters = {k: request.query.get(k, "") for k in ("severity", "status", "patient")}
     statuses = [EscalationStatus.OPEN, EscalationStatus.CLAIMED]
     if filters["status"] in {s.value for s in EscalationStatus}:
@@ -42,9 +43,16 @@ async def _rows(request: web.Request) -> tuple[list[dict[str, object]], dict[str
     async with request.app[DATABASE].read() as session:
         rows = (
             await session.scalars(
-                queue.queue_query(statuses=statuses, severity=severity, patient_id=patient_id)
+                queue.queue_query(
+                    statuses=statuses,
+                    severity=severity,
+                    patient_id=patient_id,
+                    limit=queue.QUEUE_LIMIT + 1,
+                )
             )
         ).all()
+        more = len(rows) > queue.QUEUE_LIMIT
+        rows = rows[: queue.QUEUE_LIMIT]
         patient_ids = {e.patient_id for e in rows if e.patient_id}
         users = {e.claimed_by for e in rows if e.claimed_by}
         names: dict[int, str] = (
@@ -86,17 +94,19 @@ async def _rows(request: web.Request) -> tuple[list[dict[str, object]], dict[str
                 "claimed_by": claimers.get(e.claimed_by or 0, ""),
             }
         )
-    return out, filters
+    return out, filters, more
 
 
 async def queue_page(request: web.Request) -> web.Response:
     require_user(request)
-    rows, filters = await _rows(request)
+    rows, filters, more = await _rows(request)
     return render(
         request,
         "queue.html",
         {
             "rows": rows,
+            "more": more,
+            "limit": queue.QUEUE_LIMIT,
             "filters": filters,
             "severities": list(Severity),
             "statuses": list(EscalationStatus),
@@ -107,8 +117,10 @@ async def queue_page(request: web.Request) -> web.Response:
 async def queue_rows(request: web.Request) -> web.Response:
     """The table body alone, for the page's refresh script."""
     require_user(request)
-    rows, _filters = await _rows(request)
-    return render(request, "_queue_rows.html", {"rows": rows})
+    rows, _filters, more = await _rows(request)
+    return render(
+        request, "_queue_rows.html", {"rows": rows, "more": more, "limit": queue.QUEUE_LIMIT}
+    )
 
 
 async def escalation_page(request: web.Request) -> web.Response:
