@@ -32,3 +32,16 @@ class FrozenClock:
     def advance(self, **delta: float) -> datetime:
         self._now += timedelta(**delta)
         return self._now
+
+
+def utc_from_iso(text: str) -> datetime:
+    """An ISO 8601 time with its UTC offset (a cursor in a link), as UTC; ``ValueError`` if it
+    is not one, also when it has no offset or falls outside the calendar once moved to UTC
+    (``0001-01-01T00:00+05:00``), so a forged link is a clear error, not a crash."""
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        raise ValueError("the time needs its UTC offset")
+    try:
+        return at.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("the time is out of range") from exc

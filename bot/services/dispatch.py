@@ -393,11 +393,8 @@ _BEGIN_PG = text(
 
 def _begin_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """``_BEGIN``'s executemany rows as ``_BEGIN_PG``'s arrays (the state as JSON text)."""
-    arrays: dict[str, list[Any]] = {name: [] for name, _ in _BEGIN_COLUMNS}
-    for row in rows:
-        for name, values in arrays.items():
-            value = row[name]
-            values.append(json.dumps(value) if name == "b_state" else value)
+    arrays = {name: [row[name] for row in rows] for name, _ in _BEGIN_COLUMNS}
+    arrays["b_state"] = [json.dumps(state) for state in arrays["b_state"]]
     return arrays
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from bot.clock import utc_from_iso
 from db.models import Answer, Checkin, Escalation, Message, Patient, Score, Treatment, User
 from db.types import UTCDateTime
 
@@ -164,10 +165,7 @@ class TimelineCursor:
             raise ValueError(f"unknown kind {kind!r}")
         if not (id_text.isascii() and id_text.isdigit()) or len(id_text) > 18:
             raise ValueError("the id must be a whole number")
-        at = datetime.fromisoformat(at_text)
-        if at.tzinfo is None:
-            raise ValueError("the time needs its UTC offset")
-        return cls(at.astimezone(UTC), kind, int(id_text))
+        return cls(utc_from_iso(at_text), kind, int(id_text))
 
 
 def _timeline_query(patient_id: Any, limit: int, *, older: bool) -> Select[Any]:

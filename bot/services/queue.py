@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.clock import utc_from_iso
 from db.enums import SEVERITY_RANK, Disposition, EscalationStatus, Severity
 from db.models import Escalation, User
 
@@ -82,10 +83,7 @@ class QueueCursor:
         rank, at, id_ = parts
         if rank not in {"0", "1", "2", "3"} or not id_.isdigit() or len(id_) > 18:
             raise ValueError("not a cursor from this API's next field")
-        created = datetime.fromisoformat(at)
-        if created.tzinfo is None:
-            raise ValueError("not a cursor from this API's next field")
-        return cls(int(rank), created.astimezone(UTC), int(id_))
+        return cls(int(rank), utc_from_iso(at), int(id_))
 
     @classmethod
     def after_row(cls, row: Any) -> QueueCursor:

@@ -169,6 +169,8 @@ async def test_the_queue_api_pages_through_every_item_once_in_queue_order(h: Har
         ("?after=nope", "after"),
         ("?after=9~2026-01-01T00:00:00%2B00:00~1", "after"),
         ("?after=0~2026-01-01T00:00:00~1", "after"),
+        ("?after=0~0001-01-01T00:00:00%2B05:00~1", "after"),
+        ("?limit=" + "9" * 5000, "limit"),
     ):
         resp = await h.client.get(f"/api/v1/escalations{bad}", headers=bearer(token))
         assert resp.status == 422, bad
@@ -348,6 +350,8 @@ async def test_a_malformed_older_link_is_a_clear_400(h: Harness) -> None:
         "2026-01-01T00:00:00+00:00~sms~1",
         "2026-01-01T00:00:00+00:00~message~-1",
         "nope~message~1",
+        "0001-01-01T00:00:00+05:00~message~1",
+        "9999-12-31T23:59:59-05:00~message~1",
     ):
         resp = await h.client.get(f"/patients/{p.id}", params={"before": bad})
         assert resp.status == 400, bad

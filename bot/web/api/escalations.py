@@ -35,21 +35,27 @@ def _filters(request: web.Request) -> dict[str, object]:
         if not (patient.isascii() and patient.isdigit()) or len(patient) > 18:
             raise invalid("patient_id", "must be a whole number")
         out["patient_id"] = int(patient)
-    limit = request.query.get("limit", "").strip()
-    if limit:
-        if (
-            not (limit.isascii() and limit.isdigit())
-            or not 1 <= int(limit) <= queue.QUEUE_MAX_LIMIT
+    return out
+
+
+def _page(request: web.Request) -> tuple[int, queue.QueueCursor | None]:
+    """``limit`` and ``after``: the page's size and where it starts."""
+    limit = queue.QUEUE_LIMIT
+    text = request.query.get("limit", "").strip()
+    if text:
+        # at most 3 digits: int() of a huge digit string is itself an error
+        if not (text.isascii() and text.isdigit() and len(text) <= 3) or not (
+            1 <= int(text) <= queue.QUEUE_MAX_LIMIT
         ):
             raise invalid("limit", f"must be a whole number from 1 to {queue.QUEUE_MAX_LIMIT}")
-        out["limit"] = int(limit)
+        limit = int(text)
     after = request.query.get("after", "").strip()
-    if after:
-        try:
-            out["after"] = queue.QueueCursor.parse(after)
-        except ValueError as exc:
-            raise invalid("after", "must be the next value of a previous page") from exc
-    return out
+    if not after:
+        return limit, None
+    try:
+        return limit, queue.QueueCursor.parse(after)
+    except ValueError as exc:
+        raise invalid("after", "must be the next value of a previous page") from exc
 
 
 async def list_escalations(request: web.Request) -> web.Response:
@@ -57,10 +63,13 @@ async def list_escalations(request: web.Request) -> web.Response:
     Core connection, the JSON written from plain rows."""
     async with request.app[DATABASE].plain_reads() as conn:
         await require(request, *STAFF, conn=conn)
-        filters = _filters(request)
-        limit = int(filters.pop("limit", queue.QUEUE_LIMIT))  # type: ignore[call-overload]
+        limit, after = _page(request)
         # one row more than the page: whether a next page exists
-        query, params = queue.queue_rows_query(**filters, limit=limit + 1)  # type: ignore[arg-type]
+        query, params = queue.queue_rows_query(
+            **_filters(request),  # type: ignore[arg-type]
+            limit=limit + 1,
+            after=after,
+        )
         rows = (await conn.execute(query, params)).all()
     following = queue.QueueCursor.after_row(rows[limit - 1]).token() if len(rows) > limit else None
     return web.Response(
