@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from time import monotonic
 from typing import Any
 
@@ -35,6 +35,7 @@ from bot.services.flow_store import FlowUnavailableError, parse_cached
 from bot.services.outbox import message_row
 from bot.services.scheduling import (
     PatientLike,
+    PatientRow,
     patient_can_receive,
     quiet_hours,
     quiet_now,
@@ -228,7 +229,7 @@ _BUSY = select(
 
 async def _lock_patients(
     conn: AsyncConnection, patient_ids: set[int], *, sqlite: bool
-) -> tuple[dict[int, _PatientRow], set[int]]:
+) -> tuple[dict[int, PatientRow], set[int]]:
     """Lock the batch's patients, then read them and see which already have a conversation.
 
     The lock (in id order, so two batches cannot deadlock; the inbound handler takes the same
@@ -243,10 +244,10 @@ async def _lock_patients(
     pids = {"pids": sorted(patient_ids)}
     if not sqlite:
         await conn.execute(_LOCK_PATIENTS, pids)
-    patients: dict[int, _PatientRow] = {}
+    patients: dict[int, PatientRow] = {}
     busy: set[int] = set()
     for row in (await conn.execute(_BUSY, pids)).all():
-        patients[row[0]] = _PatientRow(*row[:-1])
+        patients[row[0]] = PatientRow(*row[:-1])
         if row[-1]:
             busy.add(row[0])
     return patients, busy
@@ -289,28 +290,13 @@ async def _published_flows(
 
 
 @dataclass(frozen=True, slots=True)
-class _PatientRow:
-    """What the batch reads of a patient, as plain values (``scheduling.PatientLike``)."""
-
-    id: int
-    first_name: str
-    phone: str
-    language: str
-    timezone: str
-    quiet_start: time | None
-    quiet_end: time | None
-    status: PatientStatus
-    opted_out_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
 class _Due:
     id: int
     flow_key: str
     expires_at: datetime | None
     reminder_after_s: int | None
     expiry_after_s: int | None
-    patient: _PatientRow
+    patient: PatientRow
 
 
 # Built once; run on the session's Core connection: ORM objects cost more than the rest of
@@ -398,7 +384,7 @@ def _begin_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return arrays
 
 
-def _due_rows(rows: Sequence[Sequence[Any]], patients: dict[int, _PatientRow]) -> list[_Due]:
+def _due_rows(rows: Sequence[Sequence[Any]], patients: dict[int, PatientRow]) -> list[_Due]:
     return [
         _Due(
             id=row[0],

@@ -26,6 +26,11 @@ def parse_cached(key: str, version: int, checksum: str, source: str) -> Flow:
     return _cache.get_or_parse((key, version, checksum), lambda: load_flow(source))
 
 
+def cached(key: str, version: int, checksum: str) -> Flow | None:
+    """A version this process has already parsed, without asking the database."""
+    return _cache.get((key, version, checksum))
+
+
 async def latest_published(*, session: AsyncSession, key: str) -> tuple[int, Flow]:
     """The newest published version of ``key``; retired or unknown flows raise."""
     version, flow, _checksum = await latest_published_with_checksum(session=session, key=key)
@@ -59,9 +64,9 @@ async def pinned(
     asking the database: the checksum names the exact source.
     """
     if checksum is not None:
-        cached = _cache.get((key, version, checksum))
-        if cached is not None:
-            return cached
+        found = cached(key, version, checksum)
+        if found is not None:
+            return found
     row = (
         await session.execute(
             select(FlowVersion.checksum, FlowVersion.source).where(

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.logs import mask_phone
+from bot.services import direct_reply
 from bot.services.conversations import (
     Applied,
     ended_columns,
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 ACK_EVERY = timedelta(hours=12)
 UNKNOWN_REPLY_EVERY = timedelta(hours=24)
-MAX_BODY_CHARS = 1600
+MAX_BODY_CHARS = direct_reply.MAX_BODY_CHARS
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,8 @@ class InboundResult:
     route: str = ""
     escalated: bool = False
     claimed: list[Claimed] = field(default_factory=list)
+    # written by ``direct_reply`` rather than this module's ORM path
+    direct: bool = False
 
 
 def _texts(settings: Settings, language: str) -> dict[str, str]:
@@ -202,8 +205,10 @@ class _Handler:
         sms: InboundSms,
         now: datetime,
         db: Database,
+        crisis: safety.CrisisMatch | None,
     ) -> None:
         self.session = session
+        self.crisis = crisis
         self.settings = settings
         self.sms = sms
         self.now = now
@@ -233,7 +238,7 @@ class _Handler:
             self.result.route = "duplicate"
             return self.result
 
-        crisis = safety.detect(self.sms.body)
+        crisis = self.crisis
         if not (
             crisis is None
             and sender is not None
@@ -545,9 +550,23 @@ async def handle_inbound(
     db: Database, settings: Settings, sms: InboundSms, now: datetime
 ) -> InboundResult:
     """Record and act on one inbound message; a repeated ``MessageSid`` changes nothing."""
+    crisis = safety.detect(sms.body)
+    if crisis is None and keywords.classify(sms.body, opted_out=False) is None:
+        replied = await direct_reply.try_reply(
+            db, settings, sid=sms.sid, phone=sms.from_, body=sms.body, now=now
+        )
+        if replied is not None:
+            return InboundResult(
+                duplicate=replied.duplicate,
+                outbound_ids=[c.id for c in replied.claimed],
+                route="duplicate" if replied.duplicate else "conversation",
+                escalated=replied.escalated,
+                claimed=replied.claimed,
+                direct=True,
+            )
     try:
         async with db.write() as session:
-            return await _Handler(session, settings, sms, now, db).run()
+            return await _Handler(session, settings, sms, now, db, crisis).run()
     except IntegrityError:
         # Two deliveries of one MessageSid raced past each other; the other one won.
         return InboundResult(duplicate=True, route="duplicate")

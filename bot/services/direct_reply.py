@@ -1,0 +1,704 @@
+"""A reply inside a running conversation (nearly every inbound text), written on the
+driver's own connection.
+
+Through SQLAlchemy this path cost about 2 ms of CPU per message, most of it the
+per-statement machinery (compiling, parameter processing, greenlet switches) rather
+than the database. Here it is hand-written SQL on asyncpg or sqlite3, for the case that
+dominates traffic: a known, opted-in sender with an active check-in whose flow this
+process has already parsed, including a step that ends it or hands over to the next flow
+(PHQ-9 item 9 → C-SSRS), but not one that ends it while another check-in is waiting to
+start. Anything else returns None having written nothing, and ``bot.services.inbound``
+takes its ORM path. The rows come from the same
+``conversations.step_rows`` as that path's; a test compares the two paths' rows column
+by column on both backends.
+
+PostgreSQL: two round trips and no BEGIN/COMMIT. One read; one statement whose
+data-modifying CTEs write every row, but only if the check-in is still active in the
+state the step began from (otherwise the reply is read and stepped again).
+
+SQLite: plain ``sqlite3`` calls on the event loop's thread, under this process's writer
+lock, in BEGIN IMMEDIATE with a zero busy timeout. aiosqlite's thread hop per statement
+cost more than the statements themselves; a transaction that would wait for another
+process's writer is given up at once, and the ORM path (which waits in a thread) takes
+the message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
+from typing import Any
+
+import asyncpg
+
+from bot.services.conversations import (
+    HISTORY_LIMIT,
+    StepRows,
+    build_history,
+    context_for,
+    ended_columns,
+    start_columns,
+    step_rows,
+)
+from bot.services.flow_store import cached
+from bot.services.outbox import Claimed, claim_rows
+from bot.services.scheduling import PatientRow
+from bot.settings import Settings
+from db.enums import MessageStatus, PatientStatus, VersionStatus
+from db.session import Database
+from flows import engine
+from flows.engine import ConversationState, Outcome, Reply
+from flows.model import Flow
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_CHARS = 1600
+# stand for ids the write assigns: the inbound row's, and the handed-over check-in's
+THIS_MESSAGE = -1
+NEXT_CHECKIN = -2
+
+ANSWER_COLUMNS = ("checkin_id", "message_id", "question_key", "raw_text", "value", "created_at")
+SCORE_COLUMNS = (
+    "checkin_id",
+    "patient_id",
+    "instrument",
+    "total",
+    "band",
+    "flags",
+    "complete",
+    "created_at",
+)
+ESCALATION_COLUMNS = (
+    "patient_id",
+    "checkin_id",
+    "message_id",
+    "severity",
+    "severity_rank",
+    "reason",
+    "summary",
+    "status",
+    "sla_due_at",
+    "page_count",
+    "created_at",
+)
+OUTBOUND_COLUMNS = (
+    "direction",
+    "patient_id",
+    "checkin_id",
+    "user_id",
+    "phone",
+    "body",
+    "purpose",
+    "status",
+    "segments",
+    "encoding",
+    "send_after",
+    "attempts",
+    "lease_until",
+    "created_at",
+)
+# the check-in a hand-over starts (``conversations._handover`` + ``start_checkin``)
+FOLLOW_COLUMNS = (
+    "patient_id",
+    "flow_key",
+    "flow_version",
+    "flow_checksum",
+    "enrollment_id",
+    "treatment_id",
+    "previous_id",
+    "status",
+    "due_at",
+    "reminder_after_s",
+    "expiry_after_s",
+    "reminder_at",
+    "expires_at",
+    "started_at",
+    "lease_until",
+    "state",
+    "created_at",
+)
+_JSON_COLUMNS = frozenset({"value", "flags", "state"})
+
+
+@dataclass(slots=True)
+class Replied:
+    duplicate: bool = False
+    claimed: list[Claimed] = field(default_factory=list)
+    escalated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Conversation:
+    patient: PatientRow
+    checkin_id: int
+    flow: Flow
+    state: ConversationState
+    waiting: bool  # another check-in of this patient is due: ``start_waiting`` must run
+    enrollment_id: int | None
+    treatment_id: int | None
+    reminder_after_s: int | None
+    expiry_after_s: int | None
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Every row one reply writes: the step's, and those of the check-in it hands over to."""
+
+    rows: StepRows
+    follow: dict[str, Any] | None = None
+
+
+class _NotCommon(Exception):
+    """Not the common case: roll back (nothing was written) and take the ORM path."""
+
+
+class _Busy(Exception):
+    """SQLite: another process holds the write lock."""
+
+
+async def try_reply(
+    db: Database, settings: Settings, *, sid: str, phone: str, body: str, now: datetime
+) -> Replied | None:
+    """The reply written here, or None when the ORM path must take the message (then
+    nothing was written). Call only for a text that is neither crisis language nor a
+    keyword."""
+    message = _Message(sid=sid, phone=phone, body=body, now=now, settings=settings)
+    try:
+        if db.pg_direct is not None:
+            pool = await db.pg_direct.pool()
+            async with pool.acquire() as conn:
+                return await _postgres(conn, message)
+        if db.sqlite_direct is not None:
+            async with db.writer_lock():
+                return _sqlite(db.sqlite_direct.connection(), message)
+    except (_NotCommon, _Busy):
+        return None
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error, OSError) as exc:
+        # nothing was written, or (a connection lost during the commit) all of it was: the
+        # ORM path then finds the MessageSid and changes nothing, and the worker sends the
+        # replies when their lease ends
+        log.warning("direct reply path failed (%s); taking the ORM path", type(exc).__name__)
+        return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    sid: str
+    phone: str
+    body: str
+    now: datetime
+    settings: Settings
+
+
+# -- the step (no I/O) -------------------------------------------------------------------------
+
+# The read's columns, the same on both backends.
+_READ_COLUMNS = """c.patient_id, c.id, c.flow_key, c.flow_version, c.flow_checksum, c.state,
+    EXISTS (
+        SELECT 1 FROM checkins w
+        WHERE w.patient_id = c.patient_id AND w.status = 'scheduled' AND w.due_at <= {now}
+          AND (w.expires_at IS NULL OR w.expires_at > {now})
+    ),
+    EXISTS (SELECT 1 FROM messages m WHERE m.provider_sid = {sid}),
+    p.first_name, p.language, p.timezone, p.quiet_start, p.quiet_end, p.status,
+    c.enrollment_id, c.treatment_id, c.reminder_after_s, c.expiry_after_s
+FROM patients p
+JOIN checkins c ON c.patient_id = p.id AND c.status = 'active'
+WHERE p.phone = {phone} AND p.opted_out_at IS NULL
+ORDER BY c.started_at DESC
+LIMIT 1"""
+
+
+def _conversation(row: Sequence[Any], phone: str, state: dict[str, Any] | None) -> _Conversation:
+    patient_id, checkin_id, flow_key, flow_version, checksum = row[:5]
+    if flow_version is None or checksum is None or state is None:
+        raise _NotCommon
+    flow = cached(flow_key, flow_version, checksum)
+    if flow is None:
+        raise _NotCommon  # the ORM path parses the flow, and caches it for the next reply
+    patient = PatientRow(
+        id=patient_id,
+        first_name=row[8],
+        phone=phone,
+        language=row[9],
+        timezone=row[10],
+        quiet_start=_time(row[11]),
+        quiet_end=_time(row[12]),
+        status=PatientStatus(row[13]),
+        opted_out_at=None,
+    )
+    return _Conversation(
+        patient=patient,
+        checkin_id=checkin_id,
+        flow=flow,
+        state=ConversationState.from_json(state),
+        waiting=bool(row[6]),
+        enrollment_id=row[14],
+        treatment_id=row[15],
+        reminder_after_s=row[16],
+        expiry_after_s=row[17],
+    )
+
+
+def _time(value: time | str | None) -> time | None:
+    return time.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _step(conv: _Conversation, m: _Message) -> tuple[_Plan, str | None]:
+    """The step's rows, and the flow it hands over to (its rows come from ``_follow``)."""
+    step = engine.resume(conv.flow, conv.state, Reply(m.body), m.now)
+    rows = step_rows(
+        step,
+        checkin_id=conv.checkin_id,
+        patient_id=conv.patient.id,
+        phone=m.phone,
+        now=m.now,
+        message_id=THIS_MESSAGE,
+    )
+    ended = rows.ended
+    if ended is not None and ended.handover and ended.outcome is Outcome.COMPLETED:
+        return _Plan(rows), ended.handover
+    if ended is not None and conv.waiting and ended.outcome is not Outcome.CRISIS:
+        raise _NotCommon  # one conversation at a time: the waiting one starts there
+    claim_rows(rows.messages, m.now)
+    return _Plan(rows), None
+
+
+def _follow(
+    plan: _Plan,
+    conv: _Conversation,
+    m: _Message,
+    *,
+    flow_key: str,
+    latest: Sequence[Any] | None,
+    scores: Sequence[tuple[str, float, datetime]],
+    last_treatment: datetime | None,
+) -> None:
+    """Start the next flow as ``conversations._handover`` does, into ``plan``."""
+    if latest is None or latest[2] != VersionStatus.PUBLISHED:
+        raise _NotCommon  # the ORM path reports the missing flow
+    version, checksum = latest[0], latest[1]
+    flow = cached(flow_key, version, checksum)
+    if flow is None:
+        raise _NotCommon
+    rows = plan.rows
+    assert rows.ended is not None
+    # the scores this step computed count in the history, newest first
+    fresh = [(s["instrument"], s["total"], m.now) for s in reversed(rows.scores)]
+    history = build_history([*fresh, *scores], last_treatment)
+    context = context_for(conv.patient, m.settings, history, dict(rows.ended.carry))
+    start = step_rows(
+        engine.start(flow, context, m.now),
+        checkin_id=NEXT_CHECKIN,
+        patient_id=conv.patient.id,
+        phone=m.phone,
+        now=m.now,
+    )
+    if start.ended is not None:
+        raise _NotCommon
+    plan.follow = {
+        "patient_id": conv.patient.id,
+        "flow_key": flow_key,
+        "enrollment_id": conv.enrollment_id,
+        "treatment_id": conv.treatment_id,
+        "previous_id": conv.checkin_id,
+        "due_at": m.now,
+        "state": start.state,
+        "created_at": m.now,
+        **start_columns(
+            patient=conv.patient,
+            version=version,
+            flow=flow,
+            checksum=checksum,
+            now=m.now,
+            expiry_after_s=conv.expiry_after_s,
+            reminder_after_s=conv.reminder_after_s,
+        ),
+    }
+    rows.answers += start.answers
+    rows.scores += start.scores
+    rows.escalations += start.escalations
+    rows.messages += start.messages
+    claim_rows(rows.messages, m.now)
+
+
+def _ended(rows: StepRows, now: datetime) -> tuple[str | None, str | None, datetime | None]:
+    if rows.ended is None:
+        return None, None, None
+    columns = ended_columns(rows.ended, now)
+    return str(columns["status"]), columns["outcome"], columns["completed_at"]
+
+
+def _json(name: str, value: Any) -> Any:
+    return json.dumps(value) if name in _JSON_COLUMNS else value
+
+
+def _claimed(found: Sequence[Sequence[Any]], phone: str) -> list[Claimed]:
+    """(id, status, attempts, body) of the outbound rows, in the order they were built."""
+    return [
+        Claimed(row[0], phone, row[3], row[2])
+        for row in found
+        if row[0] is not None and row[1] == MessageStatus.SENDING
+    ]
+
+
+def _replied(plan: _Plan, found: Sequence[Sequence[Any]], phone: str) -> Replied:
+    return Replied(claimed=_claimed(found, phone), escalated=bool(plan.rows.escalations))
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+# Read without a lock, write in one statement that changes nothing unless the check-in is
+# still active in exactly the state the step began from: a reply handled meanwhile by
+# another process (or the expiry job, or a STOP) makes it write nothing, and the reply is
+# read and stepped again. The write locks the check-in row, so one patient's replies
+# still commit one at a time; within a process they also queue in arrival order
+# (``bot.web.twilio_hooks``).
+_PG_READ = "SELECT " + _READ_COLUMNS.replace("c.state,", "c.state::text,", 1).format(
+    phone="$1", now="$2", sid="$3"
+)
+_PG_HANDOVER_READ = f"""
+WITH recent AS (
+    SELECT instrument, total, created_at, id FROM scores WHERE patient_id = $2
+    ORDER BY created_at DESC, id DESC LIMIT {HISTORY_LIMIT * 8}
+)
+SELECT v.version, v.checksum, v.status,
+    (SELECT administered_at FROM treatments WHERE patient_id = $2
+     ORDER BY administered_at DESC LIMIT 1),
+    ARRAY(SELECT instrument FROM recent ORDER BY created_at DESC, id DESC),
+    ARRAY(SELECT total FROM recent ORDER BY created_at DESC, id DESC),
+    ARRAY(SELECT created_at FROM recent ORDER BY created_at DESC, id DESC)
+FROM (SELECT version, checksum, status FROM flow_versions
+      WHERE key = $1 AND version IS NOT NULL ORDER BY version DESC LIMIT 1) v
+"""
+# a re-delivery racing this one commits first: the statement fails whole on the unique key
+_SID_CONSTRAINT = "uq_messages_provider_sid"
+ATTEMPTS = 3
+
+_TYPES = {
+    "checkin_id": "int",
+    "message_id": "int",
+    "patient_id": "int",
+    "user_id": "int",
+    "enrollment_id": "int",
+    "treatment_id": "int",
+    "previous_id": "int",
+    "flow_version": "int",
+    "severity_rank": "int",
+    "page_count": "int",
+    "segments": "int",
+    "attempts": "int",
+    "reminder_after_s": "int",
+    "expiry_after_s": "int",
+    "total": "float8",
+    "complete": "bool",
+    "value": "jsonb",
+    "flags": "jsonb",
+    "state": "jsonb",
+}
+_TIMES = frozenset(
+    {
+        "created_at",
+        "sla_due_at",
+        "send_after",
+        "lease_until",
+        "due_at",
+        "reminder_at",
+        "expires_at",
+        "started_at",
+    }
+)
+
+
+def _pg_type(name: str) -> str:
+    return "timestamptz" if name in _TIMES else _TYPES.get(name, "text")
+
+
+def _params(first: int, columns: tuple[str, ...], suffix: str = "[]") -> str:
+    return ", ".join(f"${first + i}::{_pg_type(name)}{suffix}" for i, name in enumerate(columns))
+
+
+def _value(alias: str, name: str) -> str:
+    if name == "message_id":
+        return f"CASE WHEN {alias}.{name} = {THIS_MESSAGE} THEN inbound.id ELSE {alias}.{name} END"
+    if name == "checkin_id":
+        return f"CASE WHEN {alias}.{name} = {NEXT_CHECKIN} THEN follow.id ELSE {alias}.{name} END"
+    return f"{alias}.{name}"
+
+
+def _rows_cte(name: str, table: str, alias: str, columns: tuple[str, ...], first: int) -> str:
+    listed = ", ".join(columns)
+    return f"""{name} AS (
+    INSERT INTO {table} ({listed})
+    SELECT {", ".join(_value(alias, c) for c in columns)}
+    FROM inbound LEFT JOIN follow ON true, unnest({_params(first, columns)}) AS {alias}({listed})
+)"""
+
+
+_F = 12
+_A = _F + len(FOLLOW_COLUMNS)
+_S = _A + len(ANSWER_COLUMNS)
+_E = _S + len(SCORE_COLUMNS)
+_O = _E + len(ESCALATION_COLUMNS)
+_OUT_LISTED = ", ".join(OUTBOUND_COLUMNS)
+
+# Every row in one statement, each derived from ``saved`` through ``inbound``: when the
+# check-in moved on, the update returns nothing and so does everything else
+# (data-modifying CTEs run to completion whether or not the final SELECT reads them, hence
+# FROM inbound in each). ``follow`` is the hand-over's check-in, when there is one.
+_PG_WRITE = f"""
+WITH saved AS (
+    UPDATE checkins
+    SET state = $7::jsonb,
+        status = coalesce($8::varchar, status),
+        outcome = coalesce($9::varchar, outcome),
+        completed_at = coalesce($10::timestamptz, completed_at),
+        lease_until = CASE WHEN $8::varchar IS NULL THEN lease_until END
+    WHERE id = $2 AND status = 'active' AND state = $11::jsonb
+    RETURNING id
+), inbound AS (
+    INSERT INTO messages (direction, patient_id, checkin_id, phone, body, provider_sid,
+                          status, segments, encoding, attempts, purpose, created_at)
+    SELECT 'in', $1, saved.id, $3, $4, $5, 'received', 1, 'GSM-7', 0, '', $6 FROM saved
+    RETURNING id
+), follow AS (
+    INSERT INTO checkins ({", ".join(FOLLOW_COLUMNS)})
+    SELECT {_params(_F, FOLLOW_COLUMNS, "")} FROM inbound WHERE ${_F + 1}::text IS NOT NULL
+    RETURNING id
+), {_rows_cte("new_answers", "answers", "a", ANSWER_COLUMNS, _A)},
+{_rows_cte("new_scores", "scores", "s", SCORE_COLUMNS, _S)},
+{_rows_cte("new_escalations", "escalations", "e", ESCALATION_COLUMNS, _E)},
+outbound AS (
+    -- ids follow the ORDER BY, so sorting by id restores the order the steps built them in
+    INSERT INTO messages ({_OUT_LISTED})
+    SELECT {", ".join(_value("o", c) for c in OUTBOUND_COLUMNS)}
+    FROM inbound LEFT JOIN follow ON true,
+        unnest({_params(_O, OUTBOUND_COLUMNS)}) WITH ORDINALITY AS o({_OUT_LISTED}, n)
+    ORDER BY o.n
+    RETURNING id, status, attempts, body
+)
+SELECT outbound.id, outbound.status, outbound.attempts, outbound.body
+FROM inbound LEFT JOIN outbound ON true
+ORDER BY outbound.id
+"""
+
+
+def _pg_arrays(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[list[Any]]:
+    return [[_json(name, row.get(name)) for row in rows] for name in columns]
+
+
+def _pg_follow(follow: dict[str, Any] | None) -> list[Any]:
+    if follow is None:
+        return [None] * len(FOLLOW_COLUMNS)
+    return [_json(name, follow.get(name)) for name in FOLLOW_COLUMNS]
+
+
+async def _postgres(conn: asyncpg.Connection, m: _Message) -> Replied:
+    for _attempt in range(ATTEMPTS):
+        row = await conn.fetchrow(_PG_READ, m.phone, m.now, m.sid)
+        if row is None:
+            raise _NotCommon  # unknown, opted out, or no active check-in
+        if row[7]:
+            return Replied(duplicate=True)
+        state_json: str | None = row[5]
+        conv = _conversation(row, m.phone, None if state_json is None else json.loads(state_json))
+        plan, handover = _step(conv, m)
+        if handover is not None:
+            latest = await conn.fetchrow(_PG_HANDOVER_READ, handover, conv.patient.id)
+            _follow(
+                plan,
+                conv,
+                m,
+                flow_key=handover,
+                latest=latest,
+                scores=[]
+                if latest is None
+                else list(zip(latest[4], latest[5], latest[6], strict=True)),
+                last_treatment=None if latest is None else latest[3],
+            )
+        rows = plan.rows
+        try:
+            found = await conn.fetch(
+                _PG_WRITE,
+                conv.patient.id,
+                conv.checkin_id,
+                m.phone,
+                m.body[:MAX_BODY_CHARS],
+                m.sid,
+                m.now,
+                json.dumps(rows.state),
+                *_ended(rows, m.now),
+                state_json,
+                *_pg_follow(plan.follow),
+                *_pg_arrays(rows.answers, ANSWER_COLUMNS),
+                *_pg_arrays(rows.scores, SCORE_COLUMNS),
+                *_pg_arrays(rows.escalations, ESCALATION_COLUMNS),
+                *_pg_arrays(rows.messages, OUTBOUND_COLUMNS),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != _SID_CONSTRAINT:
+                raise
+            return Replied(duplicate=True)
+        if found:
+            return _replied(plan, found, m.phone)
+    raise _NotCommon  # still moving under us: the ORM path locks the patient instead
+
+
+# -- SQLite -----------------------------------------------------------------------------------
+
+_SQLITE_READ = "SELECT " + _READ_COLUMNS.format(phone="?3", now="?1", sid="?2")
+_SQLITE_LATEST = """
+SELECT version, checksum, status FROM flow_versions
+WHERE key = ? AND version IS NOT NULL ORDER BY version DESC LIMIT 1
+"""
+_SQLITE_TREATED = """
+SELECT administered_at FROM treatments WHERE patient_id = ?
+ORDER BY administered_at DESC LIMIT 1
+"""
+_SQLITE_SCORES = f"""
+SELECT instrument, total, created_at FROM scores WHERE patient_id = ?
+ORDER BY created_at DESC, id DESC LIMIT {HISTORY_LIMIT * 8}
+"""
+_SQLITE_INBOUND = """
+INSERT INTO messages (direction, patient_id, checkin_id, phone, body, provider_sid,
+                      status, segments, encoding, attempts, purpose, created_at)
+VALUES ('in', ?, ?, ?, ?, ?, 'received', 1, 'GSM-7', 0, '', ?)
+ON CONFLICT (provider_sid) DO NOTHING
+RETURNING id
+"""
+_SQLITE_SAVE = """
+UPDATE checkins
+SET state = ?1,
+    status = coalesce(?2, status),
+    outcome = coalesce(?3, outcome),
+    completed_at = coalesce(?4, completed_at),
+    lease_until = CASE WHEN ?2 IS NULL THEN lease_until END
+WHERE id = ?5
+"""
+
+
+def _insert(table: str, columns: tuple[str, ...], returning: str = "") -> str:
+    marks = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}){returning}"
+
+
+_SQLITE_FOLLOW = _insert("checkins", FOLLOW_COLUMNS, " RETURNING id")
+_SQLITE_ANSWER = _insert("answers", ANSWER_COLUMNS)
+_SQLITE_SCORE = _insert("scores", SCORE_COLUMNS)
+_SQLITE_ESCALATION = _insert("escalations", ESCALATION_COLUMNS)
+_SQLITE_OUTBOUND = _insert("messages", OUTBOUND_COLUMNS, " RETURNING id")
+
+
+def _sqlite_time(value: datetime) -> str:
+    """As SQLAlchemy stores a UTC time on SQLite: naive text with microseconds."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_read_time(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ids:
+    message: int
+    follow: int | None
+
+
+def _sqlite_value(name: str, value: Any, ids: _Ids) -> Any:
+    if name == "message_id" and value == THIS_MESSAGE:
+        return ids.message
+    if name == "checkin_id" and value == NEXT_CHECKIN:
+        return ids.follow
+    if isinstance(value, datetime):
+        return _sqlite_time(value)
+    if isinstance(value, bool):
+        return int(value)
+    return _json(name, value)
+
+
+def _sqlite_rows(
+    rows: list[dict[str, Any]], columns: tuple[str, ...], ids: _Ids
+) -> list[tuple[Any, ...]]:
+    return [tuple(_sqlite_value(name, row.get(name), ids) for name in columns) for row in rows]
+
+
+def _sqlite(conn: sqlite3.Connection, m: _Message) -> Replied:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise _Busy from exc
+    try:
+        replied = _sqlite_transaction(conn, m)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT" if not replied.duplicate else "ROLLBACK")
+    return replied
+
+
+def _sqlite_transaction(conn: sqlite3.Connection, m: _Message) -> Replied:
+    at = _sqlite_time(m.now)
+    row = conn.execute(_SQLITE_READ, (at, m.sid, m.phone)).fetchone()
+    if row is None:
+        raise _NotCommon
+    if row[7]:
+        return Replied(duplicate=True)
+    conv = _conversation(row, m.phone, None if row[5] is None else json.loads(row[5]))
+    plan, handover = _step(conv, m)
+    if handover is not None:
+        patient_id = conv.patient.id
+        treated = conn.execute(_SQLITE_TREATED, (patient_id,)).fetchone()
+        _follow(
+            plan,
+            conv,
+            m,
+            flow_key=handover,
+            latest=conn.execute(_SQLITE_LATEST, (handover,)).fetchone(),
+            scores=[
+                (instrument, total, _sqlite_read_time(created))
+                for instrument, total, created in conn.execute(_SQLITE_SCORES, (patient_id,))
+            ],
+            last_treatment=None if treated is None else _sqlite_read_time(treated[0]),
+        )
+    rows = plan.rows
+    (message_id,) = conn.execute(
+        _SQLITE_INBOUND,
+        (conv.patient.id, conv.checkin_id, m.phone, m.body[:MAX_BODY_CHARS], m.sid, at),
+    ).fetchone()
+    status, outcome, completed_at = _ended(rows, m.now)
+    conn.execute(
+        _SQLITE_SAVE,
+        (
+            json.dumps(rows.state),
+            status,
+            outcome,
+            None if completed_at is None else _sqlite_time(completed_at),
+            conv.checkin_id,
+        ),
+    )
+    ids = _Ids(message_id, None)
+    if plan.follow is not None:
+        (follow_id,) = conn.execute(
+            _SQLITE_FOLLOW, _sqlite_rows([plan.follow], FOLLOW_COLUMNS, ids)[0]
+        ).fetchone()
+        ids = _Ids(message_id, follow_id)
+    for statement, values, columns in (
+        (_SQLITE_ANSWER, rows.answers, ANSWER_COLUMNS),
+        (_SQLITE_SCORE, rows.scores, SCORE_COLUMNS),
+        (_SQLITE_ESCALATION, rows.escalations, ESCALATION_COLUMNS),
+    ):
+        if values:
+            conn.executemany(statement, _sqlite_rows(values, columns, ids))
+    found: list[tuple[Any, ...]] = []
+    for params, built in zip(
+        _sqlite_rows(rows.messages, OUTBOUND_COLUMNS, ids), rows.messages, strict=True
+    ):
+        (new_id,) = conn.execute(_SQLITE_OUTBOUND, params).fetchone()
+        found.append((new_id, built["status"], built["attempts"], built["body"]))
+    return _replied(plan, found, m.phone)

@@ -1,0 +1,314 @@
+"""The direct reply path (driver SQL) against the ORM path: same rows, and every case it
+hands over leaves nothing behind."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bot.services import direct_reply
+from bot.services.direct_reply import Replied
+from db.direct import PgDirect, sqlite_path
+from db.enums import CheckinStatus, Direction
+from db.models import Answer, Checkin, Escalation, Message, Patient, Score
+from tests.web.harness import Harness, harness, new_sid
+
+TryReply = Callable[..., Awaitable[Replied | None]]
+
+
+@pytest.fixture
+async def h(db_url: str):  # type: ignore[no-untyped-def]
+    async with harness(db_url) as hh:
+        yield hh
+
+
+class Spy:
+    """Counts what the direct path took, and turns it off for some phone numbers."""
+
+    def __init__(self, real: TryReply, *, off_for: set[str]) -> None:
+        self.real = real
+        self.off_for = off_for
+        self.taken: list[str] = []
+        self.handed_over: list[str] = []
+
+    async def __call__(
+        self, db: Any, settings: Any, *, sid: str, phone: str, body: str, now: datetime
+    ) -> Any:
+        if phone in self.off_for:
+            return None
+        replied = await self.real(db, settings, sid=sid, phone=phone, body=body, now=now)
+        (self.taken if replied is not None else self.handed_over).append(body)
+        return replied
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    s = Spy(direct_reply.try_reply, off_for=set())
+    monkeypatch.setattr(direct_reply, "try_reply", s)
+    return s
+
+
+async def _rows(h: Harness, patient: Patient) -> dict[str, list[tuple[Any, ...]]]:
+    """Everything a patient's conversations wrote, with ids replaced by their order."""
+    async with h.db.read() as s:
+        checkins = (
+            await s.scalars(
+                select(Checkin).where(Checkin.patient_id == patient.id).order_by(Checkin.id)
+            )
+        ).all()
+        messages = (
+            await s.scalars(
+                select(Message).where(Message.patient_id == patient.id).order_by(Message.id)
+            )
+        ).all()
+        c_ids = [c.id for c in checkins]
+        m_ids = [m.id for m in messages]
+        answers = (
+            await s.scalars(select(Answer).where(Answer.checkin_id.in_(c_ids)).order_by(Answer.id))
+        ).all()
+        scores = (
+            await s.scalars(select(Score).where(Score.patient_id == patient.id).order_by(Score.id))
+        ).all()
+        escalations = (
+            await s.scalars(
+                select(Escalation)
+                .where(Escalation.patient_id == patient.id)
+                .order_by(Escalation.id)
+            )
+        ).all()
+
+    def c(i: int | None) -> int | None:
+        return None if i is None else c_ids.index(i)
+
+    def m(i: int | None) -> int | None:
+        return None if i is None else m_ids.index(i)
+
+    return {
+        "checkins": [
+            (
+                x.flow_key,
+                x.flow_version,
+                x.status,
+                x.outcome,
+                x.state,
+                x.started_at,
+                x.completed_at,
+                x.lease_until,
+                x.reminder_at,
+                x.expires_at,
+                c(x.previous_id),
+            )
+            for x in checkins
+        ],
+        "messages": [
+            (
+                x.direction,
+                c(x.checkin_id),
+                x.phone,
+                x.body,
+                x.purpose,
+                x.status,
+                x.segments,
+                x.encoding,
+                x.send_after,
+                x.attempts,
+                x.lease_until,
+                x.sent_at,
+                x.created_at,
+                x.provider_sid is None,
+                x.user_id,
+                x.error_code,
+            )
+            for x in messages
+        ],
+        "answers": [
+            (c(x.checkin_id), m(x.message_id), x.question_key, x.raw_text, x.value, x.created_at)
+            for x in answers
+        ],
+        "scores": [
+            (c(x.checkin_id), x.instrument, x.total, x.band, x.flags, x.complete, x.created_at)
+            for x in scores
+        ],
+        "escalations": [
+            (
+                c(x.checkin_id),
+                m(x.message_id),
+                x.severity,
+                x.severity_rank,
+                x.reason,
+                x.summary,
+                x.status,
+                x.sla_due_at,
+                x.page_count,
+                x.created_at,
+            )
+            for x in escalations
+        ],
+    }
+
+
+# Digits, labels, number words, an unparseable reply (re-asked), then item 9 positive: the
+# PHQ-9 ends with escalations and hands over to the C-SSRS screener, which is answered too.
+SCRIPT = [
+    "3",
+    "several days",
+    "banana",
+    "2",
+    "nearly every day",
+    "three",
+    "1",
+    "0",
+    "2",
+    "1",
+    "no",
+    "no",
+]
+# Item 9 at 0: the PHQ-9 ends in the direct path itself.
+QUIET_SCRIPT = ["0", "1", "not at all", "0", "1", "0", "0", "2", "0"]
+
+
+@pytest.mark.parametrize("script", [SCRIPT, QUIET_SCRIPT], ids=["handover", "ends"])
+async def test_direct_and_orm_paths_write_the_same_rows(
+    h: Harness, spy: Spy, script: list[str]
+) -> None:
+    direct = await h.patient()
+    orm = await h.patient()
+    spy.off_for.add(orm.phone)
+    for p in (direct, orm):
+        await h.start(p, "phq9")
+    for body in script:
+        # the ORM path first: it parses the C-SSRS flow, which the direct path then finds
+        # in this process's cache (the first hand-over of a process goes the ORM way)
+        for p in (orm, direct):
+            resp = await h.sms(p.phone, body)
+            assert resp.status == 200
+    a, b = await _rows(h, direct), await _rows(h, orm)
+    # the phone is the only difference (the patients' own numbers)
+    a["messages"] = [row[:2] + row[3:] for row in a["messages"]]
+    b["messages"] = [row[:2] + row[3:] for row in b["messages"]]
+    for table in a:
+        assert a[table] == b[table], table
+    assert len(a["answers"]) >= 9 and a["scores"]
+    # every reply, the one that hands over to the C-SSRS screener included
+    assert len(spy.taken) == len(script)
+    if script is SCRIPT:
+        assert a["escalations"], "item 9 positive escalates"
+        assert [row[0] for row in a["checkins"]] == ["phq9", "cssrs_screen"]
+    else:
+        assert a["checkins"][0][2] is CheckinStatus.COMPLETED
+
+
+async def test_redelivery_through_the_direct_path_changes_nothing(h: Harness, spy: Spy) -> None:
+    p = await h.patient()
+    await h.start(p, "phq9")
+    sid = new_sid()
+    for _ in range(3):
+        assert (await h.sms(p.phone, "2", sid=sid)).status == 200
+    assert len(spy.taken) == 3  # each answered by the direct path: once written, twice found
+    async with h.db.read() as s:
+        inbound = (await s.scalars(select(Message).where(Message.direction == Direction.IN))).all()
+        answers = (await s.scalars(select(Answer))).all()
+    assert len(inbound) == 1 and len(answers) == 1
+    assert answers[0].message_id == inbound[0].id
+
+
+async def test_a_waiting_checkin_is_started_by_the_orm_path(h: Harness, spy: Spy) -> None:
+    p = await h.patient()
+    await h.start(p, "phq2")
+    async with h.db.write() as s:
+        s.add(
+            Checkin(
+                patient_id=p.id,
+                flow_key="phq2",
+                status=CheckinStatus.SCHEDULED,
+                due_at=h.clock.now() - timedelta(minutes=5),
+                created_at=h.clock.now(),
+            )
+        )
+    await h.sms(p.phone, "0")
+    assert spy.taken == ["0"]
+    await h.sms(p.phone, "0")  # ends the PHQ-2 while another one is due
+    assert spy.handed_over == ["0"]
+    checkins = await h.checkins(p)
+    assert [c.status for c in checkins] == [CheckinStatus.COMPLETED, CheckinStatus.ACTIVE]
+
+
+async def test_a_flow_this_process_has_not_parsed_goes_through_the_orm_path(
+    h: Harness, spy: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = await h.patient()
+    await h.start(p, "phq9")
+    monkeypatch.setattr(direct_reply, "cached", lambda key, version, checksum: None)
+    await h.sms(p.phone, "1")
+    assert spy.handed_over == ["1"]
+    monkeypatch.undo()
+    monkeypatch.setattr(direct_reply, "try_reply", spy)
+    await h.sms(p.phone, "2")
+    assert spy.taken == ["2"]
+    async with h.db.read() as s:
+        answers = (await s.scalars(select(Answer.value).order_by(Answer.id))).all()
+    assert answers == [1, 2]
+
+
+async def test_senders_outside_a_conversation_are_left_to_the_orm_path(
+    h: Harness, spy: Spy
+) -> None:
+    idle = await h.patient()
+    await h.sms(idle.phone, "hello")
+    await h.sms("+12025550987", "hello")  # unknown number
+    stopped = await h.patient()
+    await h.start(stopped, "phq9")
+    async with h.db.write() as s:
+        row = await s.get(Patient, stopped.id)
+        assert row is not None
+        row.opted_out_at = h.clock.now()
+    await h.sms(stopped.phone, "2")
+    assert spy.taken == [] and len(spy.handed_over) == 3
+    async with h.db.read() as s:
+        assert (await s.scalars(select(Answer))).all() == []
+
+
+async def test_sqlite_gives_up_at_once_while_another_process_writes(h: Harness) -> None:
+    if not h.db.is_sqlite:
+        pytest.skip("SQLite's single writer")
+    p = await h.patient()
+    await h.start(p, "phq9")
+    path = sqlite_path(h.db.url)
+    assert path is not None
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        replied = await direct_reply.try_reply(
+            h.db, h.settings, sid=new_sid(), phone=p.phone, body="1", now=h.clock.now()
+        )
+        assert replied is None
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    # nothing was written, and the next reply goes through once the lock is free
+    replied = await direct_reply.try_reply(
+        h.db, h.settings, sid=new_sid(), phone=p.phone, body="1", now=h.clock.now()
+    )
+    assert replied is not None and not replied.duplicate and len(replied.claimed) == 1
+    async with h.db.read() as s:
+        assert len((await s.scalars(select(Answer))).all()) == 1
+
+
+async def test_postgres_unreachable_on_the_direct_pool_falls_back(h: Harness, spy: Spy) -> None:
+    if h.db.pg_direct is None:
+        pytest.skip("PostgreSQL's own pool")
+    await h.db.pg_direct.close()
+    broken = PgDirect(h.db.engine, {"port": 1, "timeout": 1})
+    h.db.pg_direct = broken
+    p = await h.patient()
+    await h.start(p, "phq9")
+    resp = await h.sms(p.phone, "3")
+    assert resp.status == 200
+    assert spy.handed_over == ["3"]
+    async with h.db.read() as s:
+        assert (await s.scalars(select(Answer.value))).all() == [3]
