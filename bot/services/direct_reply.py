@@ -12,13 +12,17 @@ takes its ORM path. The rows come from the same
 ``conversations.step_rows`` as that path's; a test compares the two paths' rows column
 by column on both backends.
 
-PostgreSQL: two round trips and no BEGIN/COMMIT. One read; one statement whose
+PostgreSQL: no BEGIN/COMMIT, and usually one round trip. A read (skipped when this
+process wrote the conversation's last state, ``_Recent``); one statement whose
 data-modifying CTEs write every row, but only if the check-in is still active in the
-state the step began from (otherwise the reply is read and stepped again).
+state the step began from and the patient still opted in (otherwise the reply is read
+and stepped again).
 
 SQLite: plain ``sqlite3`` calls on the event loop's thread, under this process's writer
-lock, in BEGIN IMMEDIATE with a zero busy timeout. aiosqlite's thread hop per statement
-cost more than the statements themselves; a transaction that would wait for another
+lock, with group commit (``db.direct.SqliteDirect``: the replies that arrive together
+share one transaction, each in its savepoint) and a zero busy timeout. aiosqlite's
+thread hop per statement cost more than the statements themselves, and a commit per
+reply more than the rest of the reply; a transaction that would wait for another
 process's writer is given up at once, and the ORM path (which waits in a thread) takes
 the message.
 """
@@ -28,10 +32,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
+from datetime import datetime, time
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import asyncpg
 
@@ -48,6 +54,7 @@ from bot.services.flow_store import cached
 from bot.services.outbox import Claimed, claim_rows
 from bot.services.scheduling import PatientRow
 from bot.settings import Settings
+from db.direct import SqliteBusy, sqlite_read_time, sqlite_time
 from db.enums import MessageStatus, PatientStatus, VersionStatus
 from db.session import Database
 from flows import engine
@@ -156,10 +163,6 @@ class _NotCommon(Exception):
     """Not the common case: roll back (nothing was written) and take the ORM path."""
 
 
-class _Busy(Exception):
-    """SQLite: another process holds the write lock."""
-
-
 async def try_reply(
     db: Database, settings: Settings, *, sid: str, phone: str, body: str, now: datetime
 ) -> Replied | None:
@@ -171,16 +174,19 @@ async def try_reply(
         if db.pg_direct is not None:
             pool = await db.pg_direct.pool()
             async with pool.acquire() as conn:
-                return await _postgres(conn, message)
+                return await _postgres(conn, message, _recent(db))
         if db.sqlite_direct is not None:
-            async with db.writer_lock():
-                return _sqlite(db.sqlite_direct.connection(), message)
-    except (_NotCommon, _Busy):
+            return await db.sqlite_direct.transact(
+                lambda conn: _sqlite_transaction(conn, message), db.writer_lock
+            )
+    except (_NotCommon, SqliteBusy):
         return None
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error, OSError) as exc:
-        # nothing was written, or (a connection lost during the commit) all of it was: the
-        # ORM path then finds the MessageSid and changes nothing, and the worker sends the
-        # replies when their lease ends
+    except Exception as exc:
+        # Any failure, a database going away (asyncpg raises several unrelated classes
+        # while a server restarts) or not: nothing was written, or (a connection lost
+        # during the commit) all of it was. The ORM path then does the work, finds the
+        # MessageSid and changes nothing, or answers 503 if the database is down; the
+        # worker sends replies left claimed when their lease ends.
         log.warning("direct reply path failed (%s); taking the ORM path", type(exc).__name__)
         return None
     return None
@@ -460,6 +466,7 @@ WITH saved AS (
         completed_at = coalesce($10::timestamptz, completed_at),
         lease_until = CASE WHEN $8::varchar IS NULL THEN lease_until END
     WHERE id = $2 AND status = 'active' AND state = $11::jsonb
+        AND NOT EXISTS (SELECT FROM patients WHERE id = $1 AND opted_out_at IS NOT NULL)
     RETURNING id
 ), inbound AS (
     INSERT INTO messages (direction, patient_id, checkin_id, phone, body, provider_sid,
@@ -498,20 +505,76 @@ def _pg_follow(follow: dict[str, Any] | None) -> list[Any]:
     return [_json(name, follow.get(name)) for name in FOLLOW_COLUMNS]
 
 
-async def _postgres(conn: asyncpg.Connection, m: _Message) -> Replied:
+class _Recent:
+    """The conversations this process wrote last, by phone: the read row with the state it
+    wrote. A reply to one of them skips the read and goes straight to the write, whose
+    state check makes a stale entry harmless (it writes nothing and the reply is read).
+    Bounded; it holds what the database holds, so it is never the only copy."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._rows: OrderedDict[str, tuple[Sequence[Any], str]] = OrderedDict()
+
+    def get(self, phone: str) -> tuple[Sequence[Any], str] | None:
+        found = self._rows.get(phone)
+        if found is not None:
+            self._rows.move_to_end(phone)
+        return found
+
+    def put(self, phone: str, row: Sequence[Any], state_json: str) -> None:
+        self._rows[phone] = (row, state_json)
+        self._rows.move_to_end(phone)
+        if len(self._rows) > self.SIZE:
+            self._rows.popitem(last=False)
+
+    def forget(self, phone: str) -> None:
+        self._rows.pop(phone, None)
+
+
+_RECENT: WeakKeyDictionary[Database, _Recent] = WeakKeyDictionary()
+
+
+def _recent(db: Database) -> _Recent:
+    found = _RECENT.get(db)
+    if found is None:
+        found = _RECENT[db] = _Recent()
+    return found
+
+
+class _Conflict(Exception):
+    """The check-in moved on since it was read: read it again."""
+
+
+async def _postgres(conn: asyncpg.Connection, m: _Message, recent: _Recent) -> Replied:
+    cached = recent.get(m.phone)
+    if cached is not None:
+        row, state_json = cached
+        conv = _conversation(row, m.phone, json.loads(state_json))
+        try:
+            plan: _Plan | None = _step(conv, m)[0]
+        except _NotCommon:
+            plan = None
+        # an end needs the waiting check-ins the read reports, and a hand-over its reads
+        if plan is not None and plan.rows.ended is None:
+            try:
+                return await _pg_write(conn, m, conv, plan, row, state_json, recent)
+            except _Conflict:
+                pass
+        recent.forget(m.phone)
     for _attempt in range(ATTEMPTS):
         row = await conn.fetchrow(_PG_READ, m.phone, m.now, m.sid)
         if row is None:
             raise _NotCommon  # unknown, opted out, or no active check-in
         if row[7]:
             return Replied(duplicate=True)
-        state_json: str | None = row[5]
+        state_json = row[5]
         conv = _conversation(row, m.phone, None if state_json is None else json.loads(state_json))
-        plan, handover = _step(conv, m)
+        read_plan, handover = _step(conv, m)
         if handover is not None:
             latest = await conn.fetchrow(_PG_HANDOVER_READ, handover, conv.patient.id)
             _follow(
-                plan,
+                read_plan,
                 conv,
                 m,
                 flow_key=handover,
@@ -521,32 +584,53 @@ async def _postgres(conn: asyncpg.Connection, m: _Message) -> Replied:
                 else list(zip(latest[4], latest[5], latest[6], strict=True)),
                 last_treatment=None if latest is None else latest[3],
             )
-        rows = plan.rows
         try:
-            found = await conn.fetch(
-                _PG_WRITE,
-                conv.patient.id,
-                conv.checkin_id,
-                m.phone,
-                m.body[:MAX_BODY_CHARS],
-                m.sid,
-                m.now,
-                json.dumps(rows.state),
-                *_ended(rows, m.now),
-                state_json,
-                *_pg_follow(plan.follow),
-                *_pg_arrays(rows.answers, ANSWER_COLUMNS),
-                *_pg_arrays(rows.scores, SCORE_COLUMNS),
-                *_pg_arrays(rows.escalations, ESCALATION_COLUMNS),
-                *_pg_arrays(rows.messages, OUTBOUND_COLUMNS),
-            )
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name != _SID_CONSTRAINT:
-                raise
-            return Replied(duplicate=True)
-        if found:
-            return _replied(plan, found, m.phone)
+            return await _pg_write(conn, m, conv, read_plan, row, state_json, recent)
+        except _Conflict:
+            continue
     raise _NotCommon  # still moving under us: the ORM path locks the patient instead
+
+
+async def _pg_write(
+    conn: asyncpg.Connection,
+    m: _Message,
+    conv: _Conversation,
+    plan: _Plan,
+    row: Sequence[Any],
+    state_json: str,
+    recent: _Recent,
+) -> Replied:
+    rows = plan.rows
+    new_state = json.dumps(rows.state)
+    try:
+        found = await conn.fetch(
+            _PG_WRITE,
+            conv.patient.id,
+            conv.checkin_id,
+            m.phone,
+            m.body[:MAX_BODY_CHARS],
+            m.sid,
+            m.now,
+            new_state,
+            *_ended(rows, m.now),
+            state_json,
+            *_pg_follow(plan.follow),
+            *_pg_arrays(rows.answers, ANSWER_COLUMNS),
+            *_pg_arrays(rows.scores, SCORE_COLUMNS),
+            *_pg_arrays(rows.escalations, ESCALATION_COLUMNS),
+            *_pg_arrays(rows.messages, OUTBOUND_COLUMNS),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != _SID_CONSTRAINT:
+            raise
+        return Replied(duplicate=True)
+    if not found:
+        raise _Conflict
+    if rows.ended is None:
+        recent.put(m.phone, row, new_state)
+    else:
+        recent.forget(m.phone)
+    return _replied(plan, found, m.phone)
 
 
 # -- SQLite -----------------------------------------------------------------------------------
@@ -594,15 +678,6 @@ _SQLITE_ESCALATION = _insert("escalations", ESCALATION_COLUMNS)
 _SQLITE_OUTBOUND = _insert("messages", OUTBOUND_COLUMNS, " RETURNING id")
 
 
-def _sqlite_time(value: datetime) -> str:
-    """As SQLAlchemy stores a UTC time on SQLite: naive text with microseconds."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _sqlite_read_time(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class _Ids:
     message: int
@@ -615,7 +690,7 @@ def _sqlite_value(name: str, value: Any, ids: _Ids) -> Any:
     if name == "checkin_id" and value == NEXT_CHECKIN:
         return ids.follow
     if isinstance(value, datetime):
-        return _sqlite_time(value)
+        return sqlite_time(value)
     if isinstance(value, bool):
         return int(value)
     return _json(name, value)
@@ -627,23 +702,8 @@ def _sqlite_rows(
     return [tuple(_sqlite_value(name, row.get(name), ids) for name in columns) for row in rows]
 
 
-def _sqlite(conn: sqlite3.Connection, m: _Message) -> Replied:
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        raise _Busy from exc
-    try:
-        replied = _sqlite_transaction(conn, m)
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT" if not replied.duplicate else "ROLLBACK")
-    return replied
-
-
 def _sqlite_transaction(conn: sqlite3.Connection, m: _Message) -> Replied:
-    at = _sqlite_time(m.now)
+    at = sqlite_time(m.now)
     row = conn.execute(_SQLITE_READ, (at, m.sid, m.phone)).fetchone()
     if row is None:
         raise _NotCommon
@@ -661,16 +721,19 @@ def _sqlite_transaction(conn: sqlite3.Connection, m: _Message) -> Replied:
             flow_key=handover,
             latest=conn.execute(_SQLITE_LATEST, (handover,)).fetchone(),
             scores=[
-                (instrument, total, _sqlite_read_time(created))
+                (instrument, total, sqlite_read_time(created))
                 for instrument, total, created in conn.execute(_SQLITE_SCORES, (patient_id,))
             ],
-            last_treatment=None if treated is None else _sqlite_read_time(treated[0]),
+            last_treatment=None if treated is None else sqlite_read_time(treated[0]),
         )
     rows = plan.rows
-    (message_id,) = conn.execute(
+    inbound = conn.execute(
         _SQLITE_INBOUND,
         (conv.patient.id, conv.checkin_id, m.phone, m.body[:MAX_BODY_CHARS], m.sid, at),
     ).fetchone()
+    if inbound is None:
+        return Replied(duplicate=True)  # nothing written yet: the savepoint holds nothing
+    message_id: int = inbound[0]
     status, outcome, completed_at = _ended(rows, m.now)
     conn.execute(
         _SQLITE_SAVE,
@@ -678,7 +741,7 @@ def _sqlite_transaction(conn: sqlite3.Connection, m: _Message) -> Replied:
             json.dumps(rows.state),
             status,
             outcome,
-            None if completed_at is None else _sqlite_time(completed_at),
+            None if completed_at is None else sqlite_time(completed_at),
             conv.checkin_id,
         ),
     )

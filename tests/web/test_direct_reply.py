@@ -3,6 +3,7 @@ hands over leaves nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from bot.services.direct_reply import Replied
 from db.direct import PgDirect, sqlite_path
 from db.enums import CheckinStatus, Direction
 from db.models import Answer, Checkin, Escalation, Message, Patient, Score
+from db.session import Database
 from tests.web.harness import Harness, harness, new_sid
 
 TryReply = Callable[..., Awaitable[Replied | None]]
@@ -312,3 +314,102 @@ async def test_postgres_unreachable_on_the_direct_pool_falls_back(h: Harness, sp
     assert spy.handed_over == ["3"]
     async with h.db.read() as s:
         assert (await s.scalars(select(Answer.value))).all() == [3]
+
+
+async def test_a_reply_another_process_handled_is_read_again(h: Harness, spy: Spy) -> None:
+    """This process remembers the state it wrote (PostgreSQL); another process moving the
+    conversation on makes that memory stale, and the write notices and reads again."""
+    p = await h.patient()
+    await h.start(p, "phq9")
+    other = Database(h.db.url)  # a second server process on the same database
+    try:
+        await h.sms(p.phone, "1")  # this process writes q1 and remembers the state
+        replied = await direct_reply.try_reply(
+            other, h.settings, sid=new_sid(), phone=p.phone, body="2", now=h.clock.now()
+        )
+        assert replied is not None and not replied.duplicate  # q2, by the other process
+        await h.sms(p.phone, "3")  # q3 here: the remembered state is q1's
+    finally:
+        await other.dispose()
+    async with h.db.read() as s:
+        answers = (
+            await s.execute(select(Answer.question_key, Answer.value).order_by(Answer.id))
+        ).all()
+    assert [tuple(a) for a in answers] == [("q1", 1), ("q2", 2), ("q3", 3)]
+    assert spy.taken == ["1", "2", "3"]
+
+
+async def test_a_patient_opted_out_meanwhile_is_never_written_to(h: Harness, spy: Spy) -> None:
+    """Opted out by other means (Twilio's 21610), with the check-in still active: the next
+    reply is neither answered nor recorded as an answer, remembered state or not."""
+    p = await h.patient()
+    await h.start(p, "phq9")
+    await h.sms(p.phone, "1")
+    async with h.db.write() as s:
+        row = await s.get(Patient, p.id)
+        assert row is not None
+        row.opted_out_at = h.clock.now()
+    before = len(h.twilio.sent_to(p.phone))
+    await h.sms(p.phone, "2")
+    assert spy.taken == ["1"] and spy.handed_over == ["2"]
+    async with h.db.read() as s:
+        assert (await s.scalars(select(Answer.value))).all() == [1]
+    assert len(h.twilio.sent_to(p.phone)) == before
+
+
+async def test_replies_arriving_together_share_one_sqlite_transaction(h: Harness) -> None:
+    if h.db.sqlite_direct is None:
+        pytest.skip("SQLite's group commit")
+    patients = [await h.patient() for _ in range(12)]
+    for p in patients:
+        await h.start(p, "phq9")
+    commits: list[str] = []
+    conn = h.db.sqlite_direct.connection()
+    conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    try:
+        results = await asyncio.gather(
+            *(
+                direct_reply.try_reply(
+                    h.db, h.settings, sid=new_sid(), phone=p.phone, body="2", now=h.clock.now()
+                )
+                for p in patients
+            )
+        )
+    finally:
+        conn.set_trace_callback(None)
+    assert all(r is not None and len(r.claimed) == 1 for r in results)
+    assert len(commits) == 1
+    async with h.db.read() as s:
+        assert len((await s.scalars(select(Answer))).all()) == 12
+
+
+async def test_one_failing_unit_of_a_group_rolls_back_only_itself(h: Harness) -> None:
+    if h.db.sqlite_direct is None:
+        pytest.skip("SQLite's group commit")
+    direct = h.db.sqlite_direct
+    now = "2026-03-02 15:00:00.000000"
+
+    def insert(name: str) -> Callable[[sqlite3.Connection], str]:
+        def work(conn: sqlite3.Connection) -> str:
+            conn.execute(
+                "INSERT INTO patients (first_name, phone, timezone, language, status,"
+                " created_at, updated_at) VALUES (?, ?, 'UTC', 'en', 'active', ?, ?)",
+                (name, f"+1202555{len(name):04d}", now, now),
+            )
+            if name == "bad":
+                raise ValueError("this unit fails after its insert")
+            return name
+
+        return work
+
+    outcomes = await asyncio.gather(
+        direct.transact(insert("ok"), h.db.writer_lock),
+        direct.transact(insert("bad"), h.db.writer_lock),
+        direct.transact(insert("fine"), h.db.writer_lock),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == "ok" and outcomes[2] == "fine"
+    assert isinstance(outcomes[1], ValueError)
+    async with h.db.read() as s:
+        names = (await s.scalars(select(Patient.first_name).order_by(Patient.id))).all()
+    assert names == ["ok", "fine"]
