@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import func, select
@@ -62,6 +63,9 @@ class Metrics:
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+        # bound once for the webhook: ``labels()`` takes a lock and a lookup on every call
+        self.sms_latency = self.webhook_latency.labels("sms")
+        self._inbound_routes: dict[str, Any] = {}
         self.tick_seconds = Histogram(
             "aftercare_worker_tick_seconds",
             "Duration of worker ticks",
@@ -90,6 +94,12 @@ class Metrics:
             ["severity"],
             registry=r,
         )
+
+    def inbound_routed(self, route: str) -> None:
+        child = self._inbound_routes.get(route)
+        if child is None:
+            child = self._inbound_routes[route] = self.inbound.labels(route)
+        child.inc()
 
     def record_send(self, stats: SendStats) -> None:
         if stats.accepted:

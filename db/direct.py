@@ -47,6 +47,10 @@ class PgDirect:
         if cache is not None:
             kwargs["statement_cache_size"] = cache
         kwargs.update(connect_args or {})
+        # the write's plan is the same whatever its values (primary keys and a small JSON
+        # document): planning it again on every execution cost the server more than it saved
+        settings = kwargs.setdefault("server_settings", {})
+        settings.setdefault("plan_cache_mode", "force_generic_plan")
         self._kwargs: dict[str, Any] = dict(kwargs)
         self._pool: asyncpg.Pool | None = None
         self._creating: asyncio.Lock | None = None

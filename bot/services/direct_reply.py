@@ -156,6 +156,7 @@ class _Plan:
     """Every row one reply writes: the step's, and those of the check-in it hands over to."""
 
     rows: StepRows
+    state: ConversationState
     follow: dict[str, Any] | None = None
 
 
@@ -220,7 +221,9 @@ ORDER BY c.started_at DESC
 LIMIT 1"""
 
 
-def _conversation(row: Sequence[Any], phone: str, state: dict[str, Any] | None) -> _Conversation:
+def _conversation(
+    row: Sequence[Any], phone: str, state: dict[str, Any] | ConversationState | None
+) -> _Conversation:
     patient_id, checkin_id, flow_key, flow_version, checksum = row[:5]
     if flow_version is None or checksum is None or state is None:
         raise _NotCommon
@@ -242,7 +245,7 @@ def _conversation(row: Sequence[Any], phone: str, state: dict[str, Any] | None) 
         patient=patient,
         checkin_id=checkin_id,
         flow=flow,
-        state=ConversationState.from_json(state),
+        state=state if isinstance(state, ConversationState) else ConversationState.from_json(state),
         waiting=bool(row[6]),
         enrollment_id=row[14],
         treatment_id=row[15],
@@ -268,11 +271,11 @@ def _step(conv: _Conversation, m: _Message) -> tuple[_Plan, str | None]:
     )
     ended = rows.ended
     if ended is not None and ended.handover and ended.outcome is Outcome.COMPLETED:
-        return _Plan(rows), ended.handover
+        return _Plan(rows, step.state), ended.handover
     if ended is not None and conv.waiting and ended.outcome is not Outcome.CRISIS:
         raise _NotCommon  # one conversation at a time: the waiting one starts there
     claim_rows(rows.messages, m.now)
-    return _Plan(rows), None
+    return _Plan(rows, step.state), None
 
 
 def _follow(
@@ -425,8 +428,11 @@ def _pg_type(name: str) -> str:
     return "timestamptz" if name in _TIMES else _TYPES.get(name, "text")
 
 
-def _params(first: int, columns: tuple[str, ...], suffix: str = "[]") -> str:
-    return ", ".join(f"${first + i}::{_pg_type(name)}{suffix}" for i, name in enumerate(columns))
+def _record_type(name: str) -> str:
+    """A column's type in ``jsonb_to_recordset``: JSON columns travel as their JSON text (a
+    JSON null must stay a JSON null, as the ORM path stores it, not become SQL NULL)."""
+    kind = _pg_type(name)
+    return f"{name} text" if kind == "jsonb" else f"{name} {kind}"
 
 
 def _value(alias: str, name: str) -> str:
@@ -434,29 +440,33 @@ def _value(alias: str, name: str) -> str:
         return f"CASE WHEN {alias}.{name} = {THIS_MESSAGE} THEN inbound.id ELSE {alias}.{name} END"
     if name == "checkin_id":
         return f"CASE WHEN {alias}.{name} = {NEXT_CHECKIN} THEN follow.id ELSE {alias}.{name} END"
+    if _pg_type(name) == "jsonb":
+        return f"{alias}.{name}::jsonb"
     return f"{alias}.{name}"
 
 
-def _rows_cte(name: str, table: str, alias: str, columns: tuple[str, ...], first: int) -> str:
-    listed = ", ".join(columns)
+def _recordset(key: str, alias: str, columns: tuple[str, ...], *, numbered: bool = False) -> str:
+    fields = ", ".join(_record_type(c) for c in columns)
+    rows = f"jsonb_to_recordset($12::jsonb -> '{key}')"
+    if not numbered:
+        return f"{rows} AS {alias}({fields})"
+    return f"ROWS FROM ({rows} AS ({fields})) WITH ORDINALITY AS {alias}({', '.join(columns)}, n)"
+
+
+def _rows_cte(name: str, table: str, alias: str, columns: tuple[str, ...]) -> str:
     return f"""{name} AS (
-    INSERT INTO {table} ({listed})
+    INSERT INTO {table} ({", ".join(columns)})
     SELECT {", ".join(_value(alias, c) for c in columns)}
-    FROM inbound LEFT JOIN follow ON true, unnest({_params(first, columns)}) AS {alias}({listed})
+    FROM inbound LEFT JOIN follow ON true, {_recordset(table, alias, columns)}
 )"""
 
-
-_F = 12
-_A = _F + len(FOLLOW_COLUMNS)
-_S = _A + len(ANSWER_COLUMNS)
-_E = _S + len(SCORE_COLUMNS)
-_O = _E + len(ESCALATION_COLUMNS)
-_OUT_LISTED = ", ".join(OUTBOUND_COLUMNS)
 
 # Every row in one statement, each derived from ``saved`` through ``inbound``: when the
 # check-in moved on, the update returns nothing and so does everything else
 # (data-modifying CTEs run to completion whether or not the final SELECT reads them, hence
-# FROM inbound in each). ``follow`` is the hand-over's check-in, when there is one.
+# FROM inbound in each). ``follow`` is the hand-over's check-in, when there is one. The
+# rows travel as one JSON document ($12): encoding dozens of array parameters cost the
+# client more than the statement cost the server.
 _PG_WRITE = f"""
 WITH saved AS (
     UPDATE checkins
@@ -475,17 +485,18 @@ WITH saved AS (
     RETURNING id
 ), follow AS (
     INSERT INTO checkins ({", ".join(FOLLOW_COLUMNS)})
-    SELECT {_params(_F, FOLLOW_COLUMNS, "")} FROM inbound WHERE ${_F + 1}::text IS NOT NULL
+    SELECT {", ".join(_value("f", c) for c in FOLLOW_COLUMNS)}
+    FROM inbound, {_recordset("follow", "f", FOLLOW_COLUMNS)}
     RETURNING id
-), {_rows_cte("new_answers", "answers", "a", ANSWER_COLUMNS, _A)},
-{_rows_cte("new_scores", "scores", "s", SCORE_COLUMNS, _S)},
-{_rows_cte("new_escalations", "escalations", "e", ESCALATION_COLUMNS, _E)},
+), {_rows_cte("new_answers", "answers", "a", ANSWER_COLUMNS)},
+{_rows_cte("new_scores", "scores", "s", SCORE_COLUMNS)},
+{_rows_cte("new_escalations", "escalations", "e", ESCALATION_COLUMNS)},
 outbound AS (
     -- ids follow the ORDER BY, so sorting by id restores the order the steps built them in
-    INSERT INTO messages ({_OUT_LISTED})
+    INSERT INTO messages ({", ".join(OUTBOUND_COLUMNS)})
     SELECT {", ".join(_value("o", c) for c in OUTBOUND_COLUMNS)}
     FROM inbound LEFT JOIN follow ON true,
-        unnest({_params(_O, OUTBOUND_COLUMNS)}) WITH ORDINALITY AS o({_OUT_LISTED}, n)
+        {_recordset("messages", "o", OUTBOUND_COLUMNS, numbered=True)}
     ORDER BY o.n
     RETURNING id, status, attempts, body
 )
@@ -495,14 +506,31 @@ ORDER BY outbound.id
 """
 
 
-def _pg_arrays(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[list[Any]]:
-    return [[_json(name, row.get(name)) for row in rows] for name in columns]
+def _json_row(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        name: json.dumps(row.get(name)) if _pg_type(name) == "jsonb" else row.get(name)
+        for name in columns
+    }
 
 
-def _pg_follow(follow: dict[str, Any] | None) -> list[Any]:
-    if follow is None:
-        return [None] * len(FOLLOW_COLUMNS)
-    return [_json(name, follow.get(name)) for name in FOLLOW_COLUMNS]
+def _json_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _pg_rows(plan: _Plan) -> str:
+    rows = plan.rows
+    return json.dumps(
+        {
+            "follow": [] if plan.follow is None else [_json_row(plan.follow, FOLLOW_COLUMNS)],
+            "answers": [_json_row(r, ANSWER_COLUMNS) for r in rows.answers],
+            "scores": [_json_row(r, SCORE_COLUMNS) for r in rows.scores],
+            "escalations": [_json_row(r, ESCALATION_COLUMNS) for r in rows.escalations],
+            "messages": [_json_row(r, OUTBOUND_COLUMNS) for r in rows.messages],
+        },
+        default=_json_time,
+    )
 
 
 class _Recent:
@@ -514,16 +542,18 @@ class _Recent:
     SIZE = 4096
 
     def __init__(self) -> None:
-        self._rows: OrderedDict[str, tuple[Sequence[Any], str]] = OrderedDict()
+        self._rows: OrderedDict[str, tuple[Sequence[Any], str, ConversationState]] = OrderedDict()
 
-    def get(self, phone: str) -> tuple[Sequence[Any], str] | None:
+    def get(self, phone: str) -> tuple[Sequence[Any], str, ConversationState] | None:
         found = self._rows.get(phone)
         if found is not None:
             self._rows.move_to_end(phone)
         return found
 
-    def put(self, phone: str, row: Sequence[Any], state_json: str) -> None:
-        self._rows[phone] = (row, state_json)
+    def put(
+        self, phone: str, row: Sequence[Any], state_json: str, state: ConversationState
+    ) -> None:
+        self._rows[phone] = (row, state_json, state)
         self._rows.move_to_end(phone)
         if len(self._rows) > self.SIZE:
             self._rows.popitem(last=False)
@@ -549,8 +579,8 @@ class _Conflict(Exception):
 async def _postgres(conn: asyncpg.Connection, m: _Message, recent: _Recent) -> Replied:
     cached = recent.get(m.phone)
     if cached is not None:
-        row, state_json = cached
-        conv = _conversation(row, m.phone, json.loads(state_json))
+        row, state_json, state = cached
+        conv = _conversation(row, m.phone, state)
         try:
             plan: _Plan | None = _step(conv, m)[0]
         except _NotCommon:
@@ -614,11 +644,7 @@ async def _pg_write(
             new_state,
             *_ended(rows, m.now),
             state_json,
-            *_pg_follow(plan.follow),
-            *_pg_arrays(rows.answers, ANSWER_COLUMNS),
-            *_pg_arrays(rows.scores, SCORE_COLUMNS),
-            *_pg_arrays(rows.escalations, ESCALATION_COLUMNS),
-            *_pg_arrays(rows.messages, OUTBOUND_COLUMNS),
+            _pg_rows(plan),
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != _SID_CONSTRAINT:
@@ -627,7 +653,7 @@ async def _pg_write(
     if not found:
         raise _Conflict
     if rows.ended is None:
-        recent.put(m.phone, row, new_state)
+        recent.put(m.phone, row, new_state, plan.state)
     else:
         recent.forget(m.phone)
     return _replied(plan, found, m.phone)

@@ -9,6 +9,7 @@ default port, as Twilio may sign either.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
@@ -24,12 +25,17 @@ def params_for_signature(pairs: Sequence[tuple[str, str]]) -> MultiDict[str]:
     return MultiDict(pairs)
 
 
+@lru_cache(maxsize=8)
+def _validator(auth_token: str) -> RequestValidator:
+    return RequestValidator(auth_token)
+
+
 def is_valid(
     *, auth_token: str, url: str, params: Mapping[str, str], signature: str | None
 ) -> bool:
     if not signature:
         return False
-    return bool(RequestValidator(auth_token).validate(url, params, signature))
+    return bool(_validator(auth_token).validate(url, params, signature))
 
 
 def sign(*, auth_token: str, url: str, params: Mapping[str, str]) -> str:

@@ -31,8 +31,11 @@ TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 MAX_SID = 64
 
 
+_TWIML_BYTES = TWIML_EMPTY.encode()
+
+
 def _twiml(status: int = 200) -> web.Response:
-    return web.Response(text=TWIML_EMPTY, status=status, content_type="text/xml")
+    return web.Response(body=_TWIML_BYTES, status=status, content_type="text/xml", charset="utf-8")
 
 
 def _plain(status: int, message: str) -> web.Response:
@@ -80,7 +83,7 @@ async def inbound_sms(request: web.Request) -> web.Response:
     try:
         return await _inbound_sms(request)
     finally:
-        request.app[METRICS].webhook_latency.labels("sms").observe(time.perf_counter() - started)
+        request.app[METRICS].sms_latency.observe(time.perf_counter() - started)
 
 
 async def _inbound_sms(request: web.Request) -> web.Response:
@@ -105,7 +108,7 @@ async def _inbound_sms(request: web.Request) -> web.Response:
     except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
         return _unavailable(exc)
     log.info("inbound %s from %s: %s", sid[:8] + "…", mask_phone(sender), result.route or "handled")
-    app[METRICS].inbound.labels(result.route or "handled").inc()
+    app[METRICS].inbound_routed(result.route or "handled")
     if result.claimed or result.escalated:
         background.spawn(app, _after_commit(app, result.claimed, page=result.escalated))
     return _twiml()
