@@ -177,9 +177,12 @@ async def try_reply(
             async with pool.acquire() as conn:
                 return await _postgres(conn, message, _recent(db))
         if db.sqlite_direct is not None:
+            recent = _recent(db)
             return await db.sqlite_direct.transact(
-                lambda conn: _sqlite_transaction(conn, message), db.writer_lock
+                lambda conn: _sqlite_transaction(conn, message, recent), db.writer_lock
             )
+    except _Duplicate:
+        return Replied(duplicate=True)
     except (_NotCommon, SqliteBusy):
         return None
     except Exception as exc:
@@ -360,6 +363,46 @@ def _replied(plan: _Plan, found: Sequence[Sequence[Any]], phone: str) -> Replied
     return Replied(claimed=_claimed(found, phone), escalated=bool(plan.rows.escalations))
 
 
+class _Recent:
+    """The conversations this process wrote last, by phone: the read row with the state it
+    wrote. A reply to one of them skips the read and goes straight to the write, whose
+    state check makes a stale entry harmless (it writes nothing and the reply is read:
+    another process, the reminder or expiry job, or a STOP moved the conversation on).
+    Bounded; it holds what the database holds, so it is never the only copy."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._rows: OrderedDict[str, tuple[Sequence[Any], str, ConversationState]] = OrderedDict()
+
+    def get(self, phone: str) -> tuple[Sequence[Any], str, ConversationState] | None:
+        found = self._rows.get(phone)
+        if found is not None:
+            self._rows.move_to_end(phone)
+        return found
+
+    def put(
+        self, phone: str, row: Sequence[Any], state_json: str, state: ConversationState
+    ) -> None:
+        self._rows[phone] = (row, state_json, state)
+        self._rows.move_to_end(phone)
+        if len(self._rows) > self.SIZE:
+            self._rows.popitem(last=False)
+
+    def forget(self, phone: str) -> None:
+        self._rows.pop(phone, None)
+
+
+_RECENT: WeakKeyDictionary[Database, _Recent] = WeakKeyDictionary()
+
+
+def _recent(db: Database) -> _Recent:
+    found = _RECENT.get(db)
+    if found is None:
+        found = _RECENT[db] = _Recent()
+    return found
+
+
 # -- PostgreSQL -------------------------------------------------------------------------------
 
 # Read without a lock, write in one statement that changes nothing unless the check-in is
@@ -533,45 +576,6 @@ def _pg_rows(plan: _Plan) -> str:
     )
 
 
-class _Recent:
-    """The conversations this process wrote last, by phone: the read row with the state it
-    wrote. A reply to one of them skips the read and goes straight to the write, whose
-    state check makes a stale entry harmless (it writes nothing and the reply is read).
-    Bounded; it holds what the database holds, so it is never the only copy."""
-
-    SIZE = 4096
-
-    def __init__(self) -> None:
-        self._rows: OrderedDict[str, tuple[Sequence[Any], str, ConversationState]] = OrderedDict()
-
-    def get(self, phone: str) -> tuple[Sequence[Any], str, ConversationState] | None:
-        found = self._rows.get(phone)
-        if found is not None:
-            self._rows.move_to_end(phone)
-        return found
-
-    def put(
-        self, phone: str, row: Sequence[Any], state_json: str, state: ConversationState
-    ) -> None:
-        self._rows[phone] = (row, state_json, state)
-        self._rows.move_to_end(phone)
-        if len(self._rows) > self.SIZE:
-            self._rows.popitem(last=False)
-
-    def forget(self, phone: str) -> None:
-        self._rows.pop(phone, None)
-
-
-_RECENT: WeakKeyDictionary[Database, _Recent] = WeakKeyDictionary()
-
-
-def _recent(db: Database) -> _Recent:
-    found = _RECENT.get(db)
-    if found is None:
-        found = _RECENT[db] = _Recent()
-    return found
-
-
 class _Conflict(Exception):
     """The check-in moved on since it was read: read it again."""
 
@@ -681,6 +685,7 @@ VALUES ('in', ?, ?, ?, ?, ?, 'received', 1, 'GSM-7', 0, '', ?)
 ON CONFLICT (provider_sid) DO NOTHING
 RETURNING id
 """
+# as on PostgreSQL: only the state the step began from, and only for an opted-in patient
 _SQLITE_SAVE = """
 UPDATE checkins
 SET state = ?1,
@@ -688,7 +693,8 @@ SET state = ?1,
     outcome = coalesce(?3, outcome),
     completed_at = coalesce(?4, completed_at),
     lease_until = CASE WHEN ?2 IS NULL THEN lease_until END
-WHERE id = ?5
+WHERE id = ?5 AND status = 'active' AND state = ?6
+    AND NOT EXISTS (SELECT 1 FROM patients WHERE id = ?7 AND opted_out_at IS NOT NULL)
 """
 
 
@@ -728,20 +734,37 @@ def _sqlite_rows(
     return [tuple(_sqlite_value(name, row.get(name), ids) for name in columns) for row in rows]
 
 
-def _sqlite_transaction(conn: sqlite3.Connection, m: _Message) -> Replied:
-    at = sqlite_time(m.now)
-    row = conn.execute(_SQLITE_READ, (at, m.sid, m.phone)).fetchone()
+class _Duplicate(Exception):
+    """SQLite: the MessageSid is already there; the unit's savepoint undoes its update."""
+
+
+def _sqlite_transaction(conn: sqlite3.Connection, m: _Message, recent: _Recent) -> Replied:
+    """One reply in the group's transaction (``db.direct.SqliteDirect.transact``)."""
+    cached = recent.get(m.phone)
+    if cached is not None:
+        row, state_json, state = cached
+        conv = _conversation(row, m.phone, state)
+        try:
+            plan: _Plan | None = _step(conv, m)[0]
+        except _NotCommon:
+            plan = None
+        if plan is not None and plan.rows.ended is None:
+            written = _sqlite_write(conn, m, conv, plan, row, state_json, recent)
+            if written is not None:
+                return written
+        recent.forget(m.phone)  # another writer moved it on: read it
+    row = conn.execute(_SQLITE_READ, (sqlite_time(m.now), m.sid, m.phone)).fetchone()
     if row is None:
         raise _NotCommon
     if row[7]:
         return Replied(duplicate=True)
     conv = _conversation(row, m.phone, None if row[5] is None else json.loads(row[5]))
-    plan, handover = _step(conv, m)
+    read_plan, handover = _step(conv, m)
     if handover is not None:
         patient_id = conv.patient.id
         treated = conn.execute(_SQLITE_TREATED, (patient_id,)).fetchone()
         _follow(
-            plan,
+            read_plan,
             conv,
             m,
             flow_key=handover,
@@ -752,31 +775,52 @@ def _sqlite_transaction(conn: sqlite3.Connection, m: _Message) -> Replied:
             ],
             last_treatment=None if treated is None else sqlite_read_time(treated[0]),
         )
+    written = _sqlite_write(conn, m, conv, read_plan, row, row[5], recent)
+    if written is None:
+        raise _NotCommon  # cannot happen: read and write share the transaction
+    return written
+
+
+def _sqlite_write(
+    conn: sqlite3.Connection,
+    m: _Message,
+    conv: _Conversation,
+    plan: _Plan,
+    row: Sequence[Any],
+    state_json: str,
+    recent: _Recent,
+) -> Replied | None:
+    """None, having written nothing, when the check-in is no longer in ``state_json``."""
     rows = plan.rows
+    at = sqlite_time(m.now)
+    status, outcome, completed_at = _ended(rows, m.now)
+    new_state = json.dumps(rows.state)
+    saved = conn.execute(
+        _SQLITE_SAVE,
+        (
+            new_state,
+            status,
+            outcome,
+            None if completed_at is None else sqlite_time(completed_at),
+            conv.checkin_id,
+            state_json,
+            conv.patient.id,
+        ),
+    )
+    if saved.rowcount != 1:
+        return None
     inbound = conn.execute(
         _SQLITE_INBOUND,
         (conv.patient.id, conv.checkin_id, m.phone, m.body[:MAX_BODY_CHARS], m.sid, at),
     ).fetchone()
     if inbound is None:
-        return Replied(duplicate=True)  # nothing written yet: the savepoint holds nothing
-    message_id: int = inbound[0]
-    status, outcome, completed_at = _ended(rows, m.now)
-    conn.execute(
-        _SQLITE_SAVE,
-        (
-            json.dumps(rows.state),
-            status,
-            outcome,
-            None if completed_at is None else sqlite_time(completed_at),
-            conv.checkin_id,
-        ),
-    )
-    ids = _Ids(message_id, None)
+        raise _Duplicate
+    ids = _Ids(inbound[0], None)
     if plan.follow is not None:
         (follow_id,) = conn.execute(
             _SQLITE_FOLLOW, _sqlite_rows([plan.follow], FOLLOW_COLUMNS, ids)[0]
         ).fetchone()
-        ids = _Ids(message_id, follow_id)
+        ids = _Ids(ids.message, follow_id)
     for statement, values, columns in (
         (_SQLITE_ANSWER, rows.answers, ANSWER_COLUMNS),
         (_SQLITE_SCORE, rows.scores, SCORE_COLUMNS),
@@ -790,4 +834,8 @@ def _sqlite_transaction(conn: sqlite3.Connection, m: _Message) -> Replied:
     ):
         (new_id,) = conn.execute(_SQLITE_OUTBOUND, params).fetchone()
         found.append((new_id, built["status"], built["attempts"], built["body"]))
+    if rows.ended is None:
+        recent.put(m.phone, row, new_state, plan.state)
+    else:
+        recent.forget(m.phone)
     return _replied(plan, found, m.phone)

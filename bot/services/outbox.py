@@ -477,7 +477,10 @@ async def _deliver(
             except Exception:
                 log.exception("recording the failure of message %s failed", c.id)
 
-    await asyncio.gather(*(one(c) for c in claimed))
+    if len(claimed) == 1:
+        await one(claimed[0])  # the usual reply: no task to gather
+    else:
+        await asyncio.gather(*(one(c) for c in claimed))
     return accepted
 
 

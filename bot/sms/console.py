@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import sys
-import uuid
 from typing import TextIO
 
 from bot.logs import mask_phone
 from bot.sms.transport import SendResult
 
 log = logging.getLogger(__name__)
+# unique across processes and restarts (provider SIDs are a unique column): a random
+# prefix per process and a counter
+_PREFIX = secrets.token_hex(8)
+_COUNTER = itertools.count(1)
 
 
 class ConsoleTransport:
@@ -20,12 +25,9 @@ class ConsoleTransport:
 
     def __init__(self, *, echo: TextIO | None = None) -> None:
         self._echo = echo
-        self.sent: list[tuple[str, str]] = []
 
     async def send(self, *, to: str, body: str) -> SendResult:
-        # unique across processes and restarts: provider SIDs are a unique column
-        sid = "CM" + uuid.uuid4().hex
-        self.sent.append((to, body))
+        sid = f"CM{_PREFIX}{next(_COUNTER):016x}"
         log.info("console SMS to %s (%d chars) sid=%s", mask_phone(to), len(body), sid)
         if self._echo is not None:
             print(f"[SMS to {mask_phone(to)}] {body}", file=self._echo, flush=True)

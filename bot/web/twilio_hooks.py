@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -23,6 +22,7 @@ from bot.services.inbound import InboundSms, handle_inbound
 from bot.services.outbox import Claimed
 from bot.settings import is_e164
 from bot.sms import signature
+from bot.web.forms import parse_form
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ async def _read_form(request: web.Request) -> list[tuple[str, str]] | web.Respon
         return _plain(413, f"request body over {MAX_WEBHOOK_BYTES} bytes")
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
+        pairs = parse_form(text)
     except (UnicodeDecodeError, ValueError):
         pairs = None
     settings = request.app[SETTINGS]
