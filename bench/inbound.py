@@ -58,7 +58,7 @@ SELF = Path(__file__).resolve()
 ROOT = SELF.parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.support import cpu_seconds, scratch_database  # noqa: E402
+from bench.support import cpu_seconds, machine_busy_seconds, scratch_database  # noqa: E402
 
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 ACCOUNT_SID = "AC" + "5" * 32
@@ -218,6 +218,7 @@ class RunResult:
     statuses: Counter[int]
     client_cpu_s: float
     server_cpu_s: float | None
+    machine_busy_s: float = 0.0  # every core, everyone: the database server included
 
     @property
     def count(self) -> int:
@@ -261,13 +262,13 @@ async def drive(
                     latencies.append(clock() - t0)
                     statuses[status] += 1
 
-        cpu0, server0 = time.process_time(), cpu_seconds(server_pid)
+        cpu0, server0, busy0 = time.process_time(), cpu_seconds(server_pid), machine_busy_seconds()
         t0 = clock()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = clock() - t0
-        cpu1, server1 = time.process_time(), cpu_seconds(server_pid)
+        cpu1, server1, busy1 = time.process_time(), cpu_seconds(server_pid), machine_busy_seconds()
     server_cpu = None if server0 is None or server1 is None else server1 - server0
-    return RunResult(wall, latencies, statuses, cpu1 - cpu0, server_cpu)
+    return RunResult(wall, latencies, statuses, cpu1 - cpu0, server_cpu, busy1 - busy0)
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -631,6 +632,14 @@ def report(label: str, r: RunResult) -> None:
         f"p50 {r.pct(0.50):.1f} ms  p99 {r.pct(0.99):.1f} ms  max {max(r.latencies) * 1e3:.1f} ms  "
         f"errors {r.errors} {dict(r.statuses)}{server_cpu}; client CPU {r.client_cpu_s / r.wall_s:.0%}"
     )
+    if r.server_cpu_s is not None and r.machine_busy_s:
+        # what neither the server nor this client used: the database server and the kernel
+        rest = max(r.machine_busy_s - r.server_cpu_s - r.client_cpu_s, 0.0)
+        cores = os.cpu_count() or 1
+        print(
+            f"        machine {r.machine_busy_s / r.wall_s / cores:.0%} busy ({cores} cores); "
+            f"everything else (database server, kernel) {rest / r.count * 1e3:.2f} ms/msg"
+        )
 
 
 async def bench_backend(

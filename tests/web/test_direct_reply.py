@@ -413,3 +413,39 @@ async def test_one_failing_unit_of_a_group_rolls_back_only_itself(h: Harness) ->
     async with h.db.read() as s:
         names = (await s.scalars(select(Patient.first_name).order_by(Patient.id))).all()
     assert names == ["ok", "fine"]
+
+
+async def test_the_postgres_read_looks_only_at_the_patients_own_checkins(h: Harness) -> None:
+    """The plan the direct pool uses (a generic one) must not find a waiting check-in by
+    scanning every scheduled one: with statistics saying few are scheduled, the
+    planner chose an index on the statuses (ix_checkins_status_reminder_at), a scan per
+    reply that grows with the backlog."""
+    if h.db.pg_direct is None:
+        pytest.skip("PostgreSQL's plan")
+    pool = await h.db.pg_direct.pool()
+    async with pool.acquire() as conn:
+        # a clinic's worth of patients, each in a conversation, and nothing scheduled
+        await conn.execute(
+            "INSERT INTO patients (first_name, phone, timezone, language, status, created_at,"
+            " updated_at) SELECT 'P', '+1202' || lpad(i::text, 7, '0'), 'UTC', 'en', 'active',"
+            " now(), now() FROM generate_series(1, 3000) i"
+        )
+        await conn.execute(
+            "INSERT INTO checkins (patient_id, flow_key, status, due_at, started_at, created_at)"
+            " SELECT id, 'phq9', 'active', now(), now(), now() FROM patients"
+        )
+        await conn.execute("ANALYZE patients")
+        await conn.execute("ANALYZE checkins")
+        await conn.execute(
+            "PREPARE direct_read(text, timestamptz, text) AS " + direct_reply._PG_READ
+        )
+        try:
+            plan = "\n".join(
+                r[0] for r in await conn.fetch("EXPLAIN EXECUTE direct_read('+1', now(), 'SM')")
+            )
+        finally:
+            await conn.execute("DEALLOCATE direct_read")
+    waiting = plan[plan.index("SubPlan") :]
+    # found through the patient (an index on patient_id), never through the statuses
+    assert "Index Cond: ((patient_id = c.patient_id)" in waiting, plan
+    assert "Seq Scan on checkins" not in plan, plan
