@@ -522,6 +522,11 @@ WITH saved AS (
         lease_until = CASE WHEN $8::varchar IS NULL THEN lease_until END
     WHERE id = $2 AND status = 'active' AND state = $11::jsonb
         AND NOT EXISTS (SELECT FROM patients WHERE id = $1 AND opted_out_at IS NOT NULL)
+        AND ($8::varchar IS NULL OR $9::varchar = 'crisis' OR NOT EXISTS (
+            SELECT FROM checkins w
+            WHERE w.patient_id = $1 AND w.status || '' = 'scheduled'
+              AND w.due_at <= $6::timestamptz
+              AND (w.expires_at IS NULL OR w.expires_at > $6::timestamptz)))
     RETURNING id
 ), inbound AS (
     INSERT INTO messages (direction, patient_id, checkin_id, phone, body, provider_sid,
@@ -588,11 +593,12 @@ async def _postgres(conn: asyncpg.Connection, m: _Message, recent: _Recent) -> R
         row, state_json, state = cached
         conv = _conversation(row, m.phone, state)
         try:
-            plan: _Plan | None = _step(conv, m)[0]
+            plan, handover = _step(conv, m)
         except _NotCommon:
-            plan = None
-        # an end needs the waiting check-ins the read reports, and a hand-over its reads
-        if plan is not None and plan.rows.ended is None:
+            plan, handover = None, None
+        # a hand-over needs its reads; an end is written only if no check-in waits (the
+        # write checks), or read again
+        if plan is not None and handover is None:
             try:
                 return await _pg_write(conn, m, conv, plan, row, state_json, recent)
             except _Conflict:
@@ -697,6 +703,10 @@ SET state = ?1,
     lease_until = CASE WHEN ?2 IS NULL THEN lease_until END
 WHERE id = ?5 AND status = 'active' AND state = ?6
     AND NOT EXISTS (SELECT 1 FROM patients WHERE id = ?7 AND opted_out_at IS NOT NULL)
+    AND (?2 IS NULL OR ?3 = 'crisis' OR NOT EXISTS (
+        SELECT 1 FROM checkins w
+        WHERE w.patient_id = ?7 AND w.status || '' = 'scheduled'
+          AND w.due_at <= ?8 AND (w.expires_at IS NULL OR w.expires_at > ?8)))
 """
 
 
@@ -747,10 +757,10 @@ def _sqlite_transaction(conn: sqlite3.Connection, m: _Message, recent: _Recent) 
         row, state_json, state = cached
         conv = _conversation(row, m.phone, state)
         try:
-            plan: _Plan | None = _step(conv, m)[0]
+            plan, handover = _step(conv, m)
         except _NotCommon:
-            plan = None
-        if plan is not None and plan.rows.ended is None:
+            plan, handover = None, None
+        if plan is not None and handover is None:
             written = _sqlite_write(conn, m, conv, plan, row, state_json, recent)
             if written is not None:
                 return written
@@ -807,6 +817,7 @@ def _sqlite_write(
             conv.checkin_id,
             state_json,
             conv.patient.id,
+            at,
         ),
     )
     if saved.rowcount != 1:

@@ -219,25 +219,38 @@ async def test_redelivery_through_the_direct_path_changes_nothing(h: Harness, sp
     assert answers[0].message_id == inbound[0].id
 
 
-async def test_a_waiting_checkin_is_started_by_the_orm_path(h: Harness, spy: Spy) -> None:
+@pytest.mark.parametrize("due", ["before", "after"], ids=["due-before", "due-meanwhile"])
+async def test_a_waiting_checkin_is_started_by_the_orm_path(h: Harness, spy: Spy, due: str) -> None:
+    """Ending a conversation while another check-in is due: the ORM path starts the next
+    one. Due only after this process remembered the conversation, it is the write's own
+    check that notices."""
     p = await h.patient()
     await h.start(p, "phq2")
-    async with h.db.write() as s:
-        s.add(
-            Checkin(
-                patient_id=p.id,
-                flow_key="phq2",
-                status=CheckinStatus.SCHEDULED,
-                due_at=h.clock.now() - timedelta(minutes=5),
-                created_at=h.clock.now(),
+
+    async def add_due() -> None:
+        async with h.db.write() as s:
+            s.add(
+                Checkin(
+                    patient_id=p.id,
+                    flow_key="phq2",
+                    status=CheckinStatus.SCHEDULED,
+                    due_at=h.clock.now() - timedelta(minutes=5),
+                    created_at=h.clock.now(),
+                )
             )
-        )
+
+    if due == "before":
+        await add_due()
     await h.sms(p.phone, "0")
     assert spy.taken == ["0"]
+    if due == "after":
+        await add_due()
     await h.sms(p.phone, "0")  # ends the PHQ-2 while another one is due
     assert spy.handed_over == ["0"]
     checkins = await h.checkins(p)
     assert [c.status for c in checkins] == [CheckinStatus.COMPLETED, CheckinStatus.ACTIVE]
+    async with h.db.read() as s:
+        assert len((await s.scalars(select(Answer))).all()) == 2  # each answer once
 
 
 async def test_a_flow_this_process_has_not_parsed_goes_through_the_orm_path(
