@@ -4,9 +4,11 @@ hands over leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from db.direct import PgDirect, sqlite_path
 from db.enums import CheckinStatus, Direction
 from db.models import Answer, Checkin, Escalation, Message, Patient, Score
 from db.session import Database
+from tests.conftest import _truncate_all, pg_url_for
 from tests.web.harness import Harness, harness, new_sid
 
 TryReply = Callable[..., Awaitable[Replied | None]]
@@ -26,6 +29,34 @@ TryReply = Callable[..., Awaitable[Replied | None]]
 @pytest.fixture
 async def h(db_url: str):  # type: ignore[no-untyped-def]
     async with harness(db_url) as hh:
+        yield hh
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    path = tmp_path / "test.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+def pg_url(pg_shared: str) -> str:
+    url = pg_url_for(pg_shared)
+    asyncio.run(_truncate_all(url))
+    return url
+
+
+@pytest.fixture
+async def hs(sqlite_url: str):  # type: ignore[no-untyped-def]
+    """The harness on SQLite only, for what only SQLite has."""
+    async with harness(sqlite_url) as hh:
+        yield hh
+
+
+@pytest.fixture
+async def hp(pg_url: str):  # type: ignore[no-untyped-def]
+    """The harness on PostgreSQL only, for what only PostgreSQL has."""
+    async with harness(pg_url) as hh:
         yield hh
 
 
@@ -288,9 +319,8 @@ async def test_senders_outside_a_conversation_are_left_to_the_orm_path(
         assert (await s.scalars(select(Answer))).all() == []
 
 
-async def test_sqlite_gives_up_at_once_while_another_process_writes(h: Harness) -> None:
-    if not h.db.is_sqlite:
-        pytest.skip("SQLite's single writer")
+async def test_sqlite_gives_up_at_once_while_another_process_writes(hs: Harness) -> None:
+    h = hs
     p = await h.patient()
     await h.start(p, "phq9")
     path = sqlite_path(h.db.url)
@@ -314,9 +344,10 @@ async def test_sqlite_gives_up_at_once_while_another_process_writes(h: Harness) 
         assert len((await s.scalars(select(Answer))).all()) == 1
 
 
-async def test_postgres_unreachable_on_the_direct_pool_falls_back(h: Harness, spy: Spy) -> None:
-    if h.db.pg_direct is None:
-        pytest.skip("PostgreSQL's own pool")
+@pytest.mark.postgres
+async def test_postgres_unreachable_on_the_direct_pool_falls_back(hp: Harness, spy: Spy) -> None:
+    h = hp
+    assert h.db.pg_direct is not None
     await h.db.pg_direct.close()
     broken = PgDirect(h.db.engine, {"port": 1, "timeout": 1})
     h.db.pg_direct = broken
@@ -370,9 +401,9 @@ async def test_a_patient_opted_out_meanwhile_is_never_written_to(h: Harness, spy
     assert len(h.twilio.sent_to(p.phone)) == before
 
 
-async def test_replies_arriving_together_share_one_sqlite_transaction(h: Harness) -> None:
-    if h.db.sqlite_direct is None:
-        pytest.skip("SQLite's group commit")
+async def test_replies_arriving_together_share_one_sqlite_transaction(hs: Harness) -> None:
+    h = hs
+    assert h.db.sqlite_direct is not None
     patients = [await h.patient() for _ in range(12)]
     for p in patients:
         await h.start(p, "phq9")
@@ -396,9 +427,9 @@ async def test_replies_arriving_together_share_one_sqlite_transaction(h: Harness
         assert len((await s.scalars(select(Answer))).all()) == 12
 
 
-async def test_one_failing_unit_of_a_group_rolls_back_only_itself(h: Harness) -> None:
-    if h.db.sqlite_direct is None:
-        pytest.skip("SQLite's group commit")
+async def test_one_failing_unit_of_a_group_rolls_back_only_itself(hs: Harness) -> None:
+    h = hs
+    assert h.db.sqlite_direct is not None
     direct = h.db.sqlite_direct
     now = "2026-03-02 15:00:00.000000"
 
@@ -428,13 +459,14 @@ async def test_one_failing_unit_of_a_group_rolls_back_only_itself(h: Harness) ->
     assert names == ["ok", "fine"]
 
 
-async def test_the_postgres_read_looks_only_at_the_patients_own_checkins(h: Harness) -> None:
+@pytest.mark.postgres
+async def test_the_postgres_read_looks_only_at_the_patients_own_checkins(hp: Harness) -> None:
     """The plan the direct pool uses (a generic one) must not find a waiting check-in by
     scanning every scheduled one: with statistics saying few are scheduled, the
     planner chose an index on the statuses (ix_checkins_status_reminder_at), a scan per
     reply that grows with the backlog."""
-    if h.db.pg_direct is None:
-        pytest.skip("PostgreSQL's plan")
+    h = hp
+    assert h.db.pg_direct is not None
     pool = await h.db.pg_direct.pool()
     async with pool.acquire() as conn:
         # a clinic's worth of patients, each in a conversation, and nothing scheduled
