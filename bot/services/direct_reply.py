@@ -583,27 +583,38 @@ def _pg_rows(plan: _Plan) -> str:
     )
 
 
+def _remembered(
+    recent: _Recent, m: _Message
+) -> tuple[Sequence[Any], str, _Conversation, _Plan] | None:
+    """The step taken from the state this process wrote last, when it can go straight to
+    the write: a hand-over needs its reads, and an end is written only while no check-in
+    waits (the write checks that)."""
+    cached = recent.get(m.phone)
+    if cached is None:
+        return None
+    row, state_json, state = cached
+    conv = _conversation(row, m.phone, state)
+    try:
+        plan, handover = _step(conv, m)
+    except _NotCommon:
+        plan, handover = None, None
+    if plan is None or handover is not None:
+        recent.forget(m.phone)
+        return None
+    return row, state_json, conv, plan
+
+
 class _Conflict(Exception):
     """The check-in moved on since it was read: read it again."""
 
 
 async def _postgres(conn: asyncpg.Connection, m: _Message, recent: _Recent) -> Replied:
-    cached = recent.get(m.phone)
-    if cached is not None:
-        row, state_json, state = cached
-        conv = _conversation(row, m.phone, state)
+    remembered = _remembered(recent, m)
+    if remembered is not None:
         try:
-            plan, handover = _step(conv, m)
-        except _NotCommon:
-            plan, handover = None, None
-        # a hand-over needs its reads; an end is written only if no check-in waits (the
-        # write checks), or read again
-        if plan is not None and handover is None:
-            try:
-                return await _pg_write(conn, m, conv, plan, row, state_json, recent)
-            except _Conflict:
-                pass
-        recent.forget(m.phone)
+            return await _pg_write(conn, m, *remembered, recent)
+        except _Conflict:
+            recent.forget(m.phone)  # another writer moved it on: read it
     for _attempt in range(ATTEMPTS):
         row = await conn.fetchrow(_PG_READ, m.phone, m.now, m.sid)
         if row is None:
@@ -627,7 +638,7 @@ async def _postgres(conn: asyncpg.Connection, m: _Message, recent: _Recent) -> R
                 last_treatment=None if latest is None else latest[3],
             )
         try:
-            return await _pg_write(conn, m, conv, read_plan, row, state_json, recent)
+            return await _pg_write(conn, m, row, state_json, conv, read_plan, recent)
         except _Conflict:
             continue
     raise _NotCommon  # still moving under us: the ORM path locks the patient instead
@@ -636,10 +647,10 @@ async def _postgres(conn: asyncpg.Connection, m: _Message, recent: _Recent) -> R
 async def _pg_write(
     conn: asyncpg.Connection,
     m: _Message,
-    conv: _Conversation,
-    plan: _Plan,
     row: Sequence[Any],
     state_json: str,
+    conv: _Conversation,
+    plan: _Plan,
     recent: _Recent,
 ) -> Replied:
     rows = plan.rows
@@ -752,18 +763,11 @@ class _Duplicate(Exception):
 
 def _sqlite_transaction(conn: sqlite3.Connection, m: _Message, recent: _Recent) -> Replied:
     """One reply in the group's transaction (``db.direct.SqliteDirect.transact``)."""
-    cached = recent.get(m.phone)
-    if cached is not None:
-        row, state_json, state = cached
-        conv = _conversation(row, m.phone, state)
-        try:
-            plan, handover = _step(conv, m)
-        except _NotCommon:
-            plan, handover = None, None
-        if plan is not None and handover is None:
-            written = _sqlite_write(conn, m, conv, plan, row, state_json, recent)
-            if written is not None:
-                return written
+    remembered = _remembered(recent, m)
+    if remembered is not None:
+        written = _sqlite_write(conn, m, *remembered, recent)
+        if written is not None:
+            return written
         recent.forget(m.phone)  # another writer moved it on: read it
     row = conn.execute(_SQLITE_READ, (sqlite_time(m.now), m.sid, m.phone)).fetchone()
     if row is None:
@@ -787,7 +791,7 @@ def _sqlite_transaction(conn: sqlite3.Connection, m: _Message, recent: _Recent) 
             ],
             last_treatment=None if treated is None else sqlite_read_time(treated[0]),
         )
-    written = _sqlite_write(conn, m, conv, read_plan, row, row[5], recent)
+    written = _sqlite_write(conn, m, row, row[5], conv, read_plan, recent)
     if written is None:
         raise _NotCommon  # cannot happen: read and write share the transaction
     return written
@@ -796,10 +800,10 @@ def _sqlite_transaction(conn: sqlite3.Connection, m: _Message, recent: _Recent) 
 def _sqlite_write(
     conn: sqlite3.Connection,
     m: _Message,
-    conv: _Conversation,
-    plan: _Plan,
     row: Sequence[Any],
     state_json: str,
+    conv: _Conversation,
+    plan: _Plan,
     recent: _Recent,
 ) -> Replied | None:
     """None, having written nothing, when the check-in is no longer in ``state_json``."""
