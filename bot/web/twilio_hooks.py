@@ -107,7 +107,10 @@ async def _inbound_sms(request: web.Request) -> web.Response:
             result = await handle_inbound(app[DATABASE], app[SETTINGS], sms, app[CLOCK].now())
     except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
         return _unavailable(exc)
-    log.info("inbound %s from %s: %s", sid[:8] + "…", mask_phone(sender), result.route or "handled")
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "inbound %s from %s: %s", sid[:8] + "…", mask_phone(sender), result.route or "handled"
+        )
     app[METRICS].inbound_routed(result.route or "handled")
     if result.claimed or result.escalated:
         background.spawn(app, _after_commit(app, result.claimed, page=result.escalated))

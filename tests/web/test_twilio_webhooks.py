@@ -107,6 +107,22 @@ async def test_missing_signature_header_is_403_and_writes_nothing(h: Harness) ->
     assert await _count(h, Message) == 0
 
 
+@pytest.mark.parametrize("forged", ["é" * 28, "x", "", "  ", "\u00ff" + "A" * 27])
+async def test_a_forged_signature_of_any_shape_is_403(h: Harness, forged: str) -> None:
+    """Not ASCII, too short, blank: refused like any wrong signature, never a 500."""
+    params = _params(body="hello")
+    resp = await h.client.post(
+        "/twilio/sms",
+        data=urlencode(params),
+        headers={
+            "X-Twilio-Signature": forged,
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert resp.status == 403
+    assert await _count(h, Message) == 0
+
+
 async def test_status_callback_needs_a_signature_too(h: Harness) -> None:
     resp = await h.client.post(
         "/twilio/status",
