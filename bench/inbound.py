@@ -8,8 +8,10 @@ correctly signed ``POST /twilio/sms`` requests over loopback: one patient's
 replies strictly in order, different patients concurrently, at a fixed
 concurrency. Replies mix digits, labels, synonyms and number words, with some
 unparseable ones that are re-asked. It prints messages/s and p50/p99/max
-latency, then the rate of a bare aiohttp handler that only parses the form
-(the ceiling on this machine, same client, same concurrency) and the ratio,
+latency, the server's CPU per message, how busy the whole machine was and what
+the rest of it (the database server, the kernel) spent per message, then the
+rate of a bare aiohttp handler that only parses the form (the ceiling on this
+machine, same client, same concurrency) and the ratio,
 then checks the database: every answer recorded exactly once, every expected
 escalation present, no 5xx. Run:
 
