@@ -47,11 +47,11 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
-from collections.abc import AsyncIterator, Sequence  # noqa: E402
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
-from urllib.parse import urlencode  # noqa: E402
+from urllib.parse import urlencode, urlsplit  # noqa: E402
 
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
@@ -240,29 +240,28 @@ class RunResult:
 
 
 async def drive(
-    url: str, patients: Sequence[Sequence[Request]], concurrency: int, server_pid: int
+    url: str,
+    patients: Sequence[Sequence[Request]],
+    concurrency: int,
+    server_pid: int,
+    client: str = "raw",
 ) -> RunResult:
     """``concurrency`` workers; each takes the next patient and sends its replies in order."""
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     queue = iter(patients)
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     clock = time.perf_counter
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    post = _raw_poster(url) if client == "raw" else _aiohttp_poster(url, concurrency)
+    async with post as send:
 
         async def worker() -> None:
-            for requests in queue:
-                for req in requests:
-                    t0 = clock()
-                    try:
-                        async with session.post(url, data=req.body, headers=req.headers) as resp:
-                            await resp.read()
-                            status = resp.status
-                    except (aiohttp.ClientError, TimeoutError):
-                        status = 0
-                    latencies.append(clock() - t0)
-                    statuses[status] += 1
+            async with send() as one:
+                for requests in queue:
+                    for req in requests:
+                        t0 = clock()
+                        status = await one(req)
+                        latencies.append(clock() - t0)
+                        statuses[status] += 1
 
         cpu0, server0, busy0 = time.process_time(), cpu_seconds(server_pid), machine_busy_seconds()
         t0 = clock()
@@ -271,6 +270,91 @@ async def drive(
         cpu1, server1, busy1 = time.process_time(), cpu_seconds(server_pid), machine_busy_seconds()
     server_cpu = None if server0 is None or server1 is None else server1 - server0
     return RunResult(wall, latencies, statuses, cpu1 - cpu0, server_cpu, busy1 - busy0)
+
+
+Post = Callable[[Request], Awaitable[int]]
+
+
+@contextlib.asynccontextmanager
+async def _aiohttp_poster(
+    url: str, concurrency: int
+) -> AsyncIterator[Callable[[], contextlib.AbstractAsyncContextManager[Post]]]:
+    """aiohttp's client: a request costs it about as much CPU as the bare server spends."""
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(req: Request) -> int:
+            try:
+                async with session.post(url, data=req.body, headers=req.headers) as resp:
+                    await resp.read()
+                    return resp.status
+            except (aiohttp.ClientError, TimeoutError):
+                return 0
+
+        @contextlib.asynccontextmanager
+        async def per_worker() -> AsyncIterator[Post]:
+            yield one
+
+        yield per_worker
+
+
+@contextlib.asynccontextmanager
+async def _raw_poster(
+    url: str,
+) -> AsyncIterator[Callable[[], contextlib.AbstractAsyncContextManager[Post]]]:
+    """HTTP/1.1 keep-alive on one connection per worker, each request's bytes written as
+    is and its response read by Content-Length: the load generator shares the machine's
+    two cores with the server and the database, so the less it spends the less it
+    disturbs what is measured."""
+    parsed = urlsplit(url)
+    host, port, path = parsed.hostname or "127.0.0.1", parsed.port or 80, parsed.path
+
+    @contextlib.asynccontextmanager
+    async def per_worker() -> AsyncIterator[Post]:
+        conn: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+        async def exchange(raw: bytes) -> int:
+            if not conn:
+                conn.append(await asyncio.open_connection(host, port))
+            reader, writer = conn[0]
+            writer.write(raw)
+            status = int((await reader.readline()).split()[1])
+            length, close = 0, False
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            if length:
+                await reader.readexactly(length)
+            if close:
+                conn.pop()[1].close()
+            return status
+
+        async def one(req: Request) -> int:
+            raw = (
+                f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
+                + f"Content-Length: {len(req.body)}\r\n\r\n"
+            ).encode() + req.body
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    return await exchange(raw)
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError, TimeoutError):
+                if conn:
+                    conn.pop()[1].close()
+                return 0
+
+        try:
+            yield one
+        finally:
+            for _reader, writer in conn:
+                writer.close()
+
+    yield per_worker
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -668,8 +752,8 @@ async def bench_backend(
     if profiler:
         argv = profiled_argv(profiler, profile_out, argv)
     async with process(argv, env, port, tmp / f"{backend.name}-server.log") as server:
-        await drive(public, warm, args.concurrency, server.proc.pid)
-        real = await drive(public, timed, args.concurrency, server.proc.pid)
+        await drive(public, warm, args.concurrency, server.proc.pid, args.client)
+        real = await drive(public, timed, args.concurrency, server.proc.pid, args.client)
         drain_s = await wait_drained(backend.url)
     if server.proc.returncode not in (0, -signal.SIGINT):
         print(f"  server exited with {server.proc.returncode}:\n{server.log_tail()}")
@@ -680,10 +764,12 @@ async def bench_backend(
     bare_argv = [sys.executable, str(SELF), "--bare-server", str(bare_port)]
     bare_url = f"http://127.0.0.1:{bare_port}/twilio/sms"
     async with process(bare_argv, dict(os.environ), bare_port, tmp / "bare.log") as bare_server:
-        await drive(bare_url, warm, args.concurrency, bare_server.proc.pid)
+        await drive(bare_url, warm, args.concurrency, bare_server.proc.pid, args.client)
         # the ceiling is ~10x faster: repeat the same requests so it runs long enough to measure
         repeat = max(1, -(-BARE_MIN_MESSAGES // max(1, sum(len(r) for r in timed))))
-        bare = await drive(bare_url, timed * repeat, args.concurrency, bare_server.proc.pid)
+        bare = await drive(
+            bare_url, timed * repeat, args.concurrency, bare_server.proc.pid, args.client
+        )
     report("bare", bare)
     print(f"        ratio real/bare: {real.rate / bare.rate:.1%}")
 
@@ -717,7 +803,7 @@ async def main_async(args: argparse.Namespace) -> int:
     names = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     print(
         f"{args.patients} patients × PHQ-9 (+{args.warmup} warm-up), concurrency {args.concurrency}, "
-        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}"
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}, {args.client} client"
         + (f", server under {profiler}" if profiler else "")
     )
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -751,6 +837,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patients", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument(
+        "--client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="the load generator: pre-serialised HTTP/1.1 on keep-alive connections (raw), "
+        "or aiohttp's client, which spends about as much CPU per request as the bare server",
+    )
     parser.add_argument(
         "--profile",
         nargs="?",

@@ -8,15 +8,18 @@ dominates traffic: a known, opted-in sender with an active check-in whose flow t
 process has already parsed, including a step that ends it or hands over to the next flow
 (PHQ-9 item 9 → C-SSRS), but not one that ends it while another check-in is waiting to
 start. Anything else returns None having written nothing, and ``bot.services.inbound``
-takes its ORM path. The rows come from the same
-``conversations.step_rows`` as that path's; a test compares the two paths' rows column
-by column on both backends.
+takes its ORM path. The rows come from the same ``conversations.step_rows`` as that
+path's; a test compares the two paths' rows column by column on both backends.
 
-PostgreSQL: no BEGIN/COMMIT, and usually one round trip. A read (skipped when this
-process wrote the conversation's last state, ``_Recent``); one statement whose
-data-modifying CTEs write every row, but only if the check-in is still active in the
-state the step began from and the patient still opted in (otherwise the reply is read
-and stepped again).
+Both backends write a reply only if its check-in is still active in the state the step
+began from, the patient still opted in and, when the step ends the conversation, no
+other check-in is due; otherwise nothing is written and the reply is read and stepped
+again (three times at most, then the ORM path, which locks the patient). That makes the
+read skippable: a reply to a conversation this process wrote last starts from the
+state it remembers (``_Recent``).
+
+PostgreSQL: no BEGIN/COMMIT, and usually one round trip: one statement whose
+data-modifying CTEs write every row, the rows travelling as one JSON document.
 
 SQLite: plain ``sqlite3`` calls on the event loop's thread, under this process's writer
 lock, with group commit (``db.direct.SqliteDirect``: the replies that arrive together
