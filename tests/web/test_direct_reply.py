@@ -4,6 +4,7 @@ hands over leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from sqlalchemy import select
 
 from bot.services import direct_reply
 from bot.services.direct_reply import Replied
-from db.direct import PgDirect, sqlite_path
+from db.direct import PgDirect, SqliteDirect, sqlite_path
 from db.enums import CheckinStatus, Direction
 from db.models import Answer, Checkin, Escalation, Message, Patient, Score
 from db.session import Database
@@ -494,3 +495,35 @@ async def test_the_postgres_read_looks_only_at_the_patients_own_checkins(hp: Har
     # found through the patient (an index on patient_id), never through the statuses
     assert "Index Cond: ((patient_id = c.patient_id)" in waiting, plan
     assert "Seq Scan on checkins" not in plan, plan
+
+
+@pytest.mark.parametrize("every", [5, 10_000], ids=["checkpointed", "never"])
+async def test_the_direct_connection_keeps_the_wal_bounded(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, every: int
+) -> None:
+    """Its commits never checkpoint on the loop's thread; a checkpoint runs in a thread
+    every so many commits, so a web process that writes only here (no worker) does not
+    grow the WAL without end. The "never" run shows what the checkpoints prevent."""
+    monkeypatch.setattr(SqliteDirect, "CHECKPOINT_EVERY", every)
+    db = Database(sqlite_url)
+    try:
+        direct = db.sqlite_direct
+        assert direct is not None
+        now = "2026-03-02 15:00:00.000000"
+        for i in range(400):
+
+            def work(conn: sqlite3.Connection, i: int = i) -> None:
+                conn.execute(
+                    "INSERT INTO patients (first_name, phone, timezone, language, status,"
+                    " created_at, updated_at) VALUES (?, ?, 'UTC', 'en', 'active', ?, ?)",
+                    ("P" * 60, f"+1202{i:07d}", now, now),
+                )
+
+            await direct.transact(work, db.writer_lock)
+        wal = await asyncio.to_thread(os.path.getsize, f"{sqlite_path(sqlite_url)}-wal")
+    finally:
+        await db.dispose()
+    if every == 5:
+        assert wal < 1_000_000, wal
+    else:
+        assert wal > 2_000_000, wal
