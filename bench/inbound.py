@@ -16,7 +16,13 @@ then checks the database: every answer recorded exactly once, every expected
 escalation present, no 5xx. Run:
 
     .venv/bin/python bench/inbound.py [--patients 300] [--concurrency 16]
-        [--backend sqlite|postgres|both] [--profile [cprofile|pyinstrument]]
+        [--backend sqlite|postgres|both] [--client raw|aiohttp]
+        [--profile [cprofile|pyinstrument]]
+
+The load generator shares the machine with the server and the database: by default
+(``raw``) it writes each pre-signed request's bytes on keep-alive connections and
+reads the response by its Content-Length, which costs it a fraction of what
+aiohttp's client (``aiohttp``) costs.
 
 PostgreSQL: ``BENCH_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``) is used only to create and drop
