@@ -58,7 +58,7 @@ from bot.services.outbox import Claimed, claim_rows
 from bot.services.scheduling import PatientRow
 from bot.settings import Settings
 from db.direct import SqliteBusy, sqlite_read_time, sqlite_time
-from db.enums import MessageStatus, PatientStatus, VersionStatus
+from db.enums import MessageStatus, PatientStatus, Severity, VersionStatus
 from db.session import Database
 from flows import engine
 from flows.engine import ConversationState, Outcome, Reply
@@ -138,7 +138,9 @@ _JSON_COLUMNS = frozenset({"value", "flags", "state"})
 class Replied:
     duplicate: bool = False
     claimed: list[Claimed] = field(default_factory=list)
-    escalated: bool = False
+    # a critical escalation was raised: page the on-call at once (the others are paged by
+    # the worker when their SLA passes, so a page check after them would find nothing)
+    page_now: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +367,10 @@ def _claimed(found: Sequence[Sequence[Any]], phone: str) -> list[Claimed]:
 
 
 def _replied(plan: _Plan, found: Sequence[Sequence[Any]], phone: str) -> Replied:
-    return Replied(claimed=_claimed(found, phone), escalated=bool(plan.rows.escalations))
+    return Replied(
+        claimed=_claimed(found, phone),
+        page_now=any(e["severity"] is Severity.CRITICAL for e in plan.rows.escalations),
+    )
 
 
 class _Recent:

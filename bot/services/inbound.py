@@ -168,7 +168,9 @@ class InboundResult:
     duplicate: bool = False
     outbound_ids: list[int] = field(default_factory=list)
     route: str = ""
-    escalated: bool = False
+    # an escalation that may page the on-call at once was raised: check for pages after
+    # commit (the direct path sets it only for a critical one; here any escalation does)
+    page_now: bool = False
     claimed: list[Claimed] = field(default_factory=list)
     # written by ``direct_reply`` rather than this module's ORM path
     direct: bool = False
@@ -257,7 +259,7 @@ class _Handler:
         await self.session.flush()
         self.result.outbound_ids.extend(m.id for m in self.outbound)
         self.result.claimed.extend(claimed_of(self.outbound))
-        self.result.escalated = self._escalated
+        self.result.page_now = self._escalated
         return self.result
 
     async def _read_sender(self, conn: AsyncConnection) -> tuple[_Sender | None, _Active | None]:
@@ -560,7 +562,7 @@ async def handle_inbound(
                 duplicate=replied.duplicate,
                 outbound_ids=[c.id for c in replied.claimed],
                 route="duplicate" if replied.duplicate else "conversation",
-                escalated=replied.escalated,
+                page_now=replied.page_now,
                 claimed=replied.claimed,
                 direct=True,
             )

@@ -112,8 +112,8 @@ async def _inbound_sms(request: web.Request) -> web.Response:
             "inbound %s from %s: %s", sid[:8] + "…", mask_phone(sender), result.route or "handled"
         )
     app[METRICS].inbound_routed(result.route or "handled")
-    if result.claimed or result.escalated:
-        background.spawn(app, _after_commit(app, result.claimed, page=result.escalated))
+    if result.claimed or result.page_now:
+        background.spawn(app, _after_commit(app, result.claimed, page=result.page_now))
     return _twiml()
 
 

@@ -13,7 +13,7 @@ from bot.services.accounts import create_token
 from bot.services.escalations import raise_escalation
 from bot.services.paging import page_due
 from db.enums import EscalationStatus, Role, Severity
-from db.models import Escalation, Message, User
+from db.models import Escalation, Message, Patient, User
 from tests.web.harness import PUBLIC_BASE, Harness, harness
 
 CRISIS = "honestly i want to kill myself tonight"
@@ -189,6 +189,48 @@ async def test_high_escalation_pages_after_4_hours(h: Harness) -> None:
     h.clock.advance(hours=1)
     assert await tick(h) == 1
     assert (await get(h, eid)).page_count == 2
+
+
+async def _answer_until(h: Harness, phone: str, severity: Severity, replies: list[str]) -> int:
+    """Send ``replies`` until an escalation of ``severity`` exists for the sender; its id."""
+    for reply in replies:
+        assert (await h.sms(phone, reply)).status == 200
+        async with h.db.read() as s:
+            found = await s.scalar(
+                select(Escalation.id)
+                .join(Patient, Patient.id == Escalation.patient_id)
+                .where(Patient.phone == phone, Escalation.severity == severity)
+            )
+        if found is not None:
+            return int(found)
+    raise AssertionError(f"no {severity} escalation after {replies}")
+
+
+async def test_a_critical_answer_in_a_conversation_pages_at_once(h: Harness) -> None:
+    """A reply written by the direct path that raises a critical escalation (C-SSRS Q4
+    yes) pages the on-call before any worker tick, like crisis language does."""
+    staff = await rota(h)
+    p = await h.patient()
+    await h.start(p, "cssrs_screen")
+    eid = await _answer_until(h, p.phone, Severity.CRITICAL, ["yes"] * 6)
+    for phone in (staff.on_call_a, staff.on_call_b):
+        [body] = pages_to(h, phone)
+        assert f"Critical alert #{eid}" in body
+    assert (await get(h, eid)).page_count == 1
+
+
+async def test_a_high_answer_in_a_conversation_waits_for_its_sla(h: Harness) -> None:
+    """A high escalation from a reply (PHQ-9 item 9) is not paged at once: the webhook
+    checks for pages only after a critical one; the worker pages it after 4 hours."""
+    staff = await rota(h)
+    p = await h.patient()
+    await h.start(p, "phq9")
+    eid = await _answer_until(h, p.phone, Severity.HIGH, ["0"] * 8 + ["2"])
+    assert all(pages_to(h, phone) == [] for phone in staff.phones)
+    h.clock.advance(hours=4)
+    assert await tick(h) >= 1
+    [body] = pages_to(h, staff.on_call_a)
+    assert f"High alert #{eid}" in body
 
 
 @pytest.mark.parametrize("severity", [Severity.MODERATE, Severity.LOW])
