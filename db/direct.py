@@ -75,6 +75,12 @@ class PgDirect:
             await pool.close()
 
 
+def _fail(batch: list[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _work, done in batch:
+        if not done.done():
+            done.set_exception(exc)
+
+
 def _checkpoint(path: str) -> None:
     conn = sqlite3.connect(path, isolation_level=None, timeout=5)
     try:
@@ -158,11 +164,18 @@ class SqliteDirect:
             while self._pending:
                 async with writer_lock():
                     batch, self._pending = self._pending, []
-                    committed = self._run(batch)
+                    try:
+                        committed = self._run(batch)
+                    except Exception as exc:  # the connection would not even open
+                        _fail(batch, exc)
+                        continue
                 if committed:
                     await self._after_commit(writer_lock)
         finally:
             self._flusher = None
+            # cancelled (shutdown) with work queued: its callers must not wait forever
+            _fail(self._pending, SqliteBusy("the writer stopped"))
+            self._pending = []
 
     async def _after_commit(
         self, writer_lock: Callable[[], AbstractAsyncContextManager[None]]

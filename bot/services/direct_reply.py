@@ -459,9 +459,7 @@ _TYPES = {
     "expiry_after_s": "int",
     "total": "float8",
     "complete": "bool",
-    "value": "jsonb",
-    "flags": "jsonb",
-    "state": "jsonb",
+    **dict.fromkeys(_JSON_COLUMNS, "jsonb"),
 }
 _TIMES = frozenset(
     {
@@ -484,8 +482,7 @@ def _pg_type(name: str) -> str:
 def _record_type(name: str) -> str:
     """A column's type in ``jsonb_to_recordset``: JSON columns travel as their JSON text (a
     JSON null must stay a JSON null, as the ORM path stores it, not become SQL NULL)."""
-    kind = _pg_type(name)
-    return f"{name} text" if kind == "jsonb" else f"{name} {kind}"
+    return f"{name} text" if name in _JSON_COLUMNS else f"{name} {_pg_type(name)}"
 
 
 def _value(alias: str, name: str) -> str:
@@ -493,7 +490,7 @@ def _value(alias: str, name: str) -> str:
         return f"CASE WHEN {alias}.{name} = {THIS_MESSAGE} THEN inbound.id ELSE {alias}.{name} END"
     if name == "checkin_id":
         return f"CASE WHEN {alias}.{name} = {NEXT_CHECKIN} THEN follow.id ELSE {alias}.{name} END"
-    if _pg_type(name) == "jsonb":
+    if name in _JSON_COLUMNS:
         return f"{alias}.{name}::jsonb"
     return f"{alias}.{name}"
 
@@ -565,10 +562,7 @@ ORDER BY outbound.id
 
 
 def _json_row(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        name: json.dumps(row.get(name)) if _pg_type(name) == "jsonb" else row.get(name)
-        for name in columns
-    }
+    return {name: _json(name, row.get(name)) for name in columns}
 
 
 def _json_time(value: Any) -> str:

@@ -4,10 +4,11 @@ hands over leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -527,3 +528,29 @@ async def test_the_direct_connection_keeps_the_wal_bounded(
         assert wal < 1_000_000, wal
     else:
         assert wal > 2_000_000, wal
+
+
+async def test_a_writer_that_cannot_open_its_file_fails_its_callers(tmp_path: Path) -> None:
+    """The connection opens lazily inside the group's flush; if it cannot (a missing
+    directory, a full disk) every caller gets the error (the reply then takes the ORM path,
+    which answers 503), none waits forever."""
+    direct = SqliteDirect(str(tmp_path / "missing" / "x.db"))
+    lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def writer_lock() -> AsyncIterator[None]:
+        async with lock:
+            yield
+
+    def work(conn: sqlite3.Connection) -> int:
+        return 1
+
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(
+            direct.transact(work, writer_lock),
+            direct.transact(work, writer_lock),
+            return_exceptions=True,
+        ),
+        timeout=5,
+    )
+    assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes), outcomes
