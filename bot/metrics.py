@@ -17,8 +17,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import func, select
 
-from db.enums import CheckinStatus, Direction, EscalationStatus, MessageStatus, Severity
-from db.models import Checkin, Escalation, Message
+from db.enums import CheckinStatus, Direction, EscalationStatus, Severity
+from db.models import Checkin, Escalation, Message, unsent
 from db.session import Database
 
 
@@ -136,7 +136,7 @@ class Metrics:
                 .select_from(Message)
                 .where(
                     Message.direction == Direction.OUT,
-                    Message.status.in_((MessageStatus.PENDING, MessageStatus.SENDING)),
+                    unsent(),
                 )
             )
             self.outbox_pending.set(pending or 0)

@@ -24,9 +24,11 @@ from sqlalchemy import (
     Text,
     Time,
     UniqueConstraint,
+    bindparam,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from db.enums import (
     CheckinStatus,
@@ -283,7 +285,6 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_patient_id_created_at", "patient_id", "created_at"),
-        Index("ix_messages_status_send_after", "status", "send_after"),
         # the outbox: few rows are unsent at any time, so its claims stay cheap at any size
         Index(
             "ix_messages_outbox",
@@ -314,6 +315,20 @@ class Message(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+def unsent() -> ColumnElement[bool]:
+    """The predicate of ``ix_messages_outbox``, its statuses written into the SQL, not bound:
+    a bound list hides it from SQLite's planner always and from PostgreSQL's generic plans,
+    and a claim then scans every message ever sent."""
+    return Message.status.in_(
+        bindparam(
+            "unsent",
+            [MessageStatus.PENDING, MessageStatus.SENDING],
+            expanding=True,
+            literal_execute=True,
+        )
+    )
 
 
 class Answer(Base):

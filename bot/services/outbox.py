@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -35,7 +35,7 @@ from bot.sms.transport import (
 )
 from db.direct import SqliteBusy, sqlite_time
 from db.enums import Direction, MessageStatus, Severity
-from db.models import Message, Patient
+from db.models import Message, Patient, unsent
 from db.session import Database
 from flows import gsm
 
@@ -135,23 +135,29 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
+def claim_query(ids: Iterable[int] | None, now: datetime, limit: int) -> Select[int]:
+    """The rows a claim takes, oldest due first; its plan must stay on ix_messages_outbox
+    (a test checks it), the only index on messages that knows the status."""
+    query = (
+        select(Message.id)
+        .where(
+            unsent(),
+            Message.direction == Direction.OUT,
+            _claimable(now),
+        )
+        .order_by(Message.send_after.is_not(None), Message.send_after, Message.id)
+        .limit(limit)
+    )
+    if ids is not None:
+        query = query.where(Message.id.in_(list(ids)))
+    return query
+
+
 async def _claim(
     db: Database, ids: Iterable[int] | None, now: datetime, limit: int
 ) -> list[Claimed]:
     async with db.write() as session:
-        query = (
-            select(Message.id)
-            .where(
-                # spelled out so the partial index ix_messages_outbox applies
-                Message.status.in_((MessageStatus.PENDING, MessageStatus.SENDING)),
-                Message.direction == Direction.OUT,
-                _claimable(now),
-            )
-            .order_by(Message.send_after.is_not(None), Message.send_after, Message.id)
-            .limit(limit)
-        )
-        if ids is not None:
-            query = query.where(Message.id.in_(list(ids)))
+        query = claim_query(ids, now, limit)
         if not db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         chosen = list((await session.scalars(query)).all())
