@@ -27,6 +27,7 @@ REMINDER_INTERVAL_S = 30.0
 EXPIRY_INTERVAL_S = 30.0
 REPLENISH_INTERVAL_S = 300.0
 PAGING_INTERVAL_S = 10.0
+EARLY_STATUS_INTERVAL_S = 10.0
 BATCH = 500
 DISPATCH_BUDGET_S = 4.0
 """How long one dispatch tick keeps taking full batches (a backlog after downtime, a
@@ -100,6 +101,9 @@ def build_ticks(app: web.Application) -> list[Tick]:
         await send_queued(ids)
         return paged
 
+    async def early_statuses() -> int:
+        return await outbox.apply_early_statuses(db, clock.now())
+
     cursor = {"after": 0}
 
     async def top_up() -> int:
@@ -143,4 +147,5 @@ def build_ticks(app: web.Application) -> list[Tick]:
         Tick("expiry", EXPIRY_INTERVAL_S, expire),
         Tick("replenish", REPLENISH_INTERVAL_S, top_up),
         Tick("paging", PAGING_INTERVAL_S, page),
+        Tick("statuses", EARLY_STATUS_INTERVAL_S, early_statuses),
     ]

@@ -317,6 +317,24 @@ class Message(Base):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class EarlyStatus(Base):
+    """A delivery report that came before its send was recorded.
+
+    Twilio may call back in the moment between accepting a message and our commit of its
+    sid; the report is kept here, not dropped, and the worker applies it once a message
+    has that sid. No PHI: a sid, a status and an error code.
+    """
+
+    __tablename__ = "early_statuses"
+    __table_args__ = (Index("ix_early_statuses_provider_sid", "provider_sid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_sid: Mapped[str] = mapped_column(String(64))
+    status: Mapped[MessageStatus] = mapped_column(_enum(MessageStatus, "message_status"))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 def unsent() -> ColumnElement[bool]:
     """The predicate of ``ix_messages_outbox``, its statuses written into the SQL, not bound:
     a bound list hides it from SQLite's planner always and from PostgreSQL's generic plans,

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Select, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -35,7 +35,7 @@ from bot.sms.transport import (
 )
 from db.direct import SqliteBusy, sqlite_time
 from db.enums import Direction, MessageStatus, Severity
-from db.models import Message, Patient, unsent
+from db.models import EarlyStatus, Message, Patient, unsent
 from db.session import Database
 from flows import gsm
 
@@ -605,6 +605,73 @@ def parse_status(value: str) -> MessageStatus:
         raise UnknownStatusError(f"unknown MessageStatus {value[:40]!r}") from exc
 
 
+StatusOutcome = Literal["applied", "stale", "unknown"]
+
+
+async def record_status(
+    *,
+    session: AsyncSession,
+    sid: str,
+    status: MessageStatus,
+    error_code: int | None,
+    now: datetime,
+) -> StatusOutcome:
+    """A delivery report from the webhook: applied, or kept for later when no message has
+    its sid yet (the report came before the send was recorded)."""
+    outcome = await apply_status(
+        session=session, sid=sid, status=status, error_code=error_code, now=now
+    )
+    if outcome == "unknown":
+        session.add(
+            EarlyStatus(provider_sid=sid, status=status, error_code=error_code, received_at=now)
+        )
+        log.info("delivery report %s for %s came before its send was recorded; kept", status, sid)
+    return outcome
+
+
+EARLY_STATUS_KEEP = timedelta(hours=1)
+"""How long a report for an unknown sid is kept. A send is recorded within moments; one that
+never is (the process died) goes out again when its lease ends, under a new sid."""
+
+
+async def apply_early_statuses(db: Database, now: datetime, limit: int = 500) -> int:
+    """Apply the kept reports whose message now has their sid; drop those kept too long."""
+    applied = 0
+    async with db.write() as session:
+        early = (
+            await session.scalars(
+                select(EarlyStatus)
+                .join(Message, Message.provider_sid == EarlyStatus.provider_sid)
+                .order_by(EarlyStatus.id)
+                .limit(limit)
+            )
+        ).all()
+        for report in early:
+            if (
+                await apply_status(
+                    session=session,
+                    sid=report.provider_sid,
+                    status=report.status,
+                    error_code=report.error_code,
+                    now=now,
+                )
+                == "applied"
+            ):
+                applied += 1
+            await session.delete(report)
+        result = await session.execute(
+            delete(EarlyStatus).where(EarlyStatus.received_at < now - EARLY_STATUS_KEEP)
+        )
+        dropped = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if dropped:
+        log.warning(
+            "dropped %d delivery reports kept %s for sids no message has",
+            dropped,
+            EARLY_STATUS_KEEP,
+        )
+    return applied
+
+
 async def apply_status(
     *,
     session: AsyncSession,
@@ -612,20 +679,20 @@ async def apply_status(
     status: MessageStatus,
     error_code: int | None,
     now: datetime,
-) -> bool:
-    """Record a delivery status if it moves the message forward; False if unknown or stale."""
+) -> StatusOutcome:
+    """Record a delivery status if it moves the message forward (statuses never go back)."""
     message = await session.scalar(
         select(Message).where(Message.provider_sid == sid).with_for_update()
     )
-    if message is None or message.direction != Direction.OUT:
-        return False
-    if _RANK.get(status, 0) <= _RANK.get(message.status, 0):
-        return False
+    if message is None:
+        return "unknown"
+    if message.direction != Direction.OUT or _RANK.get(status, 0) <= _RANK.get(message.status, 0):
+        return "stale"
     message.status = status
     message.error_code = error_code
     message.updated_at = now
     if status not in (MessageStatus.UNDELIVERED, MessageStatus.FAILED):
-        return True
+        return "applied"
     if error_code in TRANSIENT_DELIVERY_CODES and message.attempts < DELIVERY_RETRIES:
         # The handset was unreachable for now: send the same text again later, as a new row.
         retry = enqueue(
@@ -640,9 +707,9 @@ async def apply_status(
             send_after=now + backoff(message.attempts + 1) * 6,
         )
         retry.attempts = message.attempts
-        return True
+        return "applied"
     if message.patient_id:
         await on_permanent_failure(
             session=session, patient_id=message.patient_id, code=error_code, now=now
         )
-    return True
+    return "applied"

@@ -166,7 +166,7 @@ async def _status_callback(request: web.Request) -> web.Response:
     app = request.app
     try:
         async with app[DATABASE].write() as session:
-            await outbox.apply_status(
+            await outbox.record_status(
                 session=session, sid=sid, status=status, error_code=code, now=app[CLOCK].now()
             )
         app[METRICS].status_callbacks.labels(str(status)).inc()

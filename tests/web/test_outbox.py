@@ -11,9 +11,11 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
+from bot import ticks
 from bot.services import outbox
+from bot.worker import Tick
 from db.enums import Direction, MessageStatus, Severity
-from db.models import Escalation, Message, Patient
+from db.models import EarlyStatus, Escalation, Message, Patient
 from tests.web.harness import Harness, harness
 
 
@@ -280,3 +282,55 @@ async def test_the_claim_finds_unsent_rows_through_the_outbox_index(h: Harness) 
             ).all()
             plan = "\n".join(str(r[-1]) for r in rows)
             assert "ix_messages_outbox" in plan, plan
+
+
+def _statuses_tick(h: Harness) -> Tick:
+    [tick] = [t for t in ticks.build_ticks(h.app) if t.name == "statuses"]
+    return tick
+
+
+async def _early(h: Harness) -> list[EarlyStatus]:
+    async with h.db.read() as s:
+        return list((await s.scalars(select(EarlyStatus).order_by(EarlyStatus.id))).all())
+
+
+async def test_a_report_that_comes_before_the_send_is_recorded_is_applied_later(
+    h: Harness,
+) -> None:
+    """Twilio can call back between accepting a message and our commit of its sid: the
+    reports are kept, not dropped, and the worker applies them once the sid is recorded."""
+    p = await h.patient()
+    async with h.db.write() as s:
+        m = outbox.enqueue(
+            session=s, phone=p.phone, body="hi", purpose="info", now=h.clock.now(), patient_id=p.id
+        )
+        outbox.claim_in_session([m], h.clock.now())
+    assert (await _outbound(h, p.id))[0].status is MessageStatus.SENDING
+    for status, code in [("sent", None), ("undelivered", "30006")]:
+        assert (await h.status("SMearly", status, code)).status == 200
+    assert [(e.provider_sid, e.status, e.error_code) for e in await _early(h)] == [
+        ("SMearly", MessageStatus.SENT, None),
+        ("SMearly", MessageStatus.UNDELIVERED, 30006),
+    ]
+    assert await _statuses_tick(h).run() == 0  # no message has the sid yet: kept
+    assert len(await _early(h)) == 2
+
+    claimed = outbox.claimed_of(await _outbound(h, p.id))
+    await outbox._record_successes(h.db, [(claimed[0], "SMearly", "queued")], h.clock.now())
+    assert await _statuses_tick(h).run() == 2
+    msg = (await _outbound(h, p.id))[0]
+    assert (msg.status, msg.error_code) == (MessageStatus.UNDELIVERED, 30006)
+    assert await _early(h) == []
+    # a report once the sid is known is applied at once, never kept
+    assert (await h.status("SMearly", "delivered")).status == 200
+    assert await _early(h) == []
+
+
+async def test_reports_for_a_sid_no_message_gets_are_dropped_after_an_hour(h: Harness) -> None:
+    assert (await h.status("SMnever", "delivered")).status == 200
+    h.clock.advance(minutes=59)
+    assert await _statuses_tick(h).run() == 0
+    assert len(await _early(h)) == 1
+    h.clock.advance(minutes=2)
+    assert await _statuses_tick(h).run() == 0
+    assert await _early(h) == []
