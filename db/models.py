@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     Time,
     UniqueConstraint,
+    and_,
     bindparam,
     text,
 )
@@ -293,7 +294,13 @@ class Message(Base):
             postgresql_where=text("status IN ('pending', 'sending')"),
         ),
         Index("ix_messages_checkin_id", "checkin_id"),
-        Index("ix_messages_phone", "phone"),
+        # the texts of unknown senders, who have no patient; a patient's go by patient_id
+        Index(
+            "ix_messages_phone_unlinked",
+            "phone",
+            sqlite_where=text("patient_id IS NULL"),
+            postgresql_where=text("patient_id IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -333,6 +340,16 @@ class EarlyStatus(Base):
     status: Mapped[MessageStatus] = mapped_column(_enum(MessageStatus, "message_status"))
     error_code: Mapped[int | None] = mapped_column(Integer)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+def of_sender(patient_id: int | None, phone: str) -> ColumnElement[bool]:
+    """The messages of one conversation partner: a patient's by patient_id, an unknown
+    sender's by number among the texts with no patient (``ix_messages_phone_unlinked``).
+    The number alone is not indexed: a phone index written for every reply cost
+    PostgreSQL work on each one, for lookups that know the patient anyway."""
+    if patient_id is not None:
+        return Message.patient_id == patient_id
+    return and_(Message.patient_id.is_(None), Message.phone == phone)
 
 
 def unsent() -> ColumnElement[bool]:

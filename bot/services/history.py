@@ -25,7 +25,17 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.clock import utc_from_iso
-from db.models import Answer, Checkin, Escalation, Message, Patient, Score, Treatment, User
+from db.models import (
+    Answer,
+    Checkin,
+    Escalation,
+    Message,
+    Patient,
+    Score,
+    Treatment,
+    User,
+    of_sender,
+)
 from db.types import UTCDateTime
 
 # items per page of a patient's timeline; older pages follow a ``TimelineCursor``
@@ -102,7 +112,10 @@ async def escalation_view(*, session: AsyncSession, escalation_id: int) -> Escal
             (
                 await session.scalars(
                     select(Message)
-                    .where(Message.phone == trigger.phone, Message.created_at <= trigger.created_at)
+                    .where(
+                        of_sender(trigger.patient_id, trigger.phone),
+                        Message.created_at <= trigger.created_at,
+                    )
                     .order_by(Message.created_at.desc(), Message.id.desc())
                     .limit(10)
                 )

@@ -41,7 +41,7 @@ from bot.services.outbox import (
 from bot.services.scheduling import rematerialise
 from bot.settings import Settings
 from db.enums import CheckinStatus, Direction, MessageStatus, Severity
-from db.models import Answer, Checkin, Escalation, Message, Patient, Score
+from db.models import Answer, Checkin, Escalation, Message, Patient, Score, of_sender
 from db.session import Database
 from db.types import UTCDateTime
 from flows import engine, keywords, safety
@@ -437,7 +437,7 @@ class _Handler:
             return
         if patient is None:
             self.result.route = "unknown"
-            if not await self._replied_recently(purpose="unknown", since=UNKNOWN_REPLY_EVERY):
+            if not await self._replied_recently(None, purpose="unknown", since=UNKNOWN_REPLY_EVERY):
                 self.reply(texts["unknown"], "unknown", None)
             return
         if opted_out:
@@ -465,11 +465,13 @@ class _Handler:
         if applied.escalations:
             self._escalated = True
 
-    async def _replied_recently(self, *, purpose: str, since: timedelta) -> bool:
+    async def _replied_recently(
+        self, patient_id: int | None, *, purpose: str, since: timedelta
+    ) -> bool:
         found = await self.session.scalar(
             select(Message.id)
             .where(
-                Message.phone == self.sms.from_,
+                of_sender(patient_id, self.sms.from_),
                 Message.direction == Direction.OUT,
                 Message.purpose == purpose,
                 Message.created_at >= self.now - since,
@@ -505,7 +507,9 @@ class _Handler:
                 patient_id=patient.id,
                 message_id=message_id,
             )
-        if acknowledge and not await self._replied_recently(purpose="ack", since=ACK_EVERY):
+        if acknowledge and not await self._replied_recently(
+            patient.id, purpose="ack", since=ACK_EVERY
+        ):
             self.reply(_texts(self.settings, patient.language)["ack"], "ack", patient)
 
     async def _opt_out(self, patient: Patient, active: Checkin | None, message_id: int) -> None:

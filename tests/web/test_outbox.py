@@ -5,11 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Select, insert, select, text, update
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.base import Executable
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy import select, update
 
 from bot import ticks
 from bot.services import outbox
@@ -239,49 +235,6 @@ async def test_transient_delivery_error_is_retried_as_a_new_row(h: Harness) -> N
 async def test_malformed_status_callbacks(h: Harness, params: dict[str, str], status: int) -> None:
     resp = await h.post_form("/twilio/status", params)
     assert resp.status == status
-
-
-class _Explain(Executable, ClauseElement):
-    """``EXPLAIN <statement>`` with the statement's binds processed as when it runs."""
-
-    inherit_cache = False
-
-    def __init__(self, statement: Select[int], sqlite: bool) -> None:
-        self.statement = statement
-        self.sqlite = sqlite
-
-
-@compiles(_Explain)
-def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: object) -> str:
-    prefix = "EXPLAIN QUERY PLAN " if element.sqlite else "EXPLAIN "
-    return prefix + compiler.process(element.statement, **kw)
-
-
-async def test_the_claim_finds_unsent_rows_through_the_outbox_index(h: Harness) -> None:
-    """Among many sent messages the claim (and the worker's backlog count, the same
-    predicate) must reach the few unsent ones through the partial index, not by scanning
-    the table: since migration 0006 no other index on messages knows the status."""
-    p = await h.patient()
-    now = h.clock.now()
-    sent = [
-        outbox.message_row(phone=p.phone, body="x", purpose="info", now=now, patient_id=p.id)
-        | {"status": MessageStatus.DELIVERED}
-        for _ in range(5_000)
-    ]
-    async with h.db.write() as s:
-        await s.execute(insert(Message), sent)
-        for _ in range(3):
-            outbox.enqueue(
-                session=s, phone=p.phone, body="y", purpose="info", now=now, patient_id=p.id
-            )
-    async with h.db.write() as s:
-        await s.execute(text("ANALYZE messages" if not h.db.is_sqlite else "ANALYZE"))
-        for ids in (None, [1, 2, 3]):
-            rows = (
-                await s.execute(_Explain(outbox.claim_query(ids, now, 200), h.db.is_sqlite))
-            ).all()
-            plan = "\n".join(str(r[-1]) for r in rows)
-            assert "ix_messages_outbox" in plan, plan
 
 
 def _statuses_tick(h: Harness) -> Tick:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from bot.services import history
 from bot.sms.signature import sign
 from db.enums import CheckinStatus, Direction, EscalationStatus, Severity
 from db.models import Answer, Base, Escalation, Message, Patient, Score
@@ -395,3 +396,25 @@ async def test_message_outside_checkin_is_acknowledged_once_and_queued(h: Harnes
     async with h.db.read() as s:
         esc = (await s.scalars(select(Escalation))).all()
     assert [(e.severity, e.reason) for e in esc] == [(Severity.LOW, "patient_message")]
+
+
+async def test_an_escalation_outside_a_check_in_shows_the_senders_own_texts(h: Harness) -> None:
+    """The texts around the one that raised it: a patient's by patient, an unknown number's
+    among the texts with no patient, never another sender's."""
+    p = await h.patient()
+    other = await h.patient("Sam")
+    await h.sms(other.phone, "unrelated")
+    await h.sms(p.phone, "feeling a bit off today")
+    await h.sms("+12025550777", "hello?")
+    await h.sms("+12025550777", "I took all my pills")
+    async with h.db.read() as s:
+        esc = {e.patient_id: e.id for e in (await s.scalars(select(Escalation))).all()}
+    for patient_id, texts in [
+        (p.id, ["feeling a bit off today", None]),  # the acknowledgement follows
+        (None, ["hello?", None, "I took all my pills", None]),
+    ]:
+        async with h.db.read() as s:
+            view = await history.escalation_view(session=s, escalation_id=esc[patient_id])
+        assert view is not None
+        bodies = [m.body if m.direction is Direction.IN else None for m in view.messages]
+        assert bodies == texts, patient_id

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import aiohttp
 import aiohttp_jinja2
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from bot import background
 from bot.appkeys import CLOCK, DATABASE, SETTINGS, TRANSPORT
@@ -26,7 +26,7 @@ from bot.settings import Settings, is_e164
 from bot.sms import signature
 from bot.web.pages.common import current_user, form_with_csrf, record, render, require_user
 from db.enums import CheckinStatus, Direction, EscalationStatus, PatientStatus, VersionStatus
-from db.models import Checkin, Escalation, FlowVersion, Message, Patient
+from db.models import Checkin, Escalation, FlowVersion, Message, Patient, of_sender
 
 PATH = "/demo/phone"
 DEMO_ACCOUNT_SID = "AC" + "demo".ljust(32, "0")
@@ -99,10 +99,15 @@ def _chosen(request: web.Request) -> str:
 
 async def _conversation(request: web.Request, phone: str) -> list[dict[str, Any]]:
     async with request.app[DATABASE].read() as session:
+        patient_id = await session.scalar(select(Patient.id).where(Patient.phone == phone))
+        # the patient's texts, and any this number sent before it was a patient's
+        unlinked = of_sender(None, phone)
         rows = (
             await session.scalars(
                 select(Message)
-                .where(Message.phone == phone)
+                .where(
+                    unlinked if patient_id is None else or_(of_sender(patient_id, phone), unlinked)
+                )
                 .order_by(Message.created_at.desc(), Message.id.desc())
                 .limit(SHOWN)
             )
