@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.services import direct_reply
 from bot.services.direct_reply import Replied
@@ -554,3 +554,148 @@ async def test_a_writer_that_cannot_open_its_file_fails_its_callers(tmp_path: Pa
         timeout=5,
     )
     assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes), outcomes
+
+
+class GroupSpy:
+    """Records the size of each PostgreSQL write group; the first group waits a moment so
+    that replies arriving meanwhile form the next one together."""
+
+    def __init__(self, real: Callable[..., Awaitable[Any]]) -> None:
+        self.real = real
+        self.sizes: list[int] = []
+        self.sids: list[list[str]] = []
+
+    async def __call__(self, conn: Any, writes: Any) -> Any:
+        self.sizes.append(len(writes))
+        self.sids.append([w.m.sid for w in writes])
+        if len(self.sizes) == 1:
+            await asyncio.sleep(0.05)
+        return await self.real(conn, writes)
+
+
+@pytest.fixture
+def groups(monkeypatch: pytest.MonkeyPatch) -> GroupSpy:
+    g = GroupSpy(direct_reply._pg_write_group)
+    monkeypatch.setattr(direct_reply, "_pg_write_group", g)
+    return g
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("script", [SCRIPT, QUIET_SCRIPT], ids=["handover", "ends"])
+async def test_replies_written_together_on_postgres_are_the_orm_paths_rows(
+    hp: Harness, spy: Spy, groups: GroupSpy, script: list[str]
+) -> None:
+    """Replies ready at the same moment share one statement (``_PG_WRITE_GROUP``), which
+    must write for each exactly what the ORM path writes for one, hand-overs included."""
+    h = hp
+    orm = await h.patient()
+    spy.off_for.add(orm.phone)
+    together = [await h.patient() for _ in range(4)]
+    for p in (orm, *together):
+        await h.start(p, "phq9")
+    for body in script:
+        assert (await h.sms(orm.phone, body)).status == 200
+        groups.sizes.clear()
+        answers = await asyncio.gather(*(h.sms(p.phone, body) for p in together))
+        assert [r.status for r in answers] == [200] * len(together)
+        assert sum(groups.sizes) == len(together) and max(groups.sizes) > 1, groups.sizes
+    expected = await _rows(h, orm)
+    expected["messages"] = [row[:2] + row[3:] for row in expected["messages"]]
+    for p in together:
+        got = await _rows(h, p)
+        got["messages"] = [row[:2] + row[3:] for row in got["messages"]]
+        for table in expected:
+            assert got[table] == expected[table], (p.first_name, table)
+    assert len(spy.taken) == len(script) * len(together)
+    # every reply was sent at once, in the order the steps built them
+    for p in together:
+        assert h.twilio.sent_to(p.phone) == h.twilio.sent_to(orm.phone)
+
+
+async def _answers(h: Harness, *patients: Patient) -> list[list[tuple[str, Any]]]:
+    async with h.db.read() as s:
+        return [
+            [
+                tuple(r)
+                for r in (
+                    await s.execute(
+                        select(Answer.question_key, Answer.value)
+                        .join(Checkin, Checkin.id == Answer.checkin_id)
+                        .where(Checkin.patient_id == p.id)
+                        .order_by(Answer.id)
+                    )
+                ).all()
+            ]
+            for p in patients
+        ]
+
+
+@pytest.mark.postgres
+async def test_a_conversation_moved_on_meanwhile_is_written_again_after_its_group(
+    hp: Harness, spy: Spy, groups: GroupSpy
+) -> None:
+    """Another process moved one conversation on since this one remembered it: the group
+    writes nothing for that reply (its state check fails), the others are written, and
+    that one is read and written again."""
+    h = hp
+    a, b, c = [await h.patient() for _ in range(3)]
+    for p in (a, b, c):
+        await h.start(p, "phq9")
+        await h.sms(p.phone, "1")  # this process remembers each state after q1
+    other = Database(h.db.url)
+    try:
+        moved = await direct_reply.try_reply(
+            other, h.settings, sid=new_sid(), phone=c.phone, body="2", now=h.clock.now()
+        )
+        assert moved is not None and not moved.duplicate  # q2 for c, by another process
+    finally:
+        await other.dispose()
+    groups.sizes.clear()
+    await asyncio.gather(*(h.sms(p.phone, "3") for p in (a, b, c)))
+    assert max(groups.sizes) > 1, groups.sizes
+    assert await _answers(h, a, b, c) == [
+        [("q1", 1), ("q2", 3)],
+        [("q1", 1), ("q2", 3)],
+        [("q1", 1), ("q2", 2), ("q3", 3)],
+    ]
+    # each got the next question at once (the other process's own reply was never sent)
+    assert len(h.twilio.sent_to(c.phone)) == len(h.twilio.sent_to(a.phone))
+
+
+@pytest.mark.postgres
+async def test_a_redelivery_in_a_group_changes_nothing_and_the_rest_are_written(
+    hp: Harness, spy: Spy, groups: GroupSpy
+) -> None:
+    """A re-delivered MessageSid fails the group's statement whole (nothing is written):
+    each reply is then written alone, and the re-delivery changes nothing."""
+    h = hp
+    first, a, b, c = [await h.patient() for _ in range(4)]
+    for p in (first, a, b, c):
+        await h.start(p, "phq9")
+    sid_b = new_sid()
+    await h.sms(b.phone, "1", sid=sid_b)
+    sent_b = len(h.twilio.sent_to(b.phone))
+    groups.sizes.clear()
+    groups.sids.clear()
+    await asyncio.gather(
+        h.sms(first.phone, "0"),  # leads the first group, which waits a moment
+        h.sms(a.phone, "3"),
+        h.sms(b.phone, "1", sid=sid_b),
+        h.sms(c.phone, "2"),
+    )
+    assert any(sid_b in g and len(g) > 1 for g in groups.sids), groups.sids
+    assert await _answers(h, a, b, c, first) == [
+        [("q1", 3)],
+        [("q1", 1)],
+        [("q1", 2)],
+        [("q1", 0)],
+    ]
+    assert len(spy.taken) == 5 and not spy.handed_over  # all on the direct path
+    assert len(h.twilio.sent_to(b.phone)) == sent_b
+    async with h.db.read() as s:
+        assert (
+            await s.scalar(
+                select(func.count()).select_from(Message).where(Message.provider_sid == sid_b)
+            )
+            == 1
+        )
