@@ -32,6 +32,8 @@ class _Waiter(Generic[T, R]):
 
 
 class Group(Generic[T, R]):
+    """One queue of callers; results must never be None (None tells a caller to lead)."""
+
     def __init__(self, limit: int = 32) -> None:
         self._limit = limit
         self._queue: list[_Waiter[T, R]] = []
@@ -61,6 +63,8 @@ class Group(Generic[T, R]):
             followers = [w for w in self._queue[: self._limit - 1] if not w.future.done()]
             del self._queue[: self._limit - 1]
             results = await call([item, *(w.item for w in followers)])
+            if len(results) != 1 + len(followers):
+                raise RuntimeError(f"{len(results)} results for {1 + len(followers)} items")
         except BaseException as exc:
             for w in followers:
                 if not w.future.done():
