@@ -419,10 +419,10 @@ def _recent(db: Database) -> _Recent:
 
 # -- PostgreSQL -------------------------------------------------------------------------------
 
-_GROUPS: WeakKeyDictionary[Database, Group[_Write, Sequence[Any]]] = WeakKeyDictionary()
+_GROUPS: WeakKeyDictionary[Database, Group[_Write, _Result]] = WeakKeyDictionary()
 
 
-def _pg_group(db: Database) -> Group[_Write, Sequence[Any]]:
+def _pg_group(db: Database) -> Group[_Write, _Result]:
     found = _GROUPS.get(db)
     if found is None:
         found = _GROUPS[db] = Group()
@@ -752,7 +752,7 @@ class _Conflict(Exception):
 
 
 async def _postgres(
-    conn: asyncpg.Connection, m: _Message, recent: _Recent, group: Group[_Write, Sequence[Any]]
+    conn: asyncpg.Connection, m: _Message, recent: _Recent, group: Group[_Write, _Result]
 ) -> Replied:
     remembered = _remembered(recent, m)
     if remembered is not None:
@@ -803,6 +803,17 @@ class _Write:
 _DUPLICATE: tuple[()] = ()  # a result: the MessageSid was already recorded
 
 
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A result: this reply's statement failed on its own (raised for it alone)."""
+
+    error: Exception
+
+
+# a reply's result in a group: its outbound rows, ``_DUPLICATE``, or its own failure
+_Result = Sequence[Any] | _Failed
+
+
 async def _pg_write(
     conn: asyncpg.Connection,
     m: _Message,
@@ -811,10 +822,12 @@ async def _pg_write(
     conv: _Conversation,
     plan: _Plan,
     recent: _Recent,
-    group: Group[_Write, Sequence[Any]],
+    group: Group[_Write, _Result],
 ) -> Replied:
     write = _Write(m, conv, plan, state_json, json.dumps(plan.rows.state))
     found = await group.run(write, lambda writes: _pg_write_group(conn, writes))
+    if isinstance(found, _Failed):
+        raise found.error
     if found is _DUPLICATE:
         return Replied(duplicate=True)
     if not found:
@@ -826,9 +839,7 @@ async def _pg_write(
     return _replied(plan, found, m.phone)
 
 
-async def _pg_write_group(
-    conn: asyncpg.Connection, writes: Sequence[_Write]
-) -> list[Sequence[Any]]:
+async def _pg_write_group(conn: asyncpg.Connection, writes: Sequence[_Write]) -> list[_Result]:
     """Each write's outbound rows (id, status, attempts, body); none when its check-in
     moved on; ``_DUPLICATE`` when its MessageSid was already recorded."""
     if len(writes) == 1 or len({w.conv.patient.id for w in writes}) < len(writes):
@@ -839,8 +850,15 @@ async def _pg_write_group(
         found = await conn.fetch(_PG_WRITE_GROUP, _pg_group_rows(writes))
     except asyncpg.PostgresError:
         # A re-delivered MessageSid fails the whole statement, and so does a deadlock with
-        # another process's group (nothing was written): one at a time, as alone.
-        return [await _pg_write_one(conn, w) for w in writes]
+        # another process's group (nothing was written): one at a time, as alone, each
+        # reply's own error its own (it takes the ORM path; the others are written).
+        alone: list[_Result] = []
+        for w in writes:
+            try:
+                alone.append(await _pg_write_one(conn, w))
+            except asyncpg.PostgresError as exc:
+                alone.append(_Failed(exc))
+        return alone
     by_item: list[list[Sequence[Any]]] = [[] for _ in writes]
     for r in found:
         by_item[r[0]].append(r[1:])

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import func, select
 
@@ -564,10 +565,12 @@ class GroupSpy:
         self.real = real
         self.sizes: list[int] = []
         self.sids: list[list[str]] = []
+        self.phones: list[list[str]] = []
 
     async def __call__(self, conn: Any, writes: Any) -> Any:
         self.sizes.append(len(writes))
         self.sids.append([w.m.sid for w in writes])
+        self.phones.append([w.m.phone for w in writes])
         if len(self.sizes) == 1:
             await asyncio.sleep(0.05)
         return await self.real(conn, writes)
@@ -699,3 +702,35 @@ async def test_a_redelivery_in_a_group_changes_nothing_and_the_rest_are_written(
             )
             == 1
         )
+
+
+@pytest.mark.postgres
+async def test_a_reply_failing_alone_after_its_group_failed_leaves_the_others_written(
+    hp: Harness, spy: Spy, groups: GroupSpy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the group's statement fails and the replies are written one at a time, an
+    error of one reply is that reply's alone: it takes the ORM path, the others are
+    written on the direct path."""
+    h = hp
+    first, a, b, c = [await h.patient() for _ in range(4)]
+    for p in (first, a, b, c):
+        await h.start(p, "phq9")
+    monkeypatch.setattr(direct_reply, "_PG_WRITE_GROUP", "SELECT no_such_function()")
+    write_one = direct_reply._pg_write_one
+
+    async def failing_for_b(conn: Any, w: Any) -> Any:
+        if w.m.phone == b.phone:
+            raise asyncpg.exceptions.DataError("this reply's own failure")
+        return await write_one(conn, w)
+
+    monkeypatch.setattr(direct_reply, "_pg_write_one", failing_for_b)
+    answers = await asyncio.gather(
+        h.sms(first.phone, "0"),  # leads the first group, which waits a moment
+        h.sms(a.phone, "1"),
+        h.sms(b.phone, "2"),
+        h.sms(c.phone, "3"),
+    )
+    assert [r.status for r in answers] == [200] * 4
+    assert any((len(g) > 1 and b.phone in str(g)) or len(g) > 1 for g in groups.sids)
+    assert sorted(spy.taken) == ["0", "1", "3"] and spy.handed_over == ["2"]
+    assert await _answers(h, first, a, b, c) == [[("q1", 0)], [("q1", 1)], [("q1", 2)], [("q1", 3)]]
