@@ -841,7 +841,8 @@ async def _pg_write(
 
 async def _pg_write_group(conn: asyncpg.Connection, writes: Sequence[_Write]) -> list[_Result]:
     """Each write's outbound rows (id, status, attempts, body); none when its check-in
-    moved on; ``_DUPLICATE`` when its MessageSid was already recorded."""
+    moved on; ``_DUPLICATE`` when its MessageSid was already recorded; ``_Failed`` when,
+    written alone after its group's statement failed, its own statement failed."""
     if len(writes) == 1 or len({w.conv.patient.id for w in writes}) < len(writes):
         # the group's ids are matched to replies by patient; a sender's replies queue one
         # at a time, so two of one patient together cannot happen, but stay correct if so
