@@ -499,116 +499,51 @@ def _record_type(name: str) -> str:
     return f"{name} text" if name in _JSON_COLUMNS else f"{name} {_pg_type(name)}"
 
 
-def _value(alias: str, name: str, inbound: str = "inbound", follow: str = "follow") -> str:
+def _value(alias: str, name: str) -> str:
     if name == "message_id":
-        return (
-            f"CASE WHEN {alias}.{name} = {THIS_MESSAGE} THEN {inbound}.id ELSE {alias}.{name} END"
-        )
+        return f"CASE WHEN {alias}.{name} = {THIS_MESSAGE} THEN inb.id ELSE {alias}.{name} END"
     if name == "checkin_id":
-        return f"CASE WHEN {alias}.{name} = {NEXT_CHECKIN} THEN {follow}.id ELSE {alias}.{name} END"
+        return f"CASE WHEN {alias}.{name} = {NEXT_CHECKIN} THEN fol.id ELSE {alias}.{name} END"
     if name in _JSON_COLUMNS:
         return f"{alias}.{name}::jsonb"
     return f"{alias}.{name}"
 
 
-def _recordset(
-    key: str,
-    alias: str,
-    columns: tuple[str, ...],
-    *,
-    numbered: bool = False,
-    param: str = "$12",
-    keyed: bool = False,
-) -> str:
-    """The rows under ``key`` of the JSON parameter; ``keyed`` rows also carry the index
-    ``k`` of the reply they belong to (the group write)."""
-    fields = ", ".join(
-        ("k int", *(_record_type(c) for c in columns)) if keyed else map(_record_type, columns)
-    )
-    names = ", ".join(("k", *columns) if keyed else columns)
-    rows = f"jsonb_to_recordset({param}::jsonb -> '{key}')"
+def _recordset(key: str, alias: str, columns: tuple[str, ...], *, numbered: bool = False) -> str:
+    """The rows under ``key`` of the JSON parameter, each with the index ``k`` of the reply
+    it belongs to."""
+    fields = ", ".join(("k int", *(_record_type(c) for c in columns)))
+    rows = f"jsonb_to_recordset($1::jsonb -> '{key}')"
     if not numbered:
         return f"{rows} AS {alias}({fields})"
-    return f"ROWS FROM ({rows} AS ({fields})) WITH ORDINALITY AS {alias}({names}, n)"
+    return (
+        f"ROWS FROM ({rows} AS ({fields})) WITH ORDINALITY AS {alias}(k, {', '.join(columns)}, n)"
+    )
 
 
 def _rows_cte(name: str, table: str, alias: str, columns: tuple[str, ...]) -> str:
     return f"""{name} AS (
     INSERT INTO {table} ({", ".join(columns)})
     SELECT {", ".join(_value(alias, c) for c in columns)}
-    FROM inbound LEFT JOIN follow ON true, {_recordset(table, alias, columns)}
-)"""
-
-
-def _group_rows_cte(name: str, table: str, alias: str, columns: tuple[str, ...]) -> str:
-    return f"""{name} AS (
-    INSERT INTO {table} ({", ".join(columns)})
-    SELECT {", ".join(_value(alias, c, "inb", "fol") for c in columns)}
     FROM inb LEFT JOIN fol ON fol.k = inb.k
-    JOIN {_recordset(table, alias, columns, param="$1", keyed=True)} ON {alias}.k = inb.k
+    JOIN {_recordset(table, alias, columns)} ON {alias}.k = inb.k
 )"""
 
 
-# Every row in one statement, each derived from ``saved`` through ``inbound``: when the
-# check-in moved on, the update returns nothing and so does everything else
-# (data-modifying CTEs run to completion whether or not the final SELECT reads them, hence
-# FROM inbound in each). ``follow`` is the hand-over's check-in, when there is one. The
-# rows travel as one JSON document ($12): encoding dozens of array parameters cost the
+# Every row of one reply, or of several ready at the same moment (``db.group``: they share
+# the statement, its round trip and its commit), each derived from ``saved``: a reply
+# whose check-in moved on updates nothing, and so writes nothing else and returns no row
+# (data-modifying CTEs run to completion whether or not the final SELECT reads them,
+# hence each joins ``inb``). Each reply is an item ``k``; its rows carry ``k``, and the
+# ids the write assigns are matched by what is unique to a reply in the statement: the
+# inbound row by its MessageSid, the hand-over's check-in (``follow``) and the outbound
+# rows by the patient (one reply per patient: a sender's replies queue one at a time).
+# The rows travel as one JSON document: encoding dozens of array parameters cost the
 # client more than the statement cost the server.
-_PG_WRITE = f"""
-WITH saved AS (
-    UPDATE checkins
-    SET state = $7::jsonb,
-        status = coalesce($8::varchar, status),
-        outcome = coalesce($9::varchar, outcome),
-        completed_at = coalesce($10::timestamptz, completed_at),
-        lease_until = CASE WHEN $8::varchar IS NULL THEN lease_until END
-    WHERE id = $2 AND status = 'active' AND state = $11::jsonb
-        AND NOT EXISTS (SELECT FROM patients WHERE id = $1 AND opted_out_at IS NOT NULL)
-        AND ($8::varchar IS NULL OR $9::varchar = 'crisis' OR NOT EXISTS (
-            SELECT FROM checkins w
-            WHERE w.patient_id = $1 AND w.status || '' = 'scheduled'
-              AND w.due_at <= $6::timestamptz
-              AND (w.expires_at IS NULL OR w.expires_at > $6::timestamptz)))
-    RETURNING id
-), inbound AS (
-    INSERT INTO messages (direction, patient_id, checkin_id, phone, body, provider_sid,
-                          status, segments, encoding, attempts, purpose, created_at)
-    SELECT 'in', $1, saved.id, $3, $4, $5, 'received', 1, 'GSM-7', 0, '', $6 FROM saved
-    RETURNING id
-), follow AS (
-    INSERT INTO checkins ({", ".join(FOLLOW_COLUMNS)})
-    SELECT {", ".join(_value("f", c) for c in FOLLOW_COLUMNS)}
-    FROM inbound, {_recordset("follow", "f", FOLLOW_COLUMNS)}
-    RETURNING id
-), {_rows_cte("new_answers", "answers", "a", ANSWER_COLUMNS)},
-{_rows_cte("new_scores", "scores", "s", SCORE_COLUMNS)},
-{_rows_cte("new_escalations", "escalations", "e", ESCALATION_COLUMNS)},
-outbound AS (
-    -- ids follow the ORDER BY, so sorting by id restores the order the steps built them in
-    INSERT INTO messages ({", ".join(OUTBOUND_COLUMNS)})
-    SELECT {", ".join(_value("o", c) for c in OUTBOUND_COLUMNS)}
-    FROM inbound LEFT JOIN follow ON true,
-        {_recordset("messages", "o", OUTBOUND_COLUMNS, numbered=True)}
-    ORDER BY o.n
-    RETURNING id, status, attempts, body
-)
-SELECT outbound.id, outbound.status, outbound.attempts, outbound.body
-FROM inbound LEFT JOIN outbound ON true
-ORDER BY outbound.id
-"""
-
-
-# The same write for several replies at once (``db.group``: replies ready at the same
-# moment share one statement, one round trip and one commit). Each reply is an item ``k``;
-# its rows carry ``k``, and the ids the write assigns are found by what is unique to a
-# reply within the group: the inbound row by its MessageSid, the hand-over's check-in and
-# the outbound rows by the patient (one reply per patient per group: a sender's replies
-# queue one at a time). A reply whose check-in moved on returns no row, as alone.
 _ITEM_COLUMNS = """k int, patient_id int, checkin_id int, phone text, body text, sid text,
     at timestamptz, state text, status varchar, outcome varchar, completed_at timestamptz,
     expected text"""
-_PG_WRITE_GROUP = f"""
+_PG_WRITE = f"""
 WITH items AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb -> 'items') AS i({_ITEM_COLUMNS})
 ), saved AS (
@@ -638,20 +573,21 @@ WITH items AS (
     SELECT inbound.id, i.k, i.patient_id FROM inbound JOIN items i ON i.sid = inbound.provider_sid
 ), follow AS (
     INSERT INTO checkins ({", ".join(FOLLOW_COLUMNS)})
-    SELECT {", ".join(_value("f", c, "inb", "fol") for c in FOLLOW_COLUMNS)}
-    FROM inb JOIN {_recordset("follow", "f", FOLLOW_COLUMNS, param="$1", keyed=True)}
+    SELECT {", ".join(_value("f", c) for c in FOLLOW_COLUMNS)}
+    FROM inb JOIN {_recordset("follow", "f", FOLLOW_COLUMNS)}
         ON f.k = inb.k
     RETURNING id, patient_id
 ), fol AS (
     SELECT follow.id, inb.k FROM follow JOIN inb ON inb.patient_id = follow.patient_id
-), {_group_rows_cte("new_answers", "answers", "a", ANSWER_COLUMNS)},
-{_group_rows_cte("new_scores", "scores", "s", SCORE_COLUMNS)},
-{_group_rows_cte("new_escalations", "escalations", "e", ESCALATION_COLUMNS)},
+), {_rows_cte("new_answers", "answers", "a", ANSWER_COLUMNS)},
+{_rows_cte("new_scores", "scores", "s", SCORE_COLUMNS)},
+{_rows_cte("new_escalations", "escalations", "e", ESCALATION_COLUMNS)},
 outbound AS (
     INSERT INTO messages ({", ".join(OUTBOUND_COLUMNS)})
-    SELECT {", ".join(_value("o", c, "inb", "fol") for c in OUTBOUND_COLUMNS)}
+    -- ids follow the ORDER BY, so sorting by id restores the order the steps built them in
+    SELECT {", ".join(_value("o", c) for c in OUTBOUND_COLUMNS)}
     FROM inb LEFT JOIN fol ON fol.k = inb.k
-    JOIN {_recordset("messages", "o", OUTBOUND_COLUMNS, param="$1", keyed=True, numbered=True)}
+    JOIN {_recordset("messages", "o", OUTBOUND_COLUMNS, numbered=True)}
         ON o.k = inb.k
     ORDER BY o.k, o.n
     RETURNING id, status, attempts, body, patient_id
@@ -672,7 +608,7 @@ def _json_time(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _pg_group_rows(writes: Sequence[_Write]) -> str:
+def _pg_rows(writes: Sequence[_Write]) -> str:
     doc: dict[str, list[dict[str, Any]]] = {
         "items": [],
         "follow": [],
@@ -710,20 +646,6 @@ def _pg_group_rows(writes: Sequence[_Write]) -> str:
         ):
             doc[key] += ({"k": k, **_json_row(r, columns)} for r in found)
     return json.dumps(doc, default=_json_time)
-
-
-def _pg_rows(plan: _Plan) -> str:
-    rows = plan.rows
-    return json.dumps(
-        {
-            "follow": [] if plan.follow is None else [_json_row(plan.follow, FOLLOW_COLUMNS)],
-            "answers": [_json_row(r, ANSWER_COLUMNS) for r in rows.answers],
-            "scores": [_json_row(r, SCORE_COLUMNS) for r in rows.scores],
-            "escalations": [_json_row(r, ESCALATION_COLUMNS) for r in rows.escalations],
-            "messages": [_json_row(r, OUTBOUND_COLUMNS) for r in rows.messages],
-        },
-        default=_json_time,
-    )
 
 
 def _remembered(
@@ -848,7 +770,7 @@ async def _pg_write_group(conn: asyncpg.Connection, writes: Sequence[_Write]) ->
         # at a time, so two of one patient together cannot happen, but stay correct if so
         return [await _pg_write_one(conn, w) for w in writes]
     try:
-        found = await conn.fetch(_PG_WRITE_GROUP, _pg_group_rows(writes))
+        found = await conn.fetch(_PG_WRITE, _pg_rows(writes))
     except asyncpg.PostgresError:
         # A re-delivered MessageSid fails the whole statement, and so does a deadlock with
         # another process's group (nothing was written): one at a time, as alone, each
@@ -867,26 +789,13 @@ async def _pg_write_group(conn: asyncpg.Connection, writes: Sequence[_Write]) ->
 
 
 async def _pg_write_one(conn: asyncpg.Connection, w: _Write) -> Sequence[Any]:
-    m, rows = w.m, w.plan.rows
     try:
-        found: Sequence[Any] = await conn.fetch(
-            _PG_WRITE,
-            w.conv.patient.id,
-            w.conv.checkin_id,
-            m.phone,
-            m.body[:MAX_BODY_CHARS],
-            m.sid,
-            m.now,
-            w.new_state,
-            *_ended(rows, m.now),
-            w.state_json,
-            _pg_rows(w.plan),
-        )
+        found = await conn.fetch(_PG_WRITE, _pg_rows([w]))
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != _SID_CONSTRAINT:
             raise
         return _DUPLICATE
-    return found
+    return [r[1:] for r in found]
 
 
 # -- SQLite -----------------------------------------------------------------------------------

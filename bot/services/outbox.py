@@ -638,14 +638,16 @@ async def apply_early_statuses(db: Database, now: datetime, limit: int = 500) ->
     """Apply the kept reports whose message now has their sid; drop those kept too long."""
     applied = 0
     async with db.write() as session:
-        early = (
-            await session.scalars(
-                select(EarlyStatus)
-                .join(Message, Message.provider_sid == EarlyStatus.provider_sid)
-                .order_by(EarlyStatus.id)
-                .limit(limit)
-            )
-        ).all()
+        query = (
+            select(EarlyStatus)
+            .join(Message, Message.provider_sid == EarlyStatus.provider_sid)
+            .order_by(EarlyStatus.id)
+            .limit(limit)
+        )
+        if not db.is_sqlite:
+            # workers tick at once: each takes reports no other holds
+            query = query.with_for_update(skip_locked=True, of=EarlyStatus)
+        early = (await session.scalars(query)).all()
         for report in early:
             if (
                 await apply_status(
@@ -658,7 +660,10 @@ async def apply_early_statuses(db: Database, now: datetime, limit: int = 500) ->
                 == "applied"
             ):
                 applied += 1
-            await session.delete(report)
+        if early:
+            await session.execute(
+                delete(EarlyStatus).where(EarlyStatus.id.in_([r.id for r in early]))
+            )
         result = await session.execute(
             delete(EarlyStatus).where(EarlyStatus.received_at < now - EARLY_STATUS_KEEP)
         )

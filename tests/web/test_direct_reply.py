@@ -588,7 +588,7 @@ def groups(monkeypatch: pytest.MonkeyPatch) -> GroupSpy:
 async def test_replies_written_together_on_postgres_are_the_orm_paths_rows(
     hp: Harness, spy: Spy, groups: GroupSpy, script: list[str]
 ) -> None:
-    """Replies ready at the same moment share one statement (``_PG_WRITE_GROUP``), which
+    """Replies ready at the same moment share one statement (``_PG_WRITE``), which
     must write for each exactly what the ORM path writes for one, hand-overs included."""
     h = hp
     orm = await h.patient()
@@ -715,7 +715,12 @@ async def test_a_reply_failing_alone_after_its_group_failed_leaves_the_others_wr
     first, a, b, c = [await h.patient() for _ in range(4)]
     for p in (first, a, b, c):
         await h.start(p, "phq9")
-    monkeypatch.setattr(direct_reply, "_PG_WRITE_GROUP", "SELECT no_such_function()")
+    rows_of = direct_reply._pg_rows
+
+    def no_group(writes: Any) -> str:  # the group's statement fails (not JSON), one alone does not
+        return "not json" if len(writes) > 1 else rows_of(writes)
+
+    monkeypatch.setattr(direct_reply, "_pg_rows", no_group)
     write_one = direct_reply._pg_write_one
 
     async def failing_for_b(conn: Any, w: Any) -> Any:

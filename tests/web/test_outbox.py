@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from bot.services import outbox
 from bot.worker import Tick
 from db.enums import Direction, MessageStatus, Severity
 from db.models import EarlyStatus, Escalation, Message, Patient
+from db.session import Database
 from tests.web.harness import Harness, harness
 
 
@@ -286,4 +288,41 @@ async def test_reports_for_a_sid_no_message_gets_are_dropped_after_an_hour(h: Ha
     assert len(await _early(h)) == 1
     h.clock.advance(minutes=2)
     assert await _statuses_tick(h).run() == 0
+    assert await _early(h) == []
+
+
+@pytest.mark.postgres
+async def test_two_workers_apply_the_kept_reports_once_without_failing(h: Harness) -> None:
+    """Workers tick at once on PostgreSQL: each takes the kept reports no other holds."""
+    p = await h.patient()
+    async with h.db.write() as s:
+        messages = [
+            outbox.enqueue(
+                session=s,
+                phone=p.phone,
+                body="hi",
+                purpose="info",
+                now=h.clock.now(),
+                patient_id=p.id,
+            )
+            for _ in range(20)
+        ]
+        outbox.claim_in_session(messages, h.clock.now())
+    sids = [f"SMearly{i:02d}" for i in range(20)]
+    for sid in sids:
+        assert (await h.status(sid, "delivered")).status == 200
+    claimed = outbox.claimed_of(await _outbound(h, p.id))
+    await outbox._record_successes(
+        h.db, [(c, sid, "queued") for c, sid in zip(claimed, sids, strict=True)], h.clock.now()
+    )
+    other = Database(h.db.url)
+    try:
+        done = await asyncio.gather(
+            outbox.apply_early_statuses(h.db, h.clock.now()),
+            outbox.apply_early_statuses(other, h.clock.now()),
+        )
+    finally:
+        await other.dispose()
+    assert sum(done) == 20
+    assert {m.status for m in await _outbound(h, p.id)} == {MessageStatus.DELIVERED}
     assert await _early(h) == []
