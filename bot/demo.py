@@ -212,7 +212,7 @@ class _Seeder:
                 session=session, checkin=checkin, patient=patient, settings=self.settings, now=at
             )
             await session.flush()
-            ids = [m.id for m in applied.outbound]
+            ids = applied.ids
         await outbox.send(self.db, self.transport, FrozenClock(at), ids=ids)
 
     async def text(self, who: DemoPatient, body: str, at: datetime) -> None:

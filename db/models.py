@@ -274,6 +274,8 @@ class Checkin(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     state: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # bumped by every step write; a step computed from an older revision writes nothing
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     outcome: Mapped[str | None] = mapped_column(String(24))
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -26,8 +26,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from db.direct import PgDirect, SqliteDirect, sqlite_path
-
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
@@ -100,13 +98,6 @@ class Database:
         self._write_factory = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read_factory = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        # the drivers' own connections for the common inbound reply (bot.services.direct_reply)
-        self.pg_direct: PgDirect | None = None
-        self.sqlite_direct: SqliteDirect | None = None
-        if not self.is_sqlite:
-            self.pg_direct = PgDirect(self.engine, engine_kwargs.get("connect_args"))
-        elif (path := sqlite_path(url)) is not None:
-            self.sqlite_direct = SqliteDirect(path)
         # SQLite keeps the read engine's deferred transactions: switching a pooled pysqlite
         # connection to autocommit and back would leave it in its implicit-transaction mode
         self._plain_engine = (
@@ -134,16 +125,6 @@ class Database:
             return
         async with self._write_lock, self.engine.begin() as conn:
             yield conn
-
-    @asynccontextmanager
-    async def writer_lock(self) -> AsyncIterator[None]:
-        """This process's turn to write on SQLite (what ``write`` holds); nothing on
-        PostgreSQL, whose row locks order the writers."""
-        if self._write_lock is None:
-            yield
-            return
-        async with self._write_lock:
-            yield
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -176,10 +157,6 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        if self.pg_direct is not None:
-            await self.pg_direct.close()
-        if self.sqlite_direct is not None:
-            self.sqlite_direct.close()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
@@ -36,6 +36,7 @@ from flows.model import (
     Severity,
 )
 from flows.parsing import Parsed, Parser, default_hint, make_parser
+from flows.reasons import Reason
 from flows.scoring import ScoreHistory, band_for, compute_total
 from flows.text import CRISIS_LINE, pick, render
 
@@ -58,6 +59,8 @@ __all__ = [
     "Severity",
     "Status",
     "Step",
+    "handover",
+    "handover_key",
     "resume",
     "start",
 ]
@@ -519,7 +522,7 @@ class _Run:
         self.events.append(
             EscalationRequested(
                 Severity.MODERATE,
-                "flow_stalled",
+                Reason.FLOW_STALLED,
                 f"The {flow.key} check-in was stopped at node {node_id} after {self.steps} "
                 "steps without finishing; the flow definition needs review.",
             )
@@ -592,7 +595,7 @@ class _Run:
         self.events.append(
             EscalationRequested(
                 Severity.CRITICAL,
-                "crisis_language",
+                Reason.CRISIS_LANGUAGE,
                 f"Crisis language ({category}) in a reply during the {self.flow.key} "
                 "check-in; the patient was sent crisis resources.",
             )
@@ -668,3 +671,30 @@ def resume(flow: Flow, state: ConversationState, input: Input, now: datetime) ->
     if run.status is Status.ACTIVE and run.steps > MAX_STEPS:
         run.stalled(run.node or c.first)
     return run.finish_step(now)
+
+
+def handover_key(step: Step) -> str | None:
+    """The flow a completed step hands over to, if any."""
+    for event in step.events:
+        if isinstance(event, ConversationEnded):
+            return event.handover if event.outcome is Outcome.COMPLETED else None
+    return None
+
+
+def handover(ended: Step, flow: Flow, now: datetime) -> Step:
+    """Start ``flow`` where ``ended`` hands over (PHQ-2 → PHQ-9, item 9 → C-SSRS).
+
+    The next flow sees the answers so far as its prefill and the scores the ended step just
+    computed as history, so the simulator and production take the same path.
+    """
+    carry: Mapping[str, AnswerValue] = {}
+    history = dict(ended.state.context.history)
+    for event in ended.events:
+        if isinstance(event, ConversationEnded):
+            carry = event.carry
+        elif isinstance(event, ScoreComputed):
+            before = history.get(event.name, ScoreHistory())
+            since = None if before.since_treatment is None else before.since_treatment + 1
+            history[event.name] = ScoreHistory((*before.totals, event.total), since)
+    context = replace(ended.state.context, prefill=dict(carry), history=history)
+    return start(flow, context, now)

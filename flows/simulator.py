@@ -8,7 +8,7 @@ callback the caller provides (the library, or drafts being edited).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -149,7 +149,6 @@ class Session:
         self.now = now
         self.flow = flow
         self._handovers = 0
-        self._next_prefill: dict[str, AnswerValue] = {}
         self._take(engine.start(flow, context, now), new_flow=True)
 
     @property
@@ -169,13 +168,18 @@ class Session:
         self.state = step.state
         if new_flow:
             self.transcript.flows.append(self.flow.key)
-        handover: Flow | None = None
         for event in step.events:
-            handover = self._event(event) or handover
-        if handover is not None:
-            self._start_next(handover)
+            self._event(event)
+        key = engine.handover_key(step)
+        if key and self.resolve and self._handovers < MAX_HANDOVERS:
+            nxt = self.resolve(key)
+            if nxt is not None:
+                self._handovers += 1
+                self.flow = nxt
+                self.transcript.outcome = None
+                self._take(engine.handover(step, nxt, self.now), new_flow=True)
 
-    def _event(self, event: Event) -> Flow | None:
+    def _event(self, event: Event) -> None:
         t = self.transcript
         key = self.flow.key
         if isinstance(event, SendMessage):
@@ -188,19 +192,6 @@ class Session:
             t.escalations.append((key, event))
         elif isinstance(event, ConversationEnded):
             t.outcome = event.outcome
-            if event.handover and self.resolve and self._handovers < MAX_HANDOVERS:
-                nxt = self.resolve(event.handover)
-                if nxt is not None:
-                    self._next_prefill = dict(event.carry)
-                    return nxt
-        return None
-
-    def _start_next(self, flow: Flow) -> None:
-        self._handovers += 1
-        self.flow = flow
-        self.transcript.outcome = None
-        context = replace(self.context, prefill=self._next_prefill)
-        self._take(engine.start(flow, context, self.now), new_flow=True)
 
 
 def simulate(

@@ -1,8 +1,9 @@
 """Running check-in conversations: start one, feed it an input, persist what the engine says.
 
-The engine (``flows.engine``) is pure; this module turns its events into rows
-in the caller's transaction: answers, scores, escalations, outbox messages and
-the new conversation state, so they all commit together or not at all.
+The engine (``flows.engine``) is pure; every step it computes is written by
+``bot.services.steps.write_step`` in the caller's transaction, so a step's
+answers, scores, escalations, outbox messages and state commit together or
+not at all. Hand-overs come from ``engine.handover``, as in the simulator.
 """
 
 from __future__ import annotations
@@ -16,53 +17,46 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services.escalations import escalation_row
-from bot.services.flow_store import latest_published_with_checksum, pinned
-from bot.services.outbox import message_row
+from bot.services.escalations import raise_escalation
+from bot.services.flow_store import (
+    FlowUnavailableError,
+    latest_published_with_checksum,
+    pinned,
+)
+from bot.services.outbox import Claimed
 from bot.services.scheduling import PatientLike, patient_can_receive, quiet_now, start_windows
+from bot.services.steps import Target, write_step
 from bot.settings import Settings
-from db.enums import CheckinStatus
-from db.models import Answer, Checkin, Escalation, Message, Patient, Score, Treatment
+from db.enums import CheckinStatus, Severity
+from db.models import Checkin, Patient, Score, Treatment
 from flows import engine
 from flows.durations import parse_duration
-from flows.engine import (
-    AnswerRecorded,
-    ConversationEnded,
-    ConversationState,
-    EscalationRequested,
-    Input,
-    Outcome,
-    ScoreComputed,
-    ScoreHistory,
-    SendMessage,
-    Step,
-)
+from flows.engine import ConversationState, Input, Outcome, ScoreHistory, Step
 from flows.model import AnswerValue, Flow
+from flows.reasons import Reason
 
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 52
 DEFAULT_EXPIRY_S = 24 * 3600
 
-_OUTCOME_STATUS = {
-    Outcome.COMPLETED: CheckinStatus.COMPLETED,
-    Outcome.EXPIRED: CheckinStatus.EXPIRED,
-    Outcome.CRISIS: CheckinStatus.COMPLETED,
-}
-
 
 @dataclass(slots=True)
 class Applied:
-    """What one input produced: outbound rows to send after commit, and what ended."""
+    """What one input produced: outbound messages to send after commit, escalations raised,
+    check-ins started. ``written`` is False when the step's guard failed (nothing written)."""
 
-    outbound: list[Message] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    claimed: list[Claimed] = field(default_factory=list)
+    escalations: list[Severity] = field(default_factory=list)
     ended: bool = False
-    escalations: int = 0
-    started: list[Checkin] = field(default_factory=list)
+    started: list[int] = field(default_factory=list)
+    written: bool = True
 
     def merge(self, other: Applied) -> None:
-        self.outbound.extend(other.outbound)
-        self.escalations += other.escalations
+        self.ids.extend(other.ids)
+        self.claimed.extend(other.claimed)
+        self.escalations.extend(other.escalations)
         self.started.extend(other.started)
 
 
@@ -162,23 +156,6 @@ def context_for(
     )
 
 
-def begin(
-    checkin: Checkin, patient: Patient, version: int, flow: Flow, checksum: str, now: datetime
-) -> None:
-    """Pin the version and set the windows of a check-in that starts ``now``."""
-    columns = start_columns(
-        patient=patient,
-        version=version,
-        flow=flow,
-        checksum=checksum,
-        now=now,
-        expiry_after_s=checkin.expiry_after_s,
-        reminder_after_s=checkin.reminder_after_s,
-    )
-    for name, value in columns.items():
-        setattr(checkin, name, value)
-
-
 def start_columns(
     *,
     patient: PatientLike,
@@ -216,18 +193,41 @@ async def start_checkin(
     settings: Settings,
     now: datetime,
     prefill: dict[str, AnswerValue] | None = None,
+    history: dict[str, ScoreHistory] | None = None,
+    claim: bool = False,
 ) -> Applied:
     """Pin the newest published version, run ``engine.start`` and persist its events."""
     if checkin.status is not CheckinStatus.SCHEDULED or checkin.state is not None:
-        return Applied()
+        return Applied(written=False)
     version, flow, checksum = await latest_published_with_checksum(
         session=session, key=checkin.flow_key
     )
-    begin(checkin, patient, version, flow, checksum, now)
-    history = await score_history(session=session, patient_id=patient.id)
+    if history is None:
+        history = await score_history(session=session, patient_id=patient.id)
     step = engine.start(flow, context_for(patient, settings, history, prefill), now)
-    return await apply_step(
-        session=session, checkin=checkin, patient=patient, step=step, settings=settings, now=now
+    return await _persist(
+        session=session,
+        checkin=checkin,
+        patient=patient,
+        step=step,
+        settings=settings,
+        now=now,
+        begin=_begin_columns(checkin, patient, version, flow, checksum, now),
+        claim=claim,
+    )
+
+
+def _begin_columns(
+    checkin: Checkin, patient: Patient, version: int, flow: Flow, checksum: str, now: datetime
+) -> dict[str, Any]:
+    return start_columns(
+        patient=patient,
+        version=version,
+        flow=flow,
+        checksum=checksum,
+        now=now,
+        expiry_after_s=checkin.expiry_after_s,
+        reminder_after_s=checkin.reminder_after_s,
     )
 
 
@@ -240,10 +240,13 @@ async def resume_checkin(
     input: Input,
     now: datetime,
     message_id: int | None = None,
+    phone: str | None = None,
+    claim: bool = False,
 ) -> Applied:
-    """Feed one input (a reply, a reminder, the expiry) to an active conversation."""
+    """Feed one input (a reply from ``phone``, a reminder, the expiry) to an active
+    conversation."""
     if checkin.status is not CheckinStatus.ACTIVE or checkin.state is None:
-        return Applied()
+        return Applied(written=False)
     assert checkin.flow_version is not None
     flow = await pinned(
         session=session,
@@ -253,7 +256,7 @@ async def resume_checkin(
     )
     state = ConversationState.from_json(checkin.state)
     step = engine.resume(flow, state, input, now)
-    return await apply_step(
+    return await _persist(
         session=session,
         checkin=checkin,
         patient=patient,
@@ -261,96 +264,12 @@ async def resume_checkin(
         settings=settings,
         now=now,
         message_id=message_id,
+        phone=phone,
+        claim=claim,
     )
 
 
-@dataclass(slots=True)
-class StepRows:
-    """What one engine step writes, as column values: the ORM path (``apply_step``) and the
-    inbound handler's bulk path build their rows from the same function."""
-
-    state: dict[str, Any]
-    answers: list[dict[str, Any]] = field(default_factory=list)
-    scores: list[dict[str, Any]] = field(default_factory=list)
-    escalations: list[dict[str, Any]] = field(default_factory=list)
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    ended: ConversationEnded | None = None
-
-
-def step_rows(
-    step: Step,
-    *,
-    checkin_id: int,
-    patient_id: int,
-    phone: str,
-    now: datetime,
-    message_id: int | None = None,
-) -> StepRows:
-    rows = StepRows(state=step.state.to_json())
-    for event in step.events:
-        if isinstance(event, SendMessage):
-            rows.messages.append(
-                message_row(
-                    phone=phone,
-                    body=event.text,
-                    purpose=str(event.purpose),
-                    now=now,
-                    patient_id=patient_id,
-                    checkin_id=checkin_id,
-                )
-            )
-        elif isinstance(event, AnswerRecorded):
-            rows.answers.append(
-                {
-                    "checkin_id": checkin_id,
-                    "message_id": message_id if event.raw is not None else None,
-                    "question_key": event.key,
-                    "raw_text": event.raw,
-                    "value": event.value,
-                    "created_at": now,
-                }
-            )
-        elif isinstance(event, ScoreComputed):
-            rows.scores.append(
-                {
-                    "checkin_id": checkin_id,
-                    "patient_id": patient_id,
-                    "instrument": event.name,
-                    "total": event.total,
-                    "band": event.band,
-                    "flags": list(event.flags),
-                    "complete": event.complete,
-                    "created_at": now,
-                }
-            )
-        elif isinstance(event, EscalationRequested):
-            rows.escalations.append(
-                escalation_row(
-                    severity=event.severity,
-                    reason=event.reason,
-                    summary=event.summary,
-                    now=now,
-                    patient_id=patient_id,
-                    checkin_id=checkin_id,
-                    message_id=message_id,
-                )
-            )
-        elif isinstance(event, ConversationEnded):
-            rows.ended = event
-    return rows
-
-
-def ended_columns(ended: ConversationEnded, now: datetime) -> dict[str, Any]:
-    """The check-in columns that change when its conversation ends."""
-    return {
-        "status": _OUTCOME_STATUS[ended.outcome],
-        "outcome": str(ended.outcome),
-        "completed_at": now,
-        "lease_until": None,
-    }
-
-
-async def apply_step(
+async def _persist(
     *,
     session: AsyncSession,
     checkin: Checkin,
@@ -358,53 +277,66 @@ async def apply_step(
     step: Step,
     settings: Settings,
     now: datetime,
+    begin: dict[str, Any] | None = None,
     message_id: int | None = None,
+    phone: str | None = None,
+    claim: bool = False,
 ) -> Applied:
-    applied = Applied()
-    rows = step_rows(
-        step,
+    """Write one step through the step writer, then what its end leads to: the hand-over's
+    first question, or the next check-in already waiting."""
+    target = Target(
         checkin_id=checkin.id,
         patient_id=patient.id,
-        phone=patient.phone,
-        now=now,
-        message_id=message_id,
+        phone=phone or patient.phone,
+        revision=checkin.revision or 0,
+        starting=begin is not None,
     )
-    checkin.state = rows.state
-    for values in rows.messages:
-        message = Message(**values)
-        session.add(message)
-        applied.outbound.append(message)
-    session.add_all([Answer(**values) for values in rows.answers])
-    session.add_all([Score(**values) for values in rows.scores])
-    session.add_all([Escalation(**values) for values in rows.escalations])
-    applied.escalations = len(rows.escalations)
-    ended = rows.ended
-    if ended is not None:
-        applied.ended = True
-        for name, value in ended_columns(ended, now).items():
-            setattr(checkin, name, value)
-        await session.flush()
-        if ended.handover and ended.outcome is Outcome.COMPLETED:
-            applied.merge(
-                await _handover(
-                    session=session,
-                    previous=checkin,
-                    patient=patient,
-                    flow_key=ended.handover,
-                    carry=dict(ended.carry),
-                    settings=settings,
-                    now=now,
-                )
+    written = await write_step(
+        session,
+        target=target,
+        step=step,
+        now=now,
+        begin=begin,
+        message_id=message_id,
+        claim=claim,
+    )
+    if written is None:
+        return Applied(written=False)
+    applied = Applied(ids=written.ids, claimed=written.claimed, escalations=written.escalations)
+    ended = written.ended
+    if ended is None:
+        return applied
+    applied.ended = True
+    key = engine.handover_key(step)
+    if key:
+        applied.merge(
+            await _handover(
+                session=session,
+                previous=checkin,
+                patient=patient,
+                ended=step,
+                flow_key=key,
+                settings=settings,
+                now=now,
+                claim=claim,
             )
-        elif ended.outcome is not Outcome.CRISIS:
-            applied.merge(
-                await start_waiting(session=session, patient=patient, settings=settings, now=now)
+        )
+    elif ended.outcome is not Outcome.CRISIS:
+        applied.merge(
+            await start_waiting(
+                session=session, patient=patient, settings=settings, now=now, claim=claim
             )
+        )
     return applied
 
 
 async def start_waiting(
-    *, session: AsyncSession, patient: Patient, settings: Settings, now: datetime
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    settings: Settings,
+    now: datetime,
+    claim: bool = False,
 ) -> Applied:
     """One conversation at a time: when one ends, the next one already due starts at once,
     unless its window has passed or it is the patient's quiet hours (the worker sends it then)."""
@@ -430,9 +362,9 @@ async def start_waiting(
     if quiet_now(patient, now):
         return Applied()
     applied = await start_checkin(
-        session=session, checkin=waiting, patient=patient, settings=settings, now=now
+        session=session, checkin=waiting, patient=patient, settings=settings, now=now, claim=claim
     )
-    applied.started.append(waiting)
+    applied.started.append(waiting.id)
     return applied
 
 
@@ -441,12 +373,33 @@ async def _handover(
     session: AsyncSession,
     previous: Checkin,
     patient: Patient,
+    ended: Step,
     flow_key: str,
-    carry: dict[str, AnswerValue],
     settings: Settings,
     now: datetime,
+    claim: bool,
 ) -> Applied:
-    """Start the next flow at once (PHQ-2 → PHQ-9, item 9 → C-SSRS), carrying the answers."""
+    """Start the next flow at once (PHQ-2 → PHQ-9, item 9 → C-SSRS) as ``engine.handover``
+    says, in a check-in of its own linked to the one that ended."""
+    try:
+        version, flow, checksum = await latest_published_with_checksum(
+            session=session, key=flow_key
+        )
+    except FlowUnavailableError:
+        log.error(
+            "check-in %s hands over to %r, which has no published version", previous.id, flow_key
+        )
+        raise_escalation(
+            session=session,
+            severity=Severity.HIGH,
+            reason=Reason.FLOW_STALLED,
+            summary=f"The {previous.flow_key} check-in should have continued with {flow_key}, "
+            "which has no published version; follow up with the patient directly.",
+            now=now,
+            patient_id=patient.id,
+            checkin_id=previous.id,
+        )
+        return Applied(escalations=[Severity.HIGH])
     follow = Checkin(
         patient_id=patient.id,
         flow_key=flow_key,
@@ -457,17 +410,20 @@ async def _handover(
         due_at=now,
         reminder_after_s=previous.reminder_after_s,
         expiry_after_s=previous.expiry_after_s,
+        revision=0,
         created_at=now,
     )
     session.add(follow)
     await session.flush()
-    applied = await start_checkin(
+    applied = await _persist(
         session=session,
         checkin=follow,
         patient=patient,
+        step=engine.handover(ended, flow, now),
         settings=settings,
         now=now,
-        prefill=carry,
+        begin=_begin_columns(follow, patient, version, flow, checksum, now),
+        claim=claim,
     )
-    applied.started.append(follow)
+    applied.started.append(follow.id)
     return applied

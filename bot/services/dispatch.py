@@ -9,30 +9,24 @@ others.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from time import monotonic
 from typing import Any
 
-from sqlalchemy import Update, bindparam, insert, literal, or_, select, text, update
+from sqlalchemy import bindparam, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.services.conversations import (
     Applied,
-    apply_step,
-    begin,
-    context_for,
     histories,
     resume_checkin,
     start_checkin,
-    start_columns,
 )
 from bot.services.escalations import open_escalation_exists, raise_escalation
-from bot.services.flow_store import FlowUnavailableError, parse_cached
-from bot.services.outbox import message_row
+from bot.services.flow_store import FlowUnavailableError
 from bot.services.scheduling import (
     PatientLike,
     PatientRow,
@@ -42,13 +36,12 @@ from bot.services.scheduling import (
     zone,
 )
 from bot.settings import Settings
-from db.enums import CheckinStatus, PatientStatus, Severity, VersionStatus
-from db.models import Checkin, FlowVersion, Message, Patient
+from db.enums import CheckinStatus, PatientStatus, Severity
+from db.models import Checkin, Patient
 from db.session import Database
-from flows import engine
-from flows.engine import Expired, ReminderDue, SendMessage, Step
-from flows.model import Flow
+from flows.engine import Expired, ReminderDue, ScoreHistory
 from flows.problems import SourceError
+from flows.reasons import Reason
 from flows.schedule import defer_for_quiet_hours
 
 log = logging.getLogger(__name__)
@@ -118,17 +111,12 @@ async def claim_due(db: Database, now: datetime, limit: int) -> list[int]:
 async def start_due(
     db: Database, settings: Settings, now: datetime, *, limit: int = 500
 ) -> TickResult:
-    """Start what is due. The batch runs in one transaction with prefetched flows and score
-    histories and one bulk insert of first messages; if that transaction fails, the rows are
-    retried one by one in savepoints so a single bad row cannot hold the others back."""
+    """Start what is due: one transaction per batch, each start in its own savepoint through
+    the step writer, so a single bad row cannot hold the others back."""
     ids = await claim_due(db, now, limit)
     if not ids:
         return TickResult()
-    try:
-        result = await _start_batch(db, settings, now, ids)
-    except Exception:
-        log.exception("batch start of %d check-ins failed; retrying them one by one", len(ids))
-        result = await _start_each(db, settings, now, ids)
+    result = await _start_each(db, settings, now, ids)
     result.claimed = len(ids)
     return result
 
@@ -254,300 +242,8 @@ async def _lock_patients(
 
 
 async def _lock_busy(conn: AsyncConnection, patient_ids: set[int], *, sqlite: bool) -> set[int]:
-    """``_lock_patients``' busy set, for the row-by-row path (which has ORM patients)."""
+    """``_lock_patients``' busy set (the starts use ORM patients)."""
     return (await _lock_patients(conn, patient_ids, sqlite=sqlite))[1]
-
-
-async def _published_flows(
-    session: AsyncSession, keys: set[str]
-) -> dict[str, tuple[int, Flow, str]]:
-    """The newest published version of each key, in one query (retired keys are absent)."""
-    out: dict[str, tuple[int, Flow, str]] = {}
-    rows = (
-        await session.execute(
-            select(
-                FlowVersion.key,
-                FlowVersion.version,
-                FlowVersion.checksum,
-                FlowVersion.source,
-                FlowVersion.status,
-            )
-            .where(FlowVersion.key.in_(keys), FlowVersion.version.is_not(None))
-            .order_by(FlowVersion.key, FlowVersion.version.desc())
-        )
-    ).all()
-    seen: set[str] = set()
-    for key, version, digest, source, status in rows:
-        if key in seen:
-            continue
-        seen.add(key)
-        if status is VersionStatus.PUBLISHED and version is not None:
-            try:
-                out[key] = (version, parse_cached(key, version, digest, source), digest)
-            except SourceError:
-                log.error("published flow %s v%s does not load", key, version)
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class _Due:
-    id: int
-    flow_key: str
-    expires_at: datetime | None
-    reminder_after_s: int | None
-    expiry_after_s: int | None
-    patient: PatientRow
-
-
-# Built once; run on the session's Core connection: ORM objects cost more than the rest of
-# a start together (identity map, attribute events, one UPDATE per row at flush).
-_DUE_ROWS = (
-    select(
-        Checkin.id,
-        Checkin.flow_key,
-        Checkin.expires_at,
-        Checkin.reminder_after_s,
-        Checkin.expiry_after_s,
-        Checkin.patient_id,
-        Checkin.status,
-    )
-    # only the ids: the status is checked on the rows read (``_start_batch``). With the status
-    # in the WHERE, PostgreSQL's plan for this cached statement came to walk the status index
-    # through every scheduled row (225 ms per batch with 80,000 of them waiting)
-    .where(Checkin.id.in_(bindparam("ids", expanding=True)))
-    .order_by(Checkin.due_at, Checkin.id)
-    # see _claimed_rows: locked until commit and re-read after any lock wait
-    .with_for_update()
-)
-_BY_ID = Checkin.id == bindparam("b_id")
-_HOLD_STATEMENTS: dict[tuple[str, ...], Update] = {}
-
-
-def _hold_statement(columns: tuple[str, ...]) -> Update:
-    """``UPDATE checkins SET <columns> WHERE id`` for executemany, one per column set."""
-    statement = _HOLD_STATEMENTS.get(columns)
-    if statement is None:
-        statement = (
-            update(Checkin).where(_BY_ID).values({name: bindparam(f"b_{name}") for name in columns})
-        )
-        _HOLD_STATEMENTS[columns] = statement
-    return statement
-
-
-_BEGIN = (
-    update(Checkin)
-    .where(_BY_ID)
-    .values(
-        flow_version=bindparam("b_version"),
-        flow_checksum=bindparam("b_checksum"),
-        status=CheckinStatus.ACTIVE,
-        started_at=bindparam("b_at"),
-        lease_until=None,
-        expiry_after_s=bindparam("b_expiry_s"),
-        reminder_after_s=bindparam("b_reminder_s"),
-        reminder_at=bindparam("b_reminder_at"),
-        expires_at=bindparam("b_expires_at"),
-        state=bindparam("b_state"),
-    )
-)
-_INSERT_MESSAGES = insert(Message).returning(Message.id)
-# ``_BEGIN`` for PostgreSQL as one statement over arrays: an executemany runs the UPDATE once
-# per row (a bind, an execution and an executor start-up each); this runs it once per batch.
-_BEGIN_COLUMNS = (
-    ("b_id", "integer"),
-    ("b_version", "integer"),
-    ("b_checksum", "varchar"),
-    ("b_at", "timestamptz"),
-    ("b_expiry_s", "integer"),
-    ("b_reminder_s", "integer"),
-    ("b_reminder_at", "timestamptz"),
-    ("b_expires_at", "timestamptz"),
-    ("b_state", "jsonb"),
-)
-_BEGIN_PG = text(
-    "UPDATE checkins SET flow_version = v.b_version, flow_checksum = v.b_checksum, "
-    f"status = '{CheckinStatus.ACTIVE.value}', started_at = v.b_at, lease_until = NULL, "
-    "expiry_after_s = v.b_expiry_s, reminder_after_s = v.b_reminder_s, "
-    "reminder_at = v.b_reminder_at, expires_at = v.b_expires_at, state = v.b_state "
-    "FROM unnest("
-    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _BEGIN_COLUMNS)
-    + ") AS v("
-    + ", ".join(name for name, _ in _BEGIN_COLUMNS)
-    + ") WHERE checkins.id = v.b_id"
-)
-
-
-def _begin_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """``_BEGIN``'s executemany rows as ``_BEGIN_PG``'s arrays (the state as JSON text)."""
-    arrays = {name: [row[name] for row in rows] for name, _ in _BEGIN_COLUMNS}
-    arrays["b_state"] = [json.dumps(state) for state in arrays["b_state"]]
-    return arrays
-
-
-def _due_rows(rows: Sequence[Sequence[Any]], patients: dict[int, PatientRow]) -> list[_Due]:
-    return [
-        _Due(
-            id=row[0],
-            flow_key=row[1],
-            expires_at=row[2],
-            reminder_after_s=row[3],
-            expiry_after_s=row[4],
-            patient=patients[row[5]],
-        )
-        for row in rows
-    ]
-
-
-@dataclass(slots=True)
-class _Batch:
-    """The batch's writes, collected per statement and sent as executemany."""
-
-    held: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
-    begin: list[dict[str, Any]] = field(default_factory=list)
-    messages: list[dict[str, object]] = field(default_factory=list)
-    missed: list[int] = field(default_factory=list)
-    slow: list[tuple[_Due, tuple[int, Flow, str], Step]] = field(default_factory=list)
-
-    async def write(self, conn: AsyncConnection) -> None:
-        for columns, rows in self.held.items():
-            await conn.execute(_hold_statement(columns), rows)
-        if self.begin:
-            if conn.dialect.name == "postgresql":
-                await conn.execute(_BEGIN_PG, _begin_arrays(self.begin))
-            else:
-                await conn.execute(_BEGIN, self.begin)
-
-
-async def _start_batch(
-    db: Database, settings: Settings, now: datetime, ids: list[int]
-) -> TickResult:
-    result = TickResult()
-    async with db.write() as session:
-        conn = await session.connection()
-        # patients first, then their check-ins (see _PATIENTS_OF)
-        patients, busy = await _lock_patients(
-            conn, await _patients_of(conn, ids), sqlite=db.is_sqlite
-        )
-        # the claimed rows still scheduled (a pause or an opt-out may have cancelled one)
-        claimed = [
-            r
-            for r in (await conn.execute(_DUE_ROWS, {"ids": ids})).all()
-            if r[-1] == CheckinStatus.SCHEDULED
-        ]
-        rows = _due_rows(claimed, patients)
-        startable = [
-            d
-            for d in rows
-            if patient_can_receive(d.patient)
-            and not (d.expires_at is not None and d.expires_at <= now)
-        ]
-        flows = await _published_flows(session, {d.flow_key for d in startable})
-        history = await histories(
-            session=session, patient_ids=sorted({d.patient.id for d in startable})
-        )
-        batch = _Batch()
-        for due in rows:
-            hold = _hold(due.patient, due.expires_at, busy, now)
-            if hold is not None:
-                result.count(hold.kind)
-                batch.held.setdefault(tuple(hold.columns), []).append(
-                    {"b_id": due.id, **{f"b_{k}": v for k, v in hold.columns.items()}}
-                )
-                if hold.kind == "missed":
-                    batch.missed.append(due.patient.id)
-                continue
-            found = flows.get(due.flow_key)
-            if found is None:
-                # no published version (retired or never published): leave it leased and
-                # let the one-by-one path log it; it ends as missed at its expiry
-                result.failed += 1
-                log.error(
-                    "check-in %s names flow %r with no published version", due.id, due.flow_key
-                )
-                continue
-            patient = due.patient
-            try:
-                # the engine first: it is pure, so a failure leaves the row untouched
-                version, flow, checksum = found
-                step = engine.start(
-                    flow, context_for(patient, settings, history.get(patient.id, {})), now
-                )
-                columns = start_columns(
-                    patient=patient,
-                    version=version,
-                    flow=flow,
-                    checksum=checksum,
-                    now=now,
-                    expiry_after_s=due.expiry_after_s,
-                    reminder_after_s=due.reminder_after_s,
-                )
-            except Exception:
-                result.failed += 1
-                log.exception("could not start check-in %s; retried after its lease", due.id)
-                continue
-            busy.add(patient.id)
-            result.started += 1
-            if not (step.state.active and all(isinstance(e, SendMessage) for e in step.events)):
-                # ends at once, escalates, or records prefilled answers: the general path
-                batch.slow.append((due, found, step))
-                continue
-            batch.begin.append(
-                {
-                    "b_id": due.id,
-                    "b_version": version,
-                    "b_checksum": checksum,
-                    "b_at": now,
-                    "b_expiry_s": columns["expiry_after_s"],
-                    "b_reminder_s": columns["reminder_after_s"],
-                    "b_reminder_at": columns["reminder_at"],
-                    "b_expires_at": columns["expires_at"],
-                    "b_state": step.state.to_json(),
-                }
-            )
-            batch.messages.extend(
-                message_row(
-                    phone=patient.phone,
-                    body=e.text,
-                    purpose=str(e.purpose),
-                    now=now,
-                    patient_id=patient.id,
-                    checkin_id=due.id,
-                )
-                for e in step.events
-                if isinstance(e, SendMessage)
-            )
-        await batch.write(conn)
-        outbound = await _finish_in_orm(session, settings, now, batch, result)
-        await session.flush()
-        ids_out = [m.id for m in outbound]
-        if batch.messages:
-            inserted = await conn.execute(_INSERT_MESSAGES, batch.messages)
-            ids_out.extend(inserted.scalars().all())
-        result.outbound_ids = ids_out
-    return result
-
-
-async def _finish_in_orm(
-    session: AsyncSession, settings: Settings, now: datetime, batch: _Batch, result: TickResult
-) -> list[Message]:
-    """The rare rows that need the ORM: silence notes after a miss, and starts whose first
-    step does more than send (answers, scores, escalations, an immediate end)."""
-    for patient_id in batch.missed:
-        patient = await session.get(Patient, patient_id)
-        if patient is not None:
-            await note_silence(session=session, patient=patient, now=now)
-    outbound: list[Message] = []
-    for due, (version, flow, checksum), step in batch.slow:
-        checkin = await session.get(Checkin, due.id)
-        patient = await session.get(Patient, due.patient.id)
-        assert checkin is not None and patient is not None  # locked by this transaction
-        begin(checkin, patient, version, flow, checksum, now)
-        applied = await apply_step(
-            session=session, checkin=checkin, patient=patient, step=step, settings=settings, now=now
-        )
-        outbound.extend(applied.outbound)
-        result.started += len(applied.started)
-    return outbound
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,7 +306,9 @@ async def _start_each(
         # patients first, then their check-ins (see _PATIENTS_OF)
         busy = await _lock_busy(conn, await _patients_of(conn, ids), sqlite=db.is_sqlite)
         rows = await _claimed_rows(session, ids)
-        outbound = []
+        # score histories for the whole batch in two queries instead of two per start
+        history = await histories(session=session, patient_ids=sorted({p.id for _c, p in rows}))
+        outbound: list[int] = []
         for checkin, patient in rows:
             # read before the savepoint: a rolled-back savepoint expires the row, and loading
             # it again from the except clause would need IO outside the greenlet
@@ -618,15 +316,15 @@ async def _start_each(
             try:
                 async with session.begin_nested():
                     applied = await _start_one(
-                        session, settings, checkin, patient, busy, now, result
+                        session, settings, checkin, patient, busy, now, result, history
                     )
                     if applied is not None:
-                        outbound.extend(applied.outbound)
+                        outbound.extend(applied.ids)
             except Exception:
                 result.failed += 1
                 log.exception("could not start check-in %s; retried after its lease", checkin_id)
         await session.flush()
-        result.outbound_ids = [m.id for m in outbound]
+        result.outbound_ids = outbound
     return result
 
 
@@ -638,12 +336,22 @@ async def _start_one(
     busy: set[int],
     now: datetime,
     result: TickResult,
+    history: dict[int, dict[str, ScoreHistory]],
 ) -> Applied | None:
     if await _triage(session, checkin, patient, busy, now, result):
         return None
     applied = await start_checkin(
-        session=session, checkin=checkin, patient=patient, settings=settings, now=now
+        session=session,
+        checkin=checkin,
+        patient=patient,
+        settings=settings,
+        now=now,
+        history=history.get(patient.id, {}),
     )
+    if not applied.written:
+        result.failed += 1
+        log.warning("check-in %s changed while it was starting; left for the next tick", checkin.id)
+        return None
     busy.add(patient.id)
     result.started += 1 + len(applied.started)
     return applied
@@ -668,7 +376,7 @@ async def remind_due(
         )
         if not db.is_sqlite:
             query = query.with_for_update(of=Checkin, skip_locked=True)
-        outbound = []
+        outbound: list[int] = []
         broken: list[int] = []
         for checkin, patient in (await session.execute(query)).all():
             checkin_id = checkin.id  # see start_due
@@ -689,7 +397,7 @@ async def remind_due(
                         now=now,
                     )
                     checkin.reminder_sent_at = now
-                    outbound.extend(applied.outbound)
+                    outbound.extend(applied.ids)
                     result.reminded += 1
             except (FlowUnavailableError, SourceError):
                 # its pinned flow version cannot be loaded: no reminder is possible, ever
@@ -704,7 +412,7 @@ async def remind_due(
                 update(Checkin).where(Checkin.id.in_(broken)).values(reminder_sent_at=now)
             )
         await session.flush()
-        result.outbound_ids = [m.id for m in outbound]
+        result.outbound_ids = outbound
     return result
 
 
@@ -723,7 +431,7 @@ async def expire_due(
         )
         if not db.is_sqlite:
             query = query.with_for_update(of=Checkin, skip_locked=True)
-        outbound = []
+        outbound: list[int] = []
         broken: list[int] = []
         for checkin, patient in (await session.execute(query)).all():
             checkin_id = checkin.id  # see start_due
@@ -741,7 +449,7 @@ async def expire_due(
                         # the engine had already ended it; close the row anyway
                         checkin.status = CheckinStatus.EXPIRED
                         checkin.completed_at = now
-                    outbound.extend(applied.outbound)
+                    outbound.extend(applied.ids)
                     result.expired += 1
                     await note_silence(session=session, patient=patient, now=now)
             except (FlowUnavailableError, SourceError):
@@ -764,7 +472,7 @@ async def expire_due(
                 )
             )
         await session.flush()
-        result.outbound_ids = [m.id for m in outbound]
+        result.outbound_ids = outbound
     return result
 
 
@@ -790,13 +498,13 @@ async def note_silence(*, session: AsyncSession, patient: Patient, now: datetime
     if patient.status is not PatientStatus.ACTIVE:
         return
     if await open_escalation_exists(
-        session=session, patient_id=patient.id, reason="not_responding"
+        session=session, patient_id=patient.id, reason=Reason.NOT_RESPONDING
     ):
         return
     raise_escalation(
         session=session,
         severity=Severity.MODERATE,
-        reason="not_responding",
+        reason=Reason.NOT_RESPONDING,
         summary=f"The last {MISSED_STREAK} check-ins expired or were missed without an answer.",
         now=now,
         patient_id=patient.id,

@@ -20,6 +20,10 @@ SLA = {
 }
 
 
+# Severities that page the on-call the moment they are raised.
+PAGE_AT_ONCE = frozenset({Severity.CRITICAL})
+
+
 def escalation_row(
     *,
     severity: Severity,
@@ -46,6 +50,14 @@ def escalation_row(
     }
 
 
+def raise_escalations(session: AsyncSession, rows: list[dict[str, Any]]) -> list[Escalation]:
+    """The one writer of escalations: rows from ``escalation_row``, added to the caller's
+    transaction."""
+    escalations = [Escalation(**row) for row in rows]
+    session.add_all(escalations)
+    return escalations
+
+
 def raise_escalation(
     *,
     session: AsyncSession,
@@ -57,19 +69,22 @@ def raise_escalation(
     checkin_id: int | None = None,
     message_id: int | None = None,
 ) -> Escalation:
-    escalation = Escalation(
-        **escalation_row(
-            severity=severity,
-            reason=reason,
-            summary=summary,
-            now=now,
-            patient_id=patient_id,
-            checkin_id=checkin_id,
-            message_id=message_id,
-        )
+    row = escalation_row(
+        severity=severity,
+        reason=reason,
+        summary=summary,
+        now=now,
+        patient_id=patient_id,
+        checkin_id=checkin_id,
+        message_id=message_id,
     )
-    session.add(escalation)
-    return escalation
+    return raise_escalations(session, [row])[0]
+
+
+def pages_at_once(severity: Severity) -> bool:
+    """Whether a new escalation pages the on-call as soon as it is committed; the others are
+    paged when their SLA passes unclaimed (``bot.services.paging``)."""
+    return severity in PAGE_AT_ONCE
 
 
 async def open_escalation_exists(*, session: AsyncSession, patient_id: int, reason: str) -> bool:

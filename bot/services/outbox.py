@@ -24,6 +24,7 @@ from bot.clock import Clock
 from bot.logs import mask_phone
 from bot.metrics import SendStats
 from bot.services.escalations import open_escalation_exists, raise_escalation
+from bot.services.optout import ALWAYS_SEND, StopCause, stop_texting
 from bot.sms.transport import (
     OPTED_OUT_CODE,
     TRANSIENT_DELIVERY_CODES,
@@ -33,11 +34,11 @@ from bot.sms.transport import (
     TransientSendError,
     Transport,
 )
-from db.direct import SqliteBusy, sqlite_time
 from db.enums import Direction, MessageStatus, Severity
 from db.models import EarlyStatus, Message, Patient, unsent
 from db.session import Database
 from flows import gsm
+from flows.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,6 @@ BACKOFF_CAP = timedelta(minutes=30)
 UNREACHABLE_AFTER = 3
 SEND_CONCURRENCY = 16
 DELIVERY_RETRIES = 3
-# Purposes that still go to a patient who opted out (safety overrides STOP).
-ALWAYS_SEND = frozenset({"crisis"})
 
 
 def message_row(
@@ -199,8 +198,6 @@ async def _record_successes(
     """Record accepted sends in one statement (executemany), whatever their number."""
     if not done:
         return
-    if await _record_directly(db, done, now):
-        return
     async with db.write_one() as conn:
         await conn.execute(
             _RECORD_SUCCESS,
@@ -223,54 +220,6 @@ _RECORD_SUCCESS = (
         updated_at=bindparam("b_at"),
     )
 )
-
-
-# The same update on the drivers' own connections (``db.direct``): on the fast path after an
-# inbound reply this ran once per reply and cost more through SQLAlchemy than the send.
-_PG_RECORD_SUCCESS = """
-UPDATE messages m
-SET provider_sid = u.sid, status = u.status, sent_at = $4, lease_until = NULL,
-    error_code = NULL, updated_at = $4
-FROM unnest($1::int[], $2::text[], $3::text[]) AS u(id, sid, status)
-WHERE m.id = u.id
-"""
-_SQLITE_RECORD_SUCCESS = """
-UPDATE messages
-SET provider_sid = ?, status = ?, sent_at = ?, lease_until = NULL, error_code = NULL,
-    updated_at = ?
-WHERE id = ?
-"""
-
-
-async def _record_directly(
-    db: Database, done: list[tuple[Claimed, str, str]], now: datetime
-) -> bool:
-    """False when the direct connection could not take it (the caller uses the engine; the
-    update is idempotent, so a connection lost after its commit does no harm)."""
-    try:
-        if db.pg_direct is not None:
-            pool = await db.pg_direct.pool()
-            async with pool.acquire() as conn:
-                await conn.execute(
-                    _PG_RECORD_SUCCESS,
-                    [c.id for c, _sid, _status in done],
-                    [sid for _c, sid, _status in done],
-                    [str(_initial_status(status)) for _c, _sid, status in done],
-                    now,
-                )
-            return True
-        if db.sqlite_direct is not None:
-            at = sqlite_time(now)
-            rows = [(sid, str(_initial_status(status)), at, at, c.id) for c, sid, status in done]
-            await db.sqlite_direct.transact(
-                lambda conn: conn.executemany(_SQLITE_RECORD_SUCCESS, rows), db.writer_lock
-            )
-            return True
-    except SqliteBusy:
-        return False
-    except Exception as exc:  # a database going away raises several unrelated classes
-        log.warning("recording sends directly failed (%s); using the engine", type(exc).__name__)
-    return False
 
 
 class GroupRecorder:
@@ -371,8 +320,7 @@ async def on_permanent_failure(
         return
     if code == OPTED_OUT_CODE:
         if patient.opted_out_at is None:
-            patient.opted_out_at = now
-            patient.updated_at = now
+            await stop_texting(session=session, patient=patient, cause=StopCause.CARRIER, now=now)
         return
     recent = (
         await session.scalars(
@@ -388,12 +336,12 @@ async def on_permanent_failure(
         patient.unreachable_at = now
         patient.updated_at = now
         if not await open_escalation_exists(
-            session=session, patient_id=patient_id, reason="unreachable"
+            session=session, patient_id=patient_id, reason=Reason.UNREACHABLE
         ):
             raise_escalation(
                 session=session,
                 severity=Severity.MODERATE,
-                reason="unreachable",
+                reason=Reason.UNREACHABLE,
                 summary=f"The last {UNREACHABLE_AFTER} messages to this patient failed (error {code}).",
                 now=now,
                 patient_id=patient_id,
@@ -548,16 +496,20 @@ def claim_rows(rows: list[dict[str, Any]], now: datetime) -> None:
 _INSERT_RETURNING_ID = insert(Message).returning(Message.id, sort_by_parameter_order=True)
 
 
-async def insert_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Claimed]:
-    """Insert outbound rows in one statement; those claimed by ``claim_rows`` come back."""
+async def insert_rows(
+    conn: AsyncConnection, rows: list[dict[str, Any]]
+) -> tuple[list[int], list[Claimed]]:
+    """Insert outbound rows in one statement: every new id, and those claimed by
+    ``claim_rows`` (to send after commit)."""
     if not rows:
-        return []
-    ids = (await conn.execute(_INSERT_RETURNING_ID, rows)).scalars().all()
-    return [
+        return [], []
+    ids = list((await conn.execute(_INSERT_RETURNING_ID, rows)).scalars().all())
+    claimed = [
         Claimed(i, row["phone"], row["body"], row["attempts"])
         for i, row in zip(ids, rows, strict=True)
         if row["status"] is MessageStatus.SENDING
     ]
+    return ids, claimed
 
 
 def claimed_of(messages: list[Message]) -> list[Claimed]:

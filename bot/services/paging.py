@@ -13,7 +13,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from bot.services.escalations import SLA
+from bot.services.escalations import PAGE_AT_ONCE, SLA, pages_at_once
 from bot.services.outbox import enqueue
 from bot.settings import Settings
 from db.enums import EscalationStatus, Role, Severity
@@ -55,7 +55,7 @@ async def page_due(
                 Escalation.severity.in_(PAGED_SEVERITIES),
                 or_(
                     and_(
-                        Escalation.severity == Severity.CRITICAL,
+                        Escalation.severity.in_(PAGE_AT_ONCE),
                         Escalation.page_count == 0,
                         Escalation.last_paged_at.is_(None),
                     ),
@@ -75,7 +75,7 @@ async def page_due(
         messages = []
         paged = 0
         for escalation in due:
-            first = escalation.page_count == 0 and escalation.severity is Severity.CRITICAL
+            first = escalation.page_count == 0 and pages_at_once(escalation.severity)
             recipients = on_call if first and on_call else everyone
             if not recipients:
                 # Nobody was paged, so nothing is counted; try again when the SLA next passes.

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import scheduling
+from bot.services.optout import StopCause, stop_texting
 from db.enums import PatientStatus
 from db.models import Patient
 
@@ -74,7 +75,5 @@ async def set_status(
     if status is PatientStatus.ACTIVE:
         await scheduling.rematerialise(session=session, patient=patient, now=now)
     elif previous is PatientStatus.ACTIVE or status is PatientStatus.DISCHARGED:
-        await scheduling.cancel_pending(
-            session=session, patient_id=patient.id, now=now, why=str(status)
-        )
+        await stop_texting(session=session, patient=patient, cause=StopCause(str(status)), now=now)
     return True

@@ -327,20 +327,7 @@ def _td(value: str | timedelta) -> timedelta:
     return value if isinstance(value, timedelta) else parse_duration(value)
 
 
-async def cancel_pending(*, session: AsyncSession, patient_id: int, now: datetime, why: str) -> int:
-    """Pausing, discharge and opt-out: scheduled and active check-ins stop."""
-    result = await session.execute(
-        update(Checkin)
-        .where(
-            Checkin.patient_id == patient_id,
-            Checkin.status.in_((CheckinStatus.SCHEDULED, CheckinStatus.ACTIVE)),
-        )
-        .values(status=CheckinStatus.CANCELLED, outcome=why, completed_at=now, lease_until=None)
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-STOPPED_BY_PATIENT_STATUS = ("paused", "discharged", "opted_out")
+STOPPED_BY_PATIENT_STATUS = ("paused", "discharged", "opted_out", "carrier_opt_out")
 
 
 async def rematerialise(*, session: AsyncSession, patient: Patient, now: datetime) -> list[Checkin]:

@@ -274,7 +274,7 @@ async def start_now(request: web.Request) -> web.Response:
                 session=session, checkin=checkin, patient=patient, settings=app[SETTINGS], now=now
             )
             await session.flush()
-            ids = [m.id for m in applied.outbound]
+            ids = applied.ids
         record(request, session, user, "demo.phone.checkin", "patient", patient.id, flow=flow)
     if ids:
         background.spawn(app, _send(app, ids))

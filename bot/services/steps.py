@@ -1,0 +1,286 @@
+"""The one writer of conversation steps, and of the inbound texts that feed them.
+
+Every caller that persists an engine step — a start, a reply, a reminder, an
+expiry, a hand-over's first question — goes through :func:`write_step`. The
+step is computed outside the write (the engine is pure); the write applies it
+only while one guard holds:
+
+- the check-in is still in the state the step was computed from (same
+  ``revision``, and scheduled for a start or active otherwise);
+- the patient is active and opted in;
+- the number the step talks to is still the patient's.
+
+A step whose guard fails writes nothing, and the caller decides what that
+means (read again, or treat the sender as unknown). Speed comes from batching
+around this function (several steps in one transaction), never from a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, exists, insert, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.elements import ColumnElement
+
+from bot.services.escalations import escalation_row, raise_escalations
+from bot.services.outbox import Claimed, claim_rows, insert_rows, message_row
+from db.enums import CheckinStatus, Direction, MessageStatus, PatientStatus, Severity
+from db.models import Answer, Checkin, Message, Patient, Score
+from db.types import UTCDateTime
+from flows.engine import (
+    AnswerRecorded,
+    ConversationEnded,
+    EscalationRequested,
+    Outcome,
+    ScoreComputed,
+    SendMessage,
+    Step,
+)
+
+MAX_BODY_CHARS = 1600
+
+_OUTCOME_STATUS = {
+    Outcome.COMPLETED: CheckinStatus.COMPLETED,
+    Outcome.EXPIRED: CheckinStatus.EXPIRED,
+    Outcome.CRISIS: CheckinStatus.COMPLETED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The check-in a step was computed from, and who it talks to."""
+
+    checkin_id: int
+    patient_id: int
+    phone: str
+    revision: int
+    starting: bool = False
+
+
+@dataclass(slots=True)
+class Written:
+    """What a step wrote: outbound messages (to send after commit) and escalations raised."""
+
+    ids: list[int] = field(default_factory=list)
+    claimed: list[Claimed] = field(default_factory=list)
+    escalations: list[Severity] = field(default_factory=list)
+    ended: ConversationEnded | None = None
+
+
+@dataclass(slots=True)
+class StepRows:
+    """One engine step as column values."""
+
+    state: dict[str, Any]
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    escalations: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    ended: ConversationEnded | None = None
+
+
+def step_rows(
+    step: Step,
+    *,
+    checkin_id: int,
+    patient_id: int,
+    phone: str,
+    now: datetime,
+    message_id: int | None = None,
+) -> StepRows:
+    rows = StepRows(state=step.state.to_json())
+    for event in step.events:
+        if isinstance(event, SendMessage):
+            rows.messages.append(
+                message_row(
+                    phone=phone,
+                    body=event.text,
+                    purpose=str(event.purpose),
+                    now=now,
+                    patient_id=patient_id,
+                    checkin_id=checkin_id,
+                )
+            )
+        elif isinstance(event, AnswerRecorded):
+            rows.answers.append(
+                {
+                    "checkin_id": checkin_id,
+                    "message_id": message_id if event.raw is not None else None,
+                    "question_key": event.key,
+                    "raw_text": event.raw,
+                    "value": event.value,
+                    "created_at": now,
+                }
+            )
+        elif isinstance(event, ScoreComputed):
+            rows.scores.append(
+                {
+                    "checkin_id": checkin_id,
+                    "patient_id": patient_id,
+                    "instrument": event.name,
+                    "total": event.total,
+                    "band": event.band,
+                    "flags": list(event.flags),
+                    "complete": event.complete,
+                    "created_at": now,
+                }
+            )
+        elif isinstance(event, EscalationRequested):
+            rows.escalations.append(
+                escalation_row(
+                    severity=event.severity,
+                    reason=event.reason,
+                    summary=event.summary,
+                    now=now,
+                    patient_id=patient_id,
+                    checkin_id=checkin_id,
+                    message_id=message_id,
+                )
+            )
+        elif isinstance(event, ConversationEnded):
+            rows.ended = event
+    return rows
+
+
+def ended_columns(ended: ConversationEnded, now: datetime) -> dict[str, Any]:
+    """The check-in columns that change when its conversation ends."""
+    return {
+        "status": _OUTCOME_STATUS[ended.outcome],
+        "outcome": str(ended.outcome),
+        "completed_at": now,
+        "lease_until": None,
+    }
+
+
+def guard(target: Target) -> ColumnElement[bool]:
+    """The one condition under which a step may be written."""
+    owner = exists().where(
+        Patient.id == target.patient_id,
+        Patient.status == PatientStatus.ACTIVE,
+        Patient.opted_out_at.is_(None),
+        Patient.phone == target.phone,
+    )
+    expected = CheckinStatus.SCHEDULED if target.starting else CheckinStatus.ACTIVE
+    return and_(
+        Checkin.id == target.checkin_id,
+        Checkin.patient_id == target.patient_id,
+        Checkin.revision == target.revision,
+        Checkin.status == expected,
+        owner,
+    )
+
+
+async def write_step(
+    session: AsyncSession,
+    *,
+    target: Target,
+    step: Step,
+    now: datetime,
+    begin: dict[str, Any] | None = None,
+    message_id: int | None = None,
+    claim: bool = False,
+) -> Written | None:
+    """Persist one engine step in the caller's transaction; None (nothing written) when the
+    guard fails. ``begin`` holds the columns a start sets; ``claim`` leases the outbound
+    messages to this process so they can be sent right after commit."""
+    rows = step_rows(
+        step,
+        checkin_id=target.checkin_id,
+        patient_id=target.patient_id,
+        phone=target.phone,
+        now=now,
+        message_id=message_id,
+    )
+    values: dict[str, Any] = {**(begin or {}), "state": rows.state, "revision": target.revision + 1}
+    if rows.ended is not None:
+        values.update(ended_columns(rows.ended, now))
+    result = await session.execute(
+        update(Checkin)
+        .where(guard(target))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    loaded = session.identity_map.get(session.identity_key(Checkin, (target.checkin_id,)))
+    if loaded is not None:
+        for name, value in values.items():
+            set_committed_value(loaded, name, value)
+    if rows.answers:
+        await session.execute(insert(Answer), rows.answers)
+    if rows.scores:
+        await session.execute(insert(Score), rows.scores)
+    raise_escalations(session, rows.escalations)
+    if claim:
+        claim_rows(rows.messages, now)
+    ids, claimed = await insert_rows(await session.connection(), rows.messages)
+    return Written(
+        ids=ids,
+        claimed=claimed,
+        escalations=[row["severity"] for row in rows.escalations],
+        ended=rows.ended,
+    )
+
+
+def _insert_inbound(insert_for: Any) -> Any:
+    """``INSERT … ON CONFLICT (provider_sid) DO NOTHING RETURNING id``, built once."""
+    return (
+        insert_for(Message)
+        .values(
+            direction=Direction.IN,
+            patient_id=bindparam("patient_id"),
+            checkin_id=bindparam("checkin_id"),
+            phone=bindparam("phone"),
+            body=bindparam("body"),
+            provider_sid=bindparam("provider_sid"),
+            status=MessageStatus.RECEIVED,
+            segments=1,
+            encoding="GSM-7",
+            attempts=0,
+            purpose="",
+            created_at=bindparam("created_at", type_=UTCDateTime()),
+        )
+        .on_conflict_do_nothing(index_elements=[Message.provider_sid])
+        .returning(Message.id)
+    )
+
+
+_INSERT_INBOUND = {
+    "sqlite": _insert_inbound(sqlite_insert),
+    "postgresql": _insert_inbound(pg_insert),
+}
+
+
+async def record_inbound(
+    session: AsyncSession,
+    *,
+    sid: str,
+    phone: str,
+    body: str,
+    patient_id: int | None,
+    checkin_id: int | None,
+    now: datetime,
+) -> int | None:
+    """Insert an inbound text; None when its MessageSid is already there (a re-delivery, also
+    one racing this one: the insert waits for the other transaction, then skips)."""
+    conn = await session.connection()
+    found: int | None = (
+        await conn.execute(
+            _INSERT_INBOUND[conn.dialect.name],
+            {
+                "patient_id": patient_id,
+                "checkin_id": checkin_id,
+                "phone": phone,
+                "body": body[:MAX_BODY_CHARS],
+                "provider_sid": sid,
+                "created_at": now,
+            },
+        )
+    ).scalar()
+    return found
