@@ -17,11 +17,12 @@ around this function (several steps in one transaction), never from a copy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, insert, update
+from sqlalchemy import Update, and_, bindparam, exists, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -158,22 +159,64 @@ def ended_columns(ended: ConversationEnded, now: datetime) -> dict[str, Any]:
     }
 
 
-def guard(target: Target) -> ColumnElement[bool]:
-    """The one condition under which a step may be written."""
+def _guard() -> ColumnElement[bool]:
+    """The one condition under which a step may be written (bound per call)."""
     owner = exists().where(
-        Patient.id == target.patient_id,
+        Patient.id == Checkin.patient_id,
         Patient.status == PatientStatus.ACTIVE,
         Patient.opted_out_at.is_(None),
-        Patient.phone == target.phone,
+        Patient.phone == bindparam("g_phone"),
     )
-    expected = CheckinStatus.SCHEDULED if target.starting else CheckinStatus.ACTIVE
     return and_(
-        Checkin.id == target.checkin_id,
-        Checkin.patient_id == target.patient_id,
-        Checkin.revision == target.revision,
-        Checkin.status == expected,
+        Checkin.id == bindparam("g_id"),
+        Checkin.patient_id == bindparam("g_patient"),
+        Checkin.revision == bindparam("g_revision"),
+        Checkin.status == bindparam("g_status"),
         owner,
     )
+
+
+GUARD = _guard()
+
+
+def _guard_params(target: Target) -> dict[str, Any]:
+    return {
+        "g_id": target.checkin_id,
+        "g_patient": target.patient_id,
+        "g_phone": target.phone,
+        "g_revision": target.revision,
+        "g_status": CheckinStatus.SCHEDULED if target.starting else CheckinStatus.ACTIVE,
+    }
+
+
+def _update(columns: tuple[str, ...]) -> Update:
+    return update(Checkin).where(GUARD).values({c: bindparam(f"v_{c}") for c in columns})
+
+
+_STEP = ("revision", "state")
+_END = ("completed_at", "lease_until", "outcome", "status")
+_BEGIN = (
+    "expires_at",
+    "expiry_after_s",
+    "flow_checksum",
+    "flow_version",
+    "lease_until",
+    "reminder_after_s",
+    "reminder_at",
+    "started_at",
+    "status",
+)
+# The four shapes a step's UPDATE takes, built once: constructing the guarded statement cost
+# more than running it.
+_UPDATES: Mapping[tuple[str, ...], Update] = {
+    columns: _update(columns)
+    for columns in (
+        tuple(sorted(set(_STEP))),
+        tuple(sorted({*_STEP, *_END})),
+        tuple(sorted({*_STEP, *_BEGIN})),
+        tuple(sorted({*_STEP, *_END, *_BEGIN})),
+    )
+}
 
 
 async def write_step(
@@ -200,26 +243,29 @@ async def write_step(
     values: dict[str, Any] = {**(begin or {}), "state": rows.state, "revision": target.revision + 1}
     if rows.ended is not None:
         values.update(ended_columns(rows.ended, now))
-    result = await session.execute(
-        update(Checkin)
-        .where(guard(target))
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    columns = tuple(sorted(values))
+    statement = _UPDATES.get(columns)
+    if statement is None:
+        statement = _update(columns)
+    await session.flush()  # pending ORM rows (a hand-over's new check-in) go first
+    conn = await session.connection()
+    result = await conn.execute(
+        statement, {**_guard_params(target), **{f"v_{k}": v for k, v in values.items()}}
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         return None
     loaded = session.identity_map.get(session.identity_key(Checkin, (target.checkin_id,)))
     if loaded is not None:
         for name, value in values.items():
             set_committed_value(loaded, name, value)
     if rows.answers:
-        await session.execute(insert(Answer), rows.answers)
+        await conn.execute(_INSERT_ANSWER, rows.answers)
     if rows.scores:
-        await session.execute(insert(Score), rows.scores)
+        await conn.execute(_INSERT_SCORE, rows.scores)
     raise_escalations(session, rows.escalations)
     if claim:
         claim_rows(rows.messages, now)
-    ids, claimed = await insert_rows(await session.connection(), rows.messages)
+    ids, claimed = await insert_rows(conn, rows.messages)
     return Written(
         ids=ids,
         claimed=claimed,
@@ -251,6 +297,8 @@ def _insert_inbound(insert_for: Any) -> Any:
     )
 
 
+_INSERT_ANSWER = insert(Answer)
+_INSERT_SCORE = insert(Score)
 _INSERT_INBOUND = {
     "sqlite": _insert_inbound(sqlite_insert),
     "postgresql": _insert_inbound(pg_insert),
