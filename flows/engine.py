@@ -35,7 +35,7 @@ from flows.model import (
     ScoreFlag,
     Severity,
 )
-from flows.parsing import Parsed, Parser, default_hint, make_parser
+from flows.parsing import Parsed, Parser, default_hint, make_parser, retry_hint
 from flows.reasons import Reason
 from flows.scoring import ScoreHistory, band_for, compute_total
 from flows.text import CRISIS_LINE, pick, render
@@ -335,7 +335,9 @@ class Compiled:
         key = (node_id, language)
         found = self.parsers.get(key)
         if found is None:
-            found = self.parsers[key] = make_parser(self.specs[node_id], language)
+            node = self.nodes[node_id]
+            affirmative = node.affirmative if isinstance(node, AskNode) else None
+            found = self.parsers[key] = make_parser(self.specs[node_id], language, affirmative)
         return found
 
     def hint(self, node_id: str, language: str) -> str:
@@ -548,7 +550,7 @@ class _Run:
                 )
             )
 
-    def end(self, outcome: Outcome, handover: str | None) -> None:
+    def end(self, outcome: Outcome, handover: str | None, *, flow_escalation: bool = True) -> None:
         flow = self.flow
         self.scores()
         if outcome is not Outcome.CRISIS:
@@ -556,7 +558,7 @@ class _Run:
             for rule in flow.rules:
                 if holds(rule.when, facts):
                     self.escalate(rule.escalate)
-        if outcome is Outcome.EXPIRED and flow.expiry and flow.expiry.escalate:
+        if outcome is Outcome.EXPIRED and flow_escalation and flow.expiry and flow.expiry.escalate:
             self.escalate(flow.expiry.escalate)
         self.status = {
             Outcome.COMPLETED: Status.COMPLETED,
@@ -585,10 +587,25 @@ class _Run:
         allowed = self.flow.retries if node.retries is None else node.retries
         if self.retries < allowed:
             self.retries += 1
-            self.send(self.c.hint(node.id, language), Purpose.RETRY)
+            hint = retry_hint(
+                self.c.specs[node.id], result.reason, language, self.c.hint(node.id, language)
+            )
+            self.send(hint, Purpose.RETRY)
             return
         self.record(node.answer_key, text, None)
-        self.advance(self.route(node.next))
+        self.advance(node.unanswered or self.route(node.next))
+
+    def expire(self) -> None:
+        """The check-in ran out of time. Waiting on a question whose unanswered branch
+        escalates (a safety question), that escalation is raised instead of the flow's own."""
+        node = self.c.nodes.get(self.node) if self.node else None
+        if isinstance(node, AskNode) and node.unanswered is not None:
+            target = self.c.nodes.get(node.unanswered)
+            if isinstance(target, EscalateNode):
+                self.escalate(target)
+                self.end(Outcome.EXPIRED, None, flow_escalation=False)
+                return
+        self.end(Outcome.EXPIRED, None)
 
     def crisis(self, category: str) -> None:
         ctx = self.ctx
@@ -667,7 +684,7 @@ def resume(flow: Flow, state: ConversationState, input: Input, now: datetime) ->
     elif isinstance(input, ReminderDue):
         run.remind()
     elif isinstance(input, Expired):
-        run.end(Outcome.EXPIRED, None)
+        run.expire()
     if run.status is Status.ACTIVE and run.steps > MAX_STEPS:
         run.stalled(run.node or c.first)
     return run.finish_step(now)

@@ -288,6 +288,12 @@ class AskNode(_Model):
     answer: AnswerRef
     key: Id | None = None
     retries: int | None = Field(default=None, ge=0, le=5)
+    # A safety question is never read as "no" when unanswered: after the re-asks (or when the
+    # check-in expires on it) the flow goes to ``unanswered``, an escalate node.
+    safety: bool = False
+    unanswered: Id | None = None
+    # On a scale: the option a bare "yes" means ("yes" to PHQ-9 item 9 is positive).
+    affirmative: int | None = None
     next: Next
 
     @property

@@ -35,6 +35,8 @@ class Reason(StrEnum):
     CSSRS_INCOMPLETE = "cssrs_incomplete"
     CSSRS_LIFETIME_BEHAVIOR = "cssrs_lifetime_behavior"
     BP_EMERGENCY_SIGNS = "bp_emergency_signs"
+    BP_SIGNS_UNANSWERED = "bp_signs_unanswered"
+    CSSRS_UNANSWERED = "cssrs_unanswered"
     PROLONGED_DISSOCIATION = "prolonged_dissociation"
     DISSOCIATION_EPISODES = "dissociation_episodes"
     DISSOCIATION_SEVERE = "dissociation_severe"
@@ -70,6 +72,8 @@ LABELS: dict[Reason, str] = {
     Reason.CSSRS_INCOMPLETE: "C-SSRS screen not finished",
     Reason.CSSRS_LIFETIME_BEHAVIOR: "C-SSRS: suicidal behaviour, more than 3 months ago",
     Reason.BP_EMERGENCY_SIGNS: "Blood-pressure emergency signs after treatment",
+    Reason.BP_SIGNS_UNANSWERED: "Blood-pressure warning-sign question not answered",
+    Reason.CSSRS_UNANSWERED: "C-SSRS question not answered",
     Reason.PROLONGED_DISSOCIATION: "Dissociation lasting over 24 h or severe",
     Reason.DISSOCIATION_EPISODES: "Dissociation episodes between treatments",
     Reason.DISSOCIATION_SEVERE: "Severe dissociation",

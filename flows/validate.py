@@ -66,7 +66,8 @@ def check_flow(
     c = _Check(flow, src, known_flows)
     _index(c)
     _answer_specs(c)
-    if _transitions(c):
+    known = _transitions(c)
+    if _safety(c) and known:
         _graph(c)
     _scores(c)
     _conditions(c)
@@ -230,8 +231,54 @@ def _transitions(c: _Check) -> bool:
     return known
 
 
+def _safety(c: _Check) -> bool:
+    """A safety question's unanswered branch must escalate; False if a target is unknown."""
+    known = True
+    for i, node in enumerate(c.flow.nodes):
+        if not isinstance(node, AskNode):
+            continue
+        spec = c.questions.get(node.answer_key)
+        if node.affirmative is not None and not isinstance(spec, ScaleSpec):
+            c.error(("nodes", i, "affirmative"), "'affirmative' applies to scale answers only")
+        elif (
+            node.affirmative is not None
+            and isinstance(spec, ScaleSpec)
+            and node.affirmative not in {o.value for o in spec.options}
+        ):
+            c.error(
+                ("nodes", i, "affirmative"),
+                f"{node.affirmative} is not one of the scale's option values",
+            )
+        if node.unanswered is None:
+            if node.safety:
+                c.error(
+                    ("nodes", i, "safety"),
+                    "a safety question needs 'unanswered': the escalate node to go to when it "
+                    "stays unanswered after the re-asks (unanswered must never read as no)",
+                )
+            continue
+        target = c.ids.get(node.unanswered)
+        if target is None:
+            c.error(
+                ("nodes", i, "unanswered"),
+                f"unknown node {node.unanswered!r}" + _suggest(node.unanswered, c.ids),
+            )
+            known = False
+        elif node.safety and not isinstance(c.flow.nodes[target], EscalateNode):
+            c.error(
+                ("nodes", i, "unanswered"),
+                f"a safety question's unanswered branch must escalate: {node.unanswered!r} "
+                "is not an escalate node",
+            )
+    return known
+
+
 def _edges(c: _Check) -> dict[str, list[str]]:
-    return {node.id: [t for t in _targets(_next_of(node)) if t in c.ids] for node in c.flow.nodes}
+    edges = {node.id: [t for t in _targets(_next_of(node)) if t in c.ids] for node in c.flow.nodes}
+    for node in c.flow.nodes:
+        if isinstance(node, AskNode) and node.unanswered in c.ids:
+            edges[node.id].append(node.unanswered)
+    return edges
 
 
 def _graph(c: _Check) -> None:

@@ -569,12 +569,16 @@ def test_phq9_retry_then_answer() -> None:
     t = run("phq9", ["2 or 3", "7", "2"] + ["0"] * 8)
     assert t.trace[:6] == ["info", "question", "retry", "retry", "q1=2", "question"]
     assert t.messages[2] == (
+        "That looks like two answers. Please reply with a number from 0 to 3: 0 Not at all, "
+        "1 Several days, 2 More than half the days, 3 Nearly every day."
+    )
+    assert t.messages[3] == (
         "Please reply with a number from 0 to 3: 0 Not at all, 1 Several days, "
         "2 More than half the days, 3 Nearly every day."
     )
 
 
-def test_phq9_item9_unanswered_after_retries_escalates_moderate_and_prorates_openly() -> None:
+def test_phq9_item9_unanswered_after_retries_escalates_high_and_prorates_openly() -> None:
     t = run("phq9", ["1"] * 8 + ["hmm", "dunno", "skip"])
     assert t.trace == phq9_trace(
         [1] * 8,
@@ -583,7 +587,7 @@ def test_phq9_item9_unanswered_after_retries_escalates_moderate_and_prorates_ope
             "retry",
             "retry",
             "q9=null",
-            "moderate:item9_unanswered",
+            "high:item9_unanswered",
             "closing",
             "score:phq9=9/mild",
             "end:completed",
@@ -642,12 +646,13 @@ def test_phq9_expired_before_item9_never_prorates_silently() -> None:
     # severity rule fires, and the missing item 9 is escalated.
     assert t.trace[-5:] == [
         "question",
+        "high:item9_unanswered",
         "score:phq9=27/severe",
         "high:phq9_severe",
-        "moderate:item9_unanswered",
         "end:expired",
     ]
     assert t.scores["phq9"].complete is False
+    assert "after re-asking" in t.summaries["item9_unanswered"]
 
 
 # PHQ-9 relapse rules (score context from the patient's history).
@@ -1175,7 +1180,7 @@ def test_cssrs_plan_reply_text() -> None:
     ) in t.messages
 
 
-def test_cssrs_unanswered_q2_is_treated_as_yes_and_left_incomplete() -> None:
+def test_cssrs_unanswered_q2_is_treated_as_yes_and_named() -> None:
     t = run("cssrs_screen", ["no", "x", "x", "x", "no", "no", "no", "no"])
     assert t.answers == {
         "wish_dead": False,
@@ -1185,40 +1190,61 @@ def test_cssrs_unanswered_q2_is_treated_as_yes_and_left_incomplete() -> None:
         "plan": False,
         "behavior": False,
     }
-    assert t.escalations == [("high", "cssrs_incomplete")]
+    assert t.escalations == [("high", "cssrs_unanswered")]
+    assert "Q2 (thoughts of killing themselves)" in t.summaries["cssrs_unanswered"]
     assert t.messages[-1] == END_HIGH
 
 
 def test_cssrs_unanswered_q1_is_high() -> None:
     t = run("cssrs_screen", ["x", "x", "x", "no", "no"])
-    assert t.escalations == [("high", "cssrs_incomplete")]
+    assert t.escalations == [("high", "cssrs_unanswered")]
+    assert "Q1 (wish to be dead)" in t.summaries["cssrs_unanswered"]
+
+
+@pytest.mark.parametrize(
+    ("replies", "named"),
+    [
+        (["no", "yes", "no", "x", "x", "x", "no", "no"], "Q4 (intention of acting)"),
+        (["no", "yes", "no", "no", "x", "x", "x", "no"], "Q5 (a worked-out plan)"),
+        (["no", "no", "x", "x", "x"], "Q6 (suicidal behaviour, ever)"),
+    ],
+)
+def test_cssrs_unanswered_intent_plan_or_behaviour_is_high_and_named(
+    replies: list[str], named: str
+) -> None:
+    t = run("cssrs_screen", replies)
+    assert ("high", "cssrs_unanswered") in t.escalations
+    assert named in t.summaries["cssrs_unanswered"]
+    assert not any(severity == "critical" for severity, _reason in t.escalations)
 
 
 def test_cssrs_unanswered_timing_of_behavior_is_high() -> None:
     t = run("cssrs_screen", ["no", "no", "yes", "x", "x", "x"])
     assert t.answers["behavior_3m"] is None
-    assert t.escalations == [("high", "cssrs_incomplete")]
+    assert t.escalations == [("high", "cssrs_unanswered")]
 
 
 @pytest.mark.parametrize(
-    ("replies", "escalations"),
+    ("replies", "escalations", "named"),
     [
-        ([], ["high:cssrs_incomplete"]),
-        (["no"], ["high:cssrs_incomplete"]),
-        (["yes", "yes"], ["high:cssrs_incomplete"]),
-        (["no", "yes", "no", "yes"], ["critical:cssrs_intent", "high:cssrs_incomplete"]),
-        (["no", "no", "yes"], ["high:cssrs_incomplete"]),
+        ([], ["high:cssrs_unanswered"], "Q1"),
+        (["no"], ["high:cssrs_unanswered"], "Q2"),
+        (["yes", "yes"], ["high:cssrs_unanswered"], "Q3"),
+        (
+            ["no", "yes", "no", "yes"],
+            ["critical:cssrs_intent", "high:cssrs_unanswered"],
+            "Q5",
+        ),
+        (["no", "no", "yes"], ["high:cssrs_unanswered"], "Q6 (behaviour within"),
     ],
 )
-def test_cssrs_expiry_mid_screen_leaves_at_least_high(
-    replies: list[str], escalations: list[str]
+def test_cssrs_expiry_mid_screen_leaves_at_least_high_naming_the_question(
+    replies: list[str], escalations: list[str], named: str
 ) -> None:
     t = run("cssrs_screen", [*replies, Expired()])
     assert [f"{s}:{r}" for s, r in t.escalations] == escalations
-    assert t.trace[-2:] == ["high:cssrs_incomplete", "end:expired"]
-    assert t.summaries["cssrs_incomplete"] == (
-        "C-SSRS screener not finished: the patient stopped answering. Contact the patient."
-    )
+    assert t.trace[-2:] == ["high:cssrs_unanswered", "end:expired"]
+    assert named in t.summaries["cssrs_unanswered"]
 
 
 def test_cssrs_is_not_prefilled_by_phq9_answers() -> None:
@@ -1302,7 +1328,7 @@ def test_daily_mood_item9_positive_is_high_and_hands_over_to_cssrs(
     assert dict(t.end.carry) == {"mood": int(mood), "q9": value}
 
 
-def test_daily_mood_item9_unanswered_is_moderate() -> None:
+def test_daily_mood_item9_unanswered_is_high() -> None:
     t = run("daily_mood", ["1", "x", "x", "x"])
     assert t.trace == [
         "question",
@@ -1311,8 +1337,8 @@ def test_daily_mood_item9_unanswered_is_moderate() -> None:
         "retry",
         "retry",
         "q9=null",
+        "high:item9_unanswered",
         "closing",
-        "moderate:item9_unanswered",
         "end:completed",
     ]
     assert t.summaries["item9_unanswered"] == (
@@ -1320,9 +1346,9 @@ def test_daily_mood_item9_unanswered_is_moderate() -> None:
     )
 
 
-def test_daily_mood_expired_while_item9_pending_is_moderate() -> None:
+def test_daily_mood_expired_while_item9_pending_is_high() -> None:
     t = run("daily_mood", ["2", Expired()])
-    assert t.trace == ["question", "mood=2", "question", "moderate:item9_unanswered", "end:expired"]
+    assert t.trace == ["question", "mood=2", "question", "high:item9_unanswered", "end:expired"]
 
 
 def test_daily_mood_expired_before_any_answer_is_quiet() -> None:

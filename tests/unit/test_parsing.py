@@ -75,7 +75,7 @@ def test_scale_accepts(reply: str, value: int) -> None:
 @pytest.mark.parametrize(
     ("reply", "reason"),
     [
-        ("2 or 3", "unrecognized"),
+        ("2 or 3", "ambiguous"),
         ("2-3", "ambiguous"),
         ("2 3", "ambiguous"),
         ("7", "out_of_range"),
@@ -83,7 +83,7 @@ def test_scale_accepts(reply: str, value: int) -> None:
         ("2.5", "unrecognized"),
         ("several days, nearly every day", "ambiguous"),
         ("1 nearly every day", "ambiguous"),
-        ("not 2", "unrecognized"),
+        ("not 2", "ambiguous"),
         ("", "empty"),
         ("   ", "empty"),
         ("👍", "unrecognized"),
@@ -150,7 +150,7 @@ def test_integer(reply: str, result: object) -> None:
         ("text back", Parsed("text_back")),
         ("no thanks", Parsed("nothing")),
         ("4", Rejected("out_of_range")),
-        ("call me or text me", Rejected("unrecognized")),
+        ("call me or text me", Rejected("ambiguous")),
         ("call me, text me", Rejected("ambiguous")),
     ],
 )
@@ -198,3 +198,135 @@ def test_conflicting_synonyms_are_ambiguous_not_guessed() -> None:
         }
     )
     assert make_parser(spec, "en")("same") == Rejected("ambiguous")
+
+
+# -- free text: what patients actually write ------------------------------------------------------
+
+yesno_es = make_parser(YESNO, "es")
+
+
+@pytest.mark.parametrize(
+    ("reply", "value"),
+    [
+        ("yes I have", True),
+        ("yeah, bad headache", True),
+        ("yes, bad headache last night", True),
+        ("yep", True),
+        ("y", True),
+        ("Yesss!!", True),
+        ("hi, yes thanks", True),
+        ("yes I do", True),
+        ("yes but it's gone now", True),
+        ("I did", True),
+        ("I have", True),
+        ("i have had a bad headache", True),
+        ("sometimes", True),
+        ("a little", True),
+        ("no I haven't", False),
+        ("nope, all good", False),
+        ("not really", False),
+        ("nah", False),
+        ("Noooo", False),
+        ("never", False),
+        ("I haven't", False),
+        ("i did not", False),
+        ("I have no headache", False),
+        ("i have never", False),
+        ("none of those", False),
+    ],
+)
+def test_yesno_reads_a_sentence_from_its_leading_word_or_form(reply: str, value: bool) -> None:
+    assert yesno(reply) == Parsed(value)
+
+
+@pytest.mark.parametrize(
+    ("reply", "value"),
+    [
+        ("sí, a veces", True),
+        ("Siii", True),
+        ("si, me dolio la cabeza", True),
+        ("claro que sí", True),
+        ("lo he pensado", True),
+        ("he tenido dolor de pecho", True),
+        ("a veces", True),
+        ("nunca", False),
+        ("no, nada de eso", False),
+        ("no he tenido nada", False),
+        ("para nada", False),
+    ],
+)
+def test_yesno_spanish(reply: str, value: bool) -> None:
+    assert yesno_es(reply) == Parsed(value)
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ("maybe", "unsure"),
+        ("not sure", "unsure"),
+        ("idk", "unsure"),
+        ("yes and no", "unsure"),
+        ("kind of", "unsure"),
+        ("no sé", "unsure"),
+        ("tal vez", "unsure"),
+        ("no, but my head is pounding", "ambiguous"),
+        ("no pero me duele el pecho", "ambiguous"),
+        ("what do you mean", "unrecognized"),
+        ("ok", "unrecognized"),
+    ],
+)
+def test_yesno_re_asks_doubt_and_turned_denials(reply: str, reason: str) -> None:
+    assert yesno(reply) == Rejected(reason)  # type: ignore[arg-type]
+
+
+def test_an_unsure_reply_is_re_asked_with_a_prompt_that_says_what_to_send() -> None:
+    from flows.parsing import retry_hint
+
+    assert retry_hint(YESNO, "unsure", "en", "Please reply YES or NO.") == (
+        "If it happened at all, even a little, reply YES. If it did not, reply NO. "
+        "Please reply YES or NO."
+    )
+    assert retry_hint(SCALE, "ambiguous", "es", "Responda 0-3.").startswith("Parece que")
+    assert retry_hint(SCALE, "unrecognized", "en", "Reply 0-3.") == "Reply 0-3."
+
+
+@pytest.mark.parametrize(
+    ("reply", "value"),
+    [
+        ("several days I guess", 1),
+        ("2, rough week", 2),
+        ("nearly every day to be honest", 3),
+        ("honestly never", 0),
+        ("two", 2),
+        ("dos", 2),
+    ],
+)
+def test_scale_reads_one_option_inside_a_sentence(reply: str, value: int) -> None:
+    assert scale(reply) == Parsed(value) or scale_es(reply) == Parsed(value)
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ("not nearly every day", "ambiguous"),
+        ("never, well several days", "ambiguous"),
+        ("I had 2 bad days", "unrecognized"),
+        ("between several days and nearly every day", "ambiguous"),
+    ],
+)
+def test_scale_sentences_with_a_negation_or_two_options_are_re_asked(
+    reply: str, reason: str
+) -> None:
+    assert scale(reply) == Rejected(reason)  # type: ignore[arg-type]
+
+
+def test_affirmative_reads_a_bare_yes_as_the_least_positive_option() -> None:
+    item9 = make_parser(SCALE, "en", affirmative=1)
+    item9_es = make_parser(SCALE, "es", affirmative=1)
+    assert item9("yes") == Parsed(1)
+    assert item9("yeah sometimes") == Parsed(1)
+    assert item9("yes, nearly every day") == Parsed(3)  # the named option wins
+    assert item9_es("sí") == Parsed(1)
+    assert item9("no") == Rejected("unrecognized") or item9("no") == Parsed(0)
+    assert item9("not sure") != Parsed(1)
+    assert scale("yes") == Rejected("unrecognized")  # without it, a yes is re-asked

@@ -352,3 +352,59 @@ def test_load_flow_raises_with_all_problems() -> None:
 def test_unusable_documents(text: str | bytes) -> None:
     flow, found = validate_flow_source(text)
     assert flow is None and found and found[0].is_error
+
+
+# -- safety questions ---------------------------------------------------------------------------
+
+
+def test_a_safety_question_must_name_its_unanswered_branch() -> None:
+    text = edit("    answer: freq\n    next:\n", "    answer: freq\n    safety: true\n    next:\n")
+    p = only_error(text)
+    assert "needs 'unanswered'" in p.message
+    assert p.line == at(text, "safety: true")[0]
+
+
+def test_a_safety_questions_unanswered_branch_must_escalate() -> None:
+    text = edit(
+        "    answer: freq\n    next:\n",
+        "    answer: freq\n    safety: true\n    unanswered: done\n    next:\n",
+    )
+    p = only_error(text)
+    assert "must escalate" in p.message and "'done'" in p.message
+    ok = edit(
+        "    answer: freq\n    next:\n",
+        "    answer: freq\n    safety: true\n    unanswered: alert\n    next:\n",
+    )
+    assert [p for p in problems(ok) if p.is_error] == []
+
+
+def test_unanswered_must_name_a_node() -> None:
+    text = edit(
+        "    answer: freq\n    next:\n", "    answer: freq\n    unanswered: alrt\n    next:\n"
+    )
+    p = only_error(text)
+    assert "unknown node 'alrt'" in p.message and "did you mean 'alert'" in p.message
+
+
+def test_affirmative_must_be_an_option_of_a_scale() -> None:
+    text = edit(
+        "    answer: freq\n    next:\n", "    answer: freq\n    affirmative: 7\n    next:\n"
+    )
+    assert "not one of the scale's option values" in only_error(text).message
+
+
+def test_every_safety_question_in_the_library_escalates_when_unanswered() -> None:
+    from bot.library import flow_sources
+    from flows.definition import load_flow
+    from flows.model import AskNode, EscalateNode
+
+    marked = set()
+    for key, source in flow_sources().items():
+        flow = load_flow(source)
+        nodes = {n.id: n for n in flow.nodes}
+        for node in flow.nodes:
+            if isinstance(node, AskNode) and node.safety:
+                marked.add(f"{key}.{node.id}")
+                assert isinstance(nodes[node.unanswered or ""], EscalateNode)
+    assert {"phq9.q9", "daily_mood.q9", "post_session.bp_signs", "cssrs_screen.intent"} <= marked
+    assert {f"cssrs_screen.{q}" for q in ("wish_dead", "thoughts", "method", "plan")} <= marked
