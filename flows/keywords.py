@@ -1,4 +1,4 @@
-"""Carrier opt-out keywords: STOP, START and HELP.
+"""Carrier opt-out keywords: STOP, START and HELP, in English and Spanish.
 
 Why: US carriers and Twilio require that a message consisting of an opt-out
 word stops all further texts, that START re-subscribes and that HELP answers
@@ -33,10 +33,11 @@ class Keyword(StrEnum):
 
 STOP_WORDS: Final = frozenset(
     {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+    | {"ALTO", "PARAR", "BAJA", "CANCELAR"}  # Spanish
 )
-# YES re-subscribes only a patient who is opted out (see `classify`).
-START_WORDS: Final = frozenset({"START", "UNSTOP"})
-HELP_WORDS: Final = frozenset({"HELP", "INFO"})
+# YES (SI) re-subscribes only a patient who is opted out (see `classify`).
+START_WORDS: Final = frozenset({"START", "UNSTOP", "COMENZAR", "INICIO"})
+HELP_WORDS: Final = frozenset({"HELP", "INFO", "AYUDA"})
 
 _BY_WORD: Final[dict[str, Keyword]] = {
     **dict.fromkeys((w.casefold() for w in STOP_WORDS), Keyword.STOP),
@@ -54,7 +55,7 @@ def _is_edge(ch: str) -> bool:
 def classify(text: str, *, opted_out: bool = False) -> Keyword | None:
     """The keyword `text` is, or None when it is anything else.
 
-    YES counts as START only when `opted_out` is true: for a subscribed
+    YES (or SÍ) counts as START only when `opted_out` is true: for a subscribed
     patient "yes" is an answer to a question, never a keyword.
     """
     core = unicodedata.normalize("NFKC", text).casefold()
@@ -67,7 +68,7 @@ def classify(text: str, *, opted_out: bool = False) -> Keyword | None:
     keyword = _BY_WORD.get(core)
     if keyword is not None:
         return keyword
-    if opted_out and core == "yes":
+    if opted_out and core in ("yes", "si", "sí"):
         return Keyword.START
     if _OPT_OUT.fullmatch(core):
         return Keyword.STOP

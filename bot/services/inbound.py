@@ -65,17 +65,20 @@ class InboundResult:
 
 
 def _texts(settings: Settings, language: str) -> dict[str, str]:
-    clinic = settings.clinic_name or ("su clínica" if language == "es" else "your clinic")
+    """System replies. Spanish ones are written without the accents GSM-7 lacks (á, í, ó, ú),
+    so they are not sent as UCS-2 and HELP stays within two segments."""
+    clinic = settings.clinic_name or ("su clinica" if language == "es" else "your clinic")
     phone = settings.clinic_phone
     if language == "es":
-        call = f"llame al {phone}" if phone else "llame a su clínica"
+        call = f"llame al {phone}" if phone else "llame a su clinica"
         return {
             "help": f"{clinic}: mensajes de seguimiento de su tratamiento. Para ayuda {call}. "
-            "En crisis llame o envíe un texto al 988; emergencias 911. Responda STOP para no recibir más.",
-            "ack": "Gracias, recibimos su mensaje. Su equipo de atención lo verá. "
-            "En crisis llame o envíe un texto al 988.",
-            "unknown": f"Este número no está vinculado a un paciente; {call}. "
-            "En crisis llame o envíe un texto al 988.",
+            "En crisis llame o envie un texto al 988; emergencias 911. "
+            "Responda BAJA para no recibir mas.",
+            "ack": "Gracias, recibimos su mensaje. Su equipo de atencion lo vera. "
+            "En crisis llame o envie un texto al 988.",
+            "unknown": f"Este numero no esta vinculado a un paciente; {call}. "
+            "En crisis llame o envie un texto al 988.",
         }
     call = f"call {phone}" if phone else "call your clinic"
     return {

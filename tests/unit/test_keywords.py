@@ -118,3 +118,45 @@ def test_keyword_values_are_strings() -> None:
 def test_never_raises(text: str, opted_out: bool) -> None:
     result = classify(text, opted_out=opted_out)
     assert result is None or isinstance(result, Keyword)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ALTO", Keyword.STOP),
+        ("parar", Keyword.STOP),
+        ("Baja.", Keyword.STOP),
+        ("cancelar", Keyword.STOP),
+        ("COMENZAR", Keyword.START),
+        ("inicio", Keyword.START),
+        ("ayuda", Keyword.HELP),
+        ("AYUDA!", Keyword.HELP),
+    ],
+)
+def test_spanish_keywords(text: str, expected: Keyword) -> None:
+    assert classify(text) is expected
+
+
+def test_si_only_restarts_an_opted_out_patient() -> None:
+    assert classify("sí", opted_out=True) is Keyword.START
+    assert classify("Si", opted_out=True) is Keyword.START
+    assert classify("si") is None
+
+
+def test_spanish_system_replies_stay_in_gsm7_and_help_fits_two_segments() -> None:
+    from bot.services.inbound import _texts
+    from bot.settings import load_settings
+    from flows import gsm
+
+    settings = load_settings(
+        {
+            "CLINIC_NAME": "Clinica del Valle Central",
+            "CLINIC_PHONE": "+12025550100",
+            "SECRET_KEY": "k" * 40,
+        }
+    )
+    texts = _texts(settings, "es")
+    for name, body in texts.items():
+        encoding, segments = gsm.measure(body)
+        assert encoding == "GSM-7", name
+        assert segments <= 2, name
