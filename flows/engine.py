@@ -572,9 +572,11 @@ class _Run:
 
     def reply(self, text: str) -> None:
         match = safety.detect(text)
-        if match is not None:
+        if match is not None and match.tier is safety.Tier.CRITICAL:
             self.crisis(match.category)
             return
+        if match is not None:
+            self.concern(match.category)
         node = self.c.nodes.get(self.node) if self.node else None
         if not isinstance(node, AskNode):
             return
@@ -621,6 +623,23 @@ class _Run:
             safety.crisis_reply(ctx.language, ctx.clinic_name, ctx.clinic_phone), Purpose.CRISIS
         )
         self.end(Outcome.CRISIS, None)
+
+    def concern(self, category: str) -> None:
+        """Softer signs in a reply: a high escalation and a call-back message; the reply is
+        still read as an answer, and the conversation goes on."""
+        ctx = self.ctx
+        self.events.append(
+            EscalationRequested(
+                Severity.HIGH,
+                Reason.CONCERNING_LANGUAGE,
+                f"Worrying language ({category}) in a reply during the {self.flow.key} "
+                "check-in; the patient was told their care team will reach out.",
+            )
+        )
+        self.send(
+            safety.reply_for(safety.Tier.HIGH, ctx.language, ctx.clinic_name, ctx.clinic_phone),
+            Purpose.CRISIS,
+        )
 
     def remind(self) -> None:
         if self.reminded:

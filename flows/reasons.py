@@ -13,6 +13,7 @@ from enum import StrEnum
 class Reason(StrEnum):
     # raised by the system itself
     CRISIS_LANGUAGE = "crisis_language"
+    CONCERNING_LANGUAGE = "concerning_language"
     FLOW_STALLED = "flow_stalled"
     NOT_RESPONDING = "not_responding"
     UNREACHABLE = "unreachable"
@@ -51,6 +52,7 @@ class Reason(StrEnum):
 
 LABELS: dict[Reason, str] = {
     Reason.CRISIS_LANGUAGE: "Crisis language in a text",
+    Reason.CONCERNING_LANGUAGE: "Worrying language in a text (softer signs of risk)",
     Reason.FLOW_STALLED: "A check-in stopped unexpectedly",
     Reason.NOT_RESPONDING: "Not responding to check-ins",
     Reason.UNREACHABLE: "Texts are failing to reach the patient",

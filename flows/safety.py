@@ -19,12 +19,15 @@ is safe for logs and escalation summaries. Pure: standard library only.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from flows import crisis_model, crisis_rules
+from flows.crisis_features import Scorer
 from flows.gsm import GSM7_BASIC
 
 __all__ = [
@@ -33,25 +36,41 @@ __all__ = [
     "CrisisCategory",
     "CrisisMatch",
     "LexiconEntry",
+    "Tier",
     "crisis_reply",
     "detect",
+    "detect_rules",
+    "model_score",
     "normalize",
+    "reply_for",
 ]
 
 
 class CrisisCategory(StrEnum):
-    """What kind of crisis matched; all are escalated as critical."""
+    """What kind of crisis matched."""
 
     SUICIDAL = "suicidal"
     SELF_HARM = "self_harm"
     OVERDOSE = "overdose"
+    HARM_TO_OTHERS = "harm_to_others"
     MEDICAL_EMERGENCY = "medical_emergency"
+    PSYCHOSIS_COMMAND = "psychosis_command"
+
+
+class Tier(StrEnum):
+    """Critical: explicit, present danger (answered with 988/911 at once). High: softer
+    signs a clinician must see today (answered with a call-back and 988)."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
 
 
 # When one message matches several categories, the first here is reported.
 _PRIORITY: Final = (
     CrisisCategory.SUICIDAL,
+    CrisisCategory.HARM_TO_OTHERS,
     CrisisCategory.OVERDOSE,
+    CrisisCategory.PSYCHOSIS_COMMAND,
     CrisisCategory.SELF_HARM,
     CrisisCategory.MEDICAL_EMERGENCY,
 )
@@ -59,10 +78,11 @@ _PRIORITY: Final = (
 
 @dataclass(frozen=True, slots=True)
 class CrisisMatch:
-    """A detected crisis. `phrase` is a lexicon entry id: no PHI, safe to log."""
+    """A detected crisis. `phrase` names the rule (or "model"): no PHI, safe to log."""
 
     category: CrisisCategory
     phrase: str
+    tier: Tier = Tier.CRITICAL
 
 
 # ---------------------------------------------------------------- normalization
@@ -668,18 +688,23 @@ _NEGATORS: Final = frozenset(
             "nunca",
             "stopped",
             "zero",
+            "cero",
+            "sin",
+            "ni",
+            "jamas",
+            "tampoco",
         ),
     )
 )
 # A word that starts a new clause ends the look-back: "no i want to die".
 _RESTART: Final = frozenset(
-    map(_sq, ("i", "im", "ive", "id", "ill", "and", "so", "then", "though", "yet", "he", "she"))
+    map(_sq, ("i", "im", "ive", "id", "ill", "and", "so", "then", "though", "yet", "she"))
 )
 # ..unless it continues the negated verb: "i dont think i want to die".
 _BRIDGE: Final = frozenset(
     map(_sq, ("think", "like", "that", "believe", "feel", "mean", "say", "said"))
 )
-_NEG_WINDOW: Final = 5  # words looked back from the match
+_NEG_WINDOW: Final = 7  # words looked back from the match
 
 
 def _negated(before: list[str]) -> bool:
@@ -734,17 +759,29 @@ _LEADS: Final = frozenset(_BY_LEAD)
 _RANK: Final[dict[CrisisCategory, int]] = {c: i for i, c in enumerate(_PRIORITY)}
 
 
-def detect(text: str) -> CrisisMatch | None:
-    """The crisis in `text`, or None. Never raises on any `str`.
+# Lexicon rows for softer signs (passive wishes, burden, farewells, self-harm told as
+# recent): a clinician today, not a crisis reply.
+_SOFTER: Final = frozenset(
+    {
+        "wish_dead",
+        "wish_not_born",
+        "not_wake_up",
+        "dont_want_to_live",
+        "no_reason_to_live",
+        "better_off_without_me",
+        "giving_away",
+        "cutting_again",
+        "want_it_to_end",
+    }
+)
 
-    All non-negated matches count; the highest-priority category wins
-    (suicidal, overdose, self_harm, medical_emergency), then the earliest.
-    """
-    norm = normalize(text)
-    words = norm.split(" ")
+
+def _lexicon(norm: str, words: list[str]) -> list[tuple[int, CrisisMatch]]:
+    """The explicit lexicon's non-negated matches in normalized text (critical), with the
+    index of the word each starts at."""
     if _LEADS.isdisjoint(words):
-        return None
-    best: CrisisMatch | None = None
+        return []
+    found: list[tuple[int, CrisisMatch]] = []
     pos = 0
     for i, word in enumerate(words):
         rules = _BY_LEAD.get(word)
@@ -752,13 +789,235 @@ def detect(text: str) -> CrisisMatch | None:
             for rx, entry in rules:
                 if rx.match(norm, pos) is None or _negated(words[:i]):
                     continue
-                if best is None or _RANK[entry.category] < _RANK[best.category]:
-                    best = CrisisMatch(entry.category, entry.id)
-                    if entry.category is _PRIORITY[0]:
-                        return best
+                tier = Tier.HIGH if entry.id in _SOFTER else Tier.CRITICAL
+                found.append((i, CrisisMatch(entry.category, entry.id, tier)))
                 break
         pos += len(word) + 1
-    return best
+    return found
+
+
+_LITERAL: Final = re.compile(r"[a-z0-9 ]+(?:s\?)?")
+
+
+def _leads(pattern: str) -> frozenset[str] | None:
+    """The words a concept pattern can start with, when its start is a plain alternation of
+    literal phrases (``\b(?:i have|im|gun)``); None when it is not (always tried)."""
+    if not pattern.startswith("\\b"):
+        return None
+    rest = pattern[2:]
+    if rest.startswith("(?:"):
+        depth, end = 0, -1
+        for k, ch in enumerate(rest):
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+                if depth == 0:
+                    end = k
+                    break
+        if end < 0:
+            return None
+        options = rest[3:end].split("|")
+    else:
+        head = re.match(r"[a-z0-9]+", rest)
+        if head is None:
+            return None
+        options = [head.group(0)]
+    words: set[str] = set()
+    for option in options:
+        if not _LITERAL.fullmatch(option):
+            return None
+        first = option.split(" ")[0]
+        if first.endswith("s?"):
+            words.update({first[:-2], first[:-1]})
+        else:
+            words.add(first)
+    return frozenset(_sq(w) for w in words)
+
+
+def _concept_index() -> tuple[dict[str, list[int]], list[int]]:
+    by_lead: dict[str, list[int]] = {}
+    always: list[int] = []
+    for k, rule in enumerate(crisis_rules.RULES):
+        leads = _leads(rule.pattern)
+        if leads is None:
+            always.append(k)
+        else:
+            for lead in leads:
+                by_lead.setdefault(lead, []).append(k)
+    return by_lead, always
+
+
+_CONCEPTS: Final = crisis_rules.compiled(_squeeze_pattern)
+_CONCEPT_LEADS, _CONCEPT_ALWAYS = _concept_index()
+
+
+def _concepts(norm: str, words: list[str]) -> list[tuple[int, CrisisMatch]]:
+    """The concept rules' non-negated matches, with the word index each starts at. A rule
+    with literal lead words is tried only where the text has one of them."""
+    found: list[tuple[int, CrisisMatch]] = []
+    seen: set[str] = set()
+
+    def take(i: int, rule: crisis_rules.Rule) -> None:
+        if rule.id in seen or _negated(words[:i]):
+            return
+        seen.add(rule.id)
+        found.append((i, CrisisMatch(CrisisCategory(rule.category), rule.id, Tier(rule.tier))))
+
+    pos = 0
+    for i, word in enumerate(words):
+        for k in _CONCEPT_LEADS.get(word, ()):
+            rx, rule = _CONCEPTS[k]
+            if rule.id not in seen and rx.match(norm, pos) is not None:
+                take(i, rule)
+        pos += len(word) + 1
+    for k in _CONCEPT_ALWAYS:
+        rx, rule = _CONCEPTS[k]
+        if rule.id in seen:
+            continue
+        m = rx.search(norm)
+        if m is not None:
+            take(norm.count(" ", 0, m.start()), rule)
+    return found
+
+
+_LAUGHING_EMOJI: Final = frozenset("\U0001f602\U0001f923\U0001f606\U0001f605\U0001f639")
+# Categories whose everyday hyperbole ("heart attack lol", "OD'd on cookies 😂") a laugh
+# marks; a laugh never clears suicidal, self-harm or harm-to-others language.
+_HYPERBOLE: Final = frozenset({CrisisCategory.OVERDOSE, CrisisCategory.MEDICAL_EMERGENCY})
+
+
+def _framed(words: list[str], i: int, match: CrisisMatch, laughing: bool) -> bool:
+    """True when the match sits in a clause that tells history, asks a hypothetical, or
+    laughs off hyperbole: the clause itself and the one after it are read."""
+    start = i
+    while start > 0 and words[start - 1] != "|":
+        start -= 1
+    end, clauses = i, 0
+    while end < len(words) and clauses < 2:
+        if words[end] == "|":
+            clauses += 1
+        end += 1
+    window = " ".join(words[start:end])
+    if crisis_rules.HISTORY.search(window) or crisis_rules.HYPOTHETICAL.search(window):
+        return True
+    return laughing and match.category in _HYPERBOLE
+
+
+_BP_SLASH: Final = re.compile(r"\b([0-9]{2,3})\s*/\s*([0-9]{2,3})\b")
+_BP_WORDS: Final = re.compile(r"\b([0-9]{2,3}) (?:over|con|sobre|x|por) ([0-9]{2,3})\b")
+_BP_CONTEXT: Final = re.compile(
+    r"\b(?:bp|blood pressure|pressure|presion|tension|cuff|mmhg|aparato|me marco|salio|reading)\b"
+)
+
+
+def _blood_pressure(text: str, norm: str) -> list[tuple[int, CrisisMatch]]:
+    """A reading written as numbers at or above 180 systolic or 120 diastolic: "bp 192/104",
+    "200 over 100", "la presion 190 con 120". A bare "x/y" counts only with both numbers in a
+    blood pressure's range and a pressure word nearby, so dates and scores stay out."""
+    pairs = [(m.group(1), m.group(2), m.start()) for m in _BP_SLASH.finditer(text)]
+    pairs += [(m.group(1), m.group(2), -1) for m in _BP_WORDS.finditer(norm)]
+    context = bool(_BP_CONTEXT.search(norm))
+    for high, low, _at in pairs:
+        systolic, diastolic = int(high), int(low)
+        if not (80 <= systolic <= 300 and 40 <= diastolic <= 200 and systolic > diastolic):
+            continue
+        if systolic < 180 and diastolic < 120:
+            continue
+        if not context and not (systolic >= 150 and diastolic >= 90):
+            continue
+        index = norm.find(high)
+        i = norm.count(" ", 0, index) if index >= 0 else 0
+        match = CrisisMatch(CrisisCategory.MEDICAL_EMERGENCY, "blood_pressure", Tier.CRITICAL)
+        return [(i, match)]
+    return []
+
+
+def _best(found: list[CrisisMatch]) -> CrisisMatch | None:
+    if not found:
+        return None
+    return min(found, key=lambda m: (m.tier is not Tier.CRITICAL, _RANK[m.category]))
+
+
+def detect_rules(text: str, norm: str | None = None) -> CrisisMatch | None:
+    """The rules' verdict alone: the explicit lexicon and the concept rules, outside
+    history, hypothetical and laughing frames."""
+    if norm is None:
+        norm = normalize(text)
+    words = norm.split(" ")
+    laughing = bool(crisis_rules.LAUGHING.search(norm)) or any(ch in _LAUGHING_EMOJI for ch in text)
+    found = [
+        m
+        for i, m in (
+            *_lexicon(norm, words),
+            *_concepts(norm, words),
+            *_blood_pressure(text, norm),
+        )
+        if not _framed(words, i, m, laughing)
+    ]
+    return _best(found)
+
+
+@functools.cache
+def _scorer() -> Scorer:
+    """The exported model, built on first use (training imports this module before a model
+    of the current shape exists)."""
+    return Scorer(crisis_model.CLASSES, crisis_model.BIAS, crisis_model.WEIGHTS)
+
+
+MODEL_THRESHOLD: Final = crisis_model.THRESHOLD
+MODEL_VERSION: Final = crisis_model.VERSION
+
+
+def model_probabilities(text: str, norm: str | None = None) -> tuple[float, dict[str, float]]:
+    """The learned model's crisis probability for the most alarming window of `text`, and
+    that window's probability per class."""
+    if norm is None:
+        norm = normalize(text)
+    words = [w for w in norm.split(" ") if w]
+    scorer = _scorer()
+    alarm, classes = scorer.probabilities(words)
+    return alarm, dict(zip(scorer.classes, classes, strict=True))
+
+
+def model_score(text: str) -> float:
+    """The learned model's probability that `text` is a crisis message (any category)."""
+    return model_probabilities(text)[0]
+
+
+def detect(text: str) -> CrisisMatch | None:
+    """The crisis in `text`, or None. Never raises on any `str`.
+
+    The rules decide first (explicit cases are critical, concept rules carry their own
+    tier); when no rule fires, a model score at or above ``MODEL_THRESHOLD`` is a high
+    alarm in the model's most likely category, unless the whole message is a history,
+    a hypothetical question or a laugh.
+    """
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT]
+    norm = normalize(text)
+    found = detect_rules(text, norm)
+    if found is not None:
+        return found
+    if norm.count(" ") + 1 < MODEL_MIN_WORDS:
+        return None
+    alarm, probabilities = model_probabilities(text, norm)
+    if alarm < MODEL_THRESHOLD:
+        return None
+    if (
+        crisis_rules.HISTORY.search(norm)
+        or crisis_rules.HYPOTHETICAL.search(norm)
+        or crisis_rules.DENIAL.search(norm)
+    ):
+        return None
+    category = max((c for c in probabilities if c != "none"), key=lambda c: probabilities[c])
+    return CrisisMatch(CrisisCategory(category), "model", Tier.HIGH)
+
+
+MAX_TEXT: Final = 1600
+# The model reads sentences: on a two- or three-word reply ("headache last night") its few
+# features carry too much weight, and the rules already cover short explicit messages.
+MODEL_MIN_WORDS: Final = 4
 
 
 # ------------------------------------------------------------------------ reply
@@ -778,12 +1037,29 @@ _REPLIES: Final[dict[str, tuple[str, str, str, str]]] = {
         " You can also call them at {phone}.",
     ),
     "es": (
-        "Nos preocupas. Llama o envia un texto al 988 ahora (Linea de Prevencion del Suicidio"
-        " y Crisis, gratis, 24/7; en español oprime 2). Si estas en peligro o es una"
-        " emergencia, llama al 911.",
-        " Tu equipo en {clinic} ya fue avisado.",
-        " Tu equipo de atencion ya fue avisado.",
-        " Tambien puedes llamar al {phone}.",
+        "Nos preocupa. Llame o envie un texto al 988 ahora (Linea de Prevencion del Suicidio"
+        " y Crisis, gratis, 24/7; para español oprima 2). Si esta en peligro o es una"
+        " emergencia, llame al 911.",
+        " Su equipo en {clinic} ya fue avisado.",
+        " Su equipo de atencion ya fue avisado.",
+        " Tambien puede llamar al {phone}.",
+    ),
+}
+# The answer to softer signs (tier high): a person will reach out, and 988 now if unsafe.
+_CONCERN: Final[dict[str, tuple[str, str, str, str]]] = {
+    "en": (
+        "Thank you for telling us. If you feel unsafe, call or text 988 now (free, 24/7);"
+        " in an emergency call 911.",
+        " Someone from your care team at {clinic} will reach out to you.",
+        " Someone from your care team will reach out to you.",
+        " You can also call them at {phone}.",
+    ),
+    "es": (
+        "Gracias por contarnos. Si se siente en peligro, llame o envie un texto al 988 ahora"
+        " (gratis, 24/7); en una emergencia llame al 911.",
+        " Alguien de su equipo en {clinic} se comunicara con usted.",
+        " Alguien de su equipo de atencion se comunicara con usted.",
+        " Tambien puede llamar al {phone}.",
     ),
 }
 
@@ -798,6 +1074,14 @@ def _gsm_safe(value: str, limit: int) -> str:
     return value
 
 
+def reply_for(tier: Tier, language: str, clinic_name: str, clinic_phone: str) -> str:
+    """The immediate answer to a detected message: crisis resources for critical, a call-back
+    and 988 for high."""
+    if tier is Tier.CRITICAL:
+        return crisis_reply(language, clinic_name, clinic_phone)
+    return _compose(_CONCERN, language, clinic_name, clinic_phone)
+
+
 def crisis_reply(language: str, clinic_name: str, clinic_phone: str) -> str:
     """The immediate answer to crisis language: 988, 911, care team alerted.
 
@@ -806,8 +1090,17 @@ def crisis_reply(language: str, clinic_name: str, clinic_phone: str) -> str:
     and phone are cleaned (accents stripped, other characters dropped) and cut
     to fit; each is left out with its sentence when empty.
     """
+    return _compose(_REPLIES, language, clinic_name, clinic_phone)
+
+
+def _compose(
+    replies: dict[str, tuple[str, str, str, str]],
+    language: str,
+    clinic_name: str,
+    clinic_phone: str,
+) -> str:
     lang = language.strip().lower().replace("_", "-").split("-", 1)[0]
-    body, with_clinic, without_clinic, with_phone = _REPLIES.get(lang, _REPLIES["en"])
+    body, with_clinic, without_clinic, with_phone = replies.get(lang, replies["en"])
     clinic = _gsm_safe(clinic_name, _NAME_MAX)
     phone = _gsm_safe(clinic_phone, _PHONE_MAX)
     call_back = with_phone.format(phone=phone) if phone else ""

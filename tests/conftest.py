@@ -22,12 +22,17 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import make_url
 
 from bot.logs import handler as log_handler
 from bot.migrations import upgrade
 from db.models import Base
 from db.session import Database
+
+# Property tests judge behaviour, not speed: no per-example deadline on a busy machine.
+hypothesis_settings.register_profile("aftercare", deadline=None)
+hypothesis_settings.load_profile("aftercare")
 
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 IN_CI = bool(os.environ.get("CI"))

@@ -230,26 +230,36 @@ class _Handler:
         crisis: safety.CrisisMatch,
     ) -> None:
         self.result.route = "crisis"
-        log.warning("crisis language (%s) from %s", crisis.category, mask_phone(self.sms.from_))
+        log.warning(
+            "crisis language (%s, %s) from %s",
+            crisis.category,
+            crisis.tier,
+            mask_phone(self.sms.from_),
+        )
         if patient is not None and active is not None and patient.opted_out_at is None:
             applied = await self._converse(patient, active, message_id)
             if applied.escalations:
                 return
         # Outside a conversation (or one that could not take it): escalate and answer here.
         who = "a patient" if patient is not None else "an unknown number"
+        critical = crisis.tier is safety.Tier.CRITICAL
+        severity = Severity.CRITICAL if critical else Severity.HIGH
         raise_escalation(
             session=self.session,
-            severity=Severity.CRITICAL,
-            reason=Reason.CRISIS_LANGUAGE,
-            summary=f"Crisis language ({crisis.category}) in a text from {who}, outside a check-in.",
+            severity=severity,
+            reason=Reason.CRISIS_LANGUAGE if critical else Reason.CONCERNING_LANGUAGE,
+            summary=f"{'Crisis' if critical else 'Worrying'} language ({crisis.category}) "
+            f"in a text from {who}, outside a check-in.",
             now=self.now,
             patient_id=patient.id if patient else None,
             checkin_id=active.id if active else None,
             message_id=message_id,
         )
-        self.severities.append(Severity.CRITICAL)
+        self.severities.append(severity)
         language = patient.language if patient else "en"
-        reply = safety.crisis_reply(language, self.settings.clinic_name, self.settings.clinic_phone)
+        reply = safety.reply_for(
+            crisis.tier, language, self.settings.clinic_name, self.settings.clinic_phone
+        )
         self.reply(reply, "crisis", patient)
 
     async def _route(

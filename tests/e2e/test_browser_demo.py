@@ -3,7 +3,6 @@ on the phone, and finds the new critical escalation at the top of the queue."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -54,7 +53,6 @@ async def test_demo_phone_text_to_critical_escalation(
     demo_live: Live, browser: Any, artifacts: Path
 ) -> None:
     live = demo_live
-    started = time.monotonic()
     watched = await watched_page(browser)
     context, page = watched.context, watched.page
     errors, failed = watched.errors, watched.failed
@@ -129,4 +127,3 @@ async def test_demo_phone_text_to_critical_escalation(
         assert failed == [], failed
     finally:
         await context.close()
-    assert time.monotonic() - started < 60

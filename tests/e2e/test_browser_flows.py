@@ -5,7 +5,6 @@ publishes, and finds version 2 on the flows page."""
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,6 @@ def _break_first_goto(text: str) -> tuple[str, int, int, str]:
 async def test_admin_edits_validates_simulates_and_publishes_a_flow(
     live: Live, browser: Any, artifacts: Path
 ) -> None:
-    started = time.monotonic()
     await _admin(live)
     watched = await watched_page(browser, height=1000)
     context, page = watched.context, watched.page
@@ -136,4 +134,3 @@ async def test_admin_edits_validates_simulates_and_publishes_a_flow(
         assert errors == [], errors  # no CSP violations or script errors
     finally:
         await context.close()
-    assert time.monotonic() - started < 40

@@ -384,8 +384,9 @@ async def test_expiry_keeps_answers_and_scores_where_the_missing_rule_allows(
     assert [(sc.checkin_id, sc.instrument, sc.total, sc.complete) for sc in scores] == [
         (phq9.id, "phq9", 9.0, False)
     ]
+    # it expired waiting on item 9, a safety question: unanswered is escalated as high
     [item9] = await escalations(h, p, "item9_unanswered")
-    assert item9.severity is Severity.MODERATE
+    assert item9.severity is Severity.HIGH
     assert (await dispatch.expire_due(h.db, h.settings, h.clock.now())).expired == 0
 
 

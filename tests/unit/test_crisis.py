@@ -1,0 +1,160 @@
+"""The crisis detector's categories, tiers, frames and corpus (flows.safety, flows.crisis_rules)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from flows import engine, safety
+from flows.definition import load_flow
+from flows.engine import Context, Reply
+from flows.safety import CrisisCategory, Tier, detect, reply_for
+from tests.crisis_corpus import load
+
+C, S, OD, H, X, M, P = (
+    Tier.CRITICAL,
+    CrisisCategory.SUICIDAL,
+    CrisisCategory.OVERDOSE,
+    CrisisCategory.SELF_HARM,
+    CrisisCategory.HARM_TO_OTHERS,
+    CrisisCategory.MEDICAL_EMERGENCY,
+    CrisisCategory.PSYCHOSIS_COMMAND,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "category", "tier"),
+    [
+        ("i bought a rope yesterday", S, Tier.CRITICAL),
+        ("ya compre la soga", S, Tier.CRITICAL),
+        ("sitting in the garage with the car running", S, Tier.CRITICAL),
+        ("wrote letters to my kids, theyre in the drawer for after", S, Tier.CRITICAL),
+        ("my family would be better off without me", S, Tier.HIGH),
+        ("some nights i hope i dont wake up", S, Tier.HIGH),
+        ("quisiera dormirme y no despertar", S, Tier.HIGH),
+        ("took the whole bottle of my sleeping pills", OD, Tier.CRITICAL),
+        ("me tome todo el frasco de paracetamol", OD, Tier.CRITICAL),
+        ("burned myself with a lighter again tonight", H, Tier.CRITICAL),
+        ("been cutting again, nothing that needs stitches", H, Tier.HIGH),
+        ("im going to kill my husband tonight", X, Tier.CRITICAL),
+        ("voy a matar a mi padrastro", X, Tier.CRITICAL),
+        ("bp 192/104 and my head is pounding", M, Tier.CRITICAL),
+        ("la presion me salio 200 con 120", M, Tier.CRITICAL),
+        ("my left arm is numb and i cant lift it", M, Tier.CRITICAL),
+        ("my daughter had her session and now she wont wake up", M, Tier.CRITICAL),
+        ("the voices keep telling me to jump", P, Tier.CRITICAL),
+        ("las voces me dicen que me mate", P, Tier.CRITICAL),
+    ],
+)
+def test_categories_and_tiers(text: str, category: CrisisCategory, tier: Tier) -> None:
+    match = detect(text)
+    assert match is not None, text
+    assert (match.category, match.tier) == (category, tier)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "this commute is killing me",
+        "me muero de la risa con mi hermana",
+        "I crushed it at work",
+        "bone tired",
+        "overdosed on chocolate at my daughters party",
+        "nunca quise lastimarme",
+        "I'm not suicidal",
+        "tried to take my life in 2015, doing ok now",
+        "used to self harm, 4 years clean",
+        "what should i do if i ever feel suicidal on a weekend?",
+        "heard about that actor who died by suicide, its sad",
+        "my bp was 135/85 this morning",
+        "mood 2/5 today",
+        "thought i was gonna die in spin class lol",
+        "headache last night",
+    ],
+)
+def test_idioms_denials_history_and_questions_do_not_alarm(text: str) -> None:
+    assert detect(text) is None, (text, detect(text))
+
+
+def test_blood_pressure_needs_a_reading_at_or_above_the_emergency_line() -> None:
+    assert detect("cuff says 179/119") is None
+    assert detect("cuff says 180/90") is not None
+    assert detect("cuff says 150/121") is not None
+    assert detect("12/25 was a good day") is None
+
+
+def test_a_match_names_its_rule_never_the_patients_words() -> None:
+    match = detect("my name is Jane and i bought a rope")
+    assert match is not None and "jane" not in match.phrase
+
+
+def test_replies_by_tier_in_both_languages() -> None:
+    high_en = reply_for(Tier.HIGH, "en", "Lakeside", "+12025550100")
+    assert "reach out" in high_en and "988" in high_en and "911" in high_en
+    high_es = reply_for(Tier.HIGH, "es", "Lakeside", "")
+    assert "se comunicara con usted" in high_es and "988" in high_es
+    critical_es = reply_for(Tier.CRITICAL, "es", "Lakeside", "")
+    assert "Llame" in critical_es and "llame al 911" in critical_es
+
+
+def _phq9_run(reply: str) -> engine.Step:
+    flow = load_flow(__import__("bot.library", fromlist=["x"]).flow_sources()["phq9"])
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    step = engine.start(flow, Context(first_name="Ana"), now)
+    return engine.resume(flow, step.state, Reply(reply), now)
+
+
+def test_in_a_check_in_critical_ends_it_and_high_raises_without_ending() -> None:
+    critical = _phq9_run("i bought a rope yesterday")
+    assert not critical.state.active
+    assert [e.severity for e in critical.events if isinstance(e, engine.EscalationRequested)] == [
+        engine.Severity.CRITICAL
+    ]
+    high = _phq9_run("2. honestly my family would be better off without me")
+    assert high.state.active, "the check-in goes on"
+    raised = [e for e in high.events if isinstance(e, engine.EscalationRequested)]
+    assert [(e.severity, e.reason) for e in raised] == [
+        (engine.Severity.HIGH, "concerning_language")
+    ]
+    assert any(isinstance(e, engine.AnswerRecorded) and e.value == 2 for e in high.events)
+
+
+# -- the corpus ------------------------------------------------------------------------------
+
+
+CORPUS = load()
+
+
+def test_the_corpus_is_large_split_by_family_and_covers_both_languages() -> None:
+    positives = [m for m in CORPUS if m.positive]
+    negatives = [m for m in CORPUS if not m.positive]
+    assert len(positives) >= 1500 and len(negatives) >= 1500
+    spanish = sum(m.language == "es" for m in CORPUS) / len(CORPUS)
+    assert spanish >= 0.35
+    for language in ("en", "es"):
+        assert {m.category for m in positives if m.language == language} == {
+            str(c) for c in CrisisCategory
+        }
+    halves: dict[str, set[str]] = {}
+    for m in CORPUS:
+        halves.setdefault(m.family, set()).add(m.half)
+    assert all(len(h) == 1 for h in halves.values()), "a family is never split"
+    counts = Counter(m.half for m in CORPUS)
+    assert min(counts.values()) > len(CORPUS) // 3
+
+
+def test_the_development_half_stays_caught() -> None:
+    """A floor on the half the rules were written from: a rule edit that loses what was
+    caught fails here (the held-out figures are printed by bench/detector.py)."""
+    dev = [m for m in CORPUS if m.half == "dev"]
+    caught = sum(detect(m.text) is not None for m in dev if m.positive)
+    alarms = sum(detect(m.text) is not None for m in dev if not m.positive)
+    assert caught / sum(m.positive for m in dev) >= 0.9
+    assert alarms / sum(not m.positive for m in dev) <= 0.02
+
+
+def test_model_scores_are_probabilities() -> None:
+    for m in CORPUS[:200]:
+        assert 0.0 <= safety.model_score(m.text) <= 1.0
