@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from db.parsed_cache import SESSION_INFO_KEY, ParsedDefinitions
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
@@ -86,7 +88,11 @@ def _create(url: str, *, immediate: bool, **kwargs: Any) -> AsyncEngine:
 
 
 class Database:
-    """The engines and session factories of one process."""
+    """The engines, session factories and parsed-definition caches of one process.
+
+    Its sessions carry ``parsed`` in ``session.info`` (see ``db.parsed_cache``), so code that
+    only has a session reaches this database's caches and never a module's.
+    """
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
@@ -95,8 +101,10 @@ class Database:
         self.read_engine = (
             _create(url, immediate=False, **engine_kwargs) if self.is_sqlite else self.engine
         )
-        self._write_factory = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._read_factory = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self.parsed = ParsedDefinitions()
+        info = {SESSION_INFO_KEY: self.parsed}
+        self._write_factory = async_sessionmaker(self.engine, expire_on_commit=False, info=info)
+        self._read_factory = async_sessionmaker(self.read_engine, expire_on_commit=False, info=info)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         # SQLite keeps the read engine's deferred transactions: switching a pooled pysqlite
         # connection to autocommit and back would leave it in its implicit-transaction mode

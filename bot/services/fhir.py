@@ -553,6 +553,6 @@ async def load_release(
             return None
         row = found
     assert row.version is not None
-    flow = parse_cached(key, row.version, row.checksum, row.source)
+    flow = parse_cached(key, row.version, row.checksum, row.source, session=session)
     retired = VersionStatus.RETIRED in (row.status, newest.status)
     return FlowRelease(flow, row.version, retired, row.published_at)

@@ -497,7 +497,7 @@ async def resolver(*, session: AsyncSession) -> dict[str, Flow]:
     for key, version, digest, source, status in rows:
         if key in out or status is not VersionStatus.PUBLISHED or version is None:
             continue
-        out[key] = parse_cached(key, version, digest, source)
+        out[key] = parse_cached(key, version, digest, source, session=session)
     return out
 
 

@@ -1,7 +1,9 @@
-"""Published flow versions as parsed ``Flow`` objects, cached per process.
+"""Published flow versions as parsed ``Flow`` objects, cached per ``Database``.
 
 Published versions are immutable, so a (key, version) pair can be parsed once
-and kept; parsing YAML on every inbound message would dominate its cost.
+and kept; parsing YAML on every inbound message would dominate its cost. The cache
+is the one the session's ``Database`` holds (``db.parsed_cache``); a session made
+elsewhere, without it, parses on every call, which is slower but never wrong.
 """
 
 from __future__ import annotations
@@ -9,26 +11,36 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services.parsed_cache import ParsedCache
 from db.enums import VersionStatus
 from db.models import FlowVersion
+from db.parsed_cache import ParsedCache, parsed_definitions
 from flows.definition import load_flow
 from flows.model import Flow
-
-_cache: ParsedCache[Flow] = ParsedCache(512)
 
 
 class FlowUnavailableError(LookupError):
     pass
 
 
-def parse_cached(key: str, version: int, checksum: str, source: str) -> Flow:
-    return _cache.get_or_parse((key, version, checksum), lambda: load_flow(source))
+def cache_of(session: AsyncSession) -> ParsedCache[Flow] | None:
+    """The flow cache of the ``Database`` that made ``session``, if it did."""
+    parsed = parsed_definitions(session)
+    return parsed.flows if parsed is not None else None
 
 
-def cached(key: str, version: int, checksum: str) -> Flow | None:
-    """A version this process has already parsed, without asking the database."""
-    return _cache.get((key, version, checksum))
+def parse_cached(
+    key: str, version: int, checksum: str, source: str, *, session: AsyncSession
+) -> Flow:
+    cache = cache_of(session)
+    if cache is None:
+        return load_flow(source)
+    return cache.get_or_parse((key, version, checksum), lambda: load_flow(source))
+
+
+def cached(key: str, version: int, checksum: str, *, session: AsyncSession) -> Flow | None:
+    """A version this database's cache already holds, without asking the database."""
+    cache = cache_of(session)
+    return cache.get((key, version, checksum)) if cache is not None else None
 
 
 async def latest_published(*, session: AsyncSession, key: str) -> tuple[int, Flow]:
@@ -52,7 +64,8 @@ async def latest_published_with_checksum(
     ).first()
     if row is None or row.status is not VersionStatus.PUBLISHED or row.version is None:
         raise FlowUnavailableError(f"flow {key!r} has no published version")
-    return row.version, parse_cached(key, row.version, row.checksum, row.source), row.checksum
+    flow = parse_cached(key, row.version, row.checksum, row.source, session=session)
+    return row.version, flow, row.checksum
 
 
 async def pinned(
@@ -64,7 +77,7 @@ async def pinned(
     asking the database: the checksum names the exact source.
     """
     if checksum is not None:
-        found = cached(key, version, checksum)
+        found = cached(key, version, checksum, session=session)
         if found is not None:
             return found
     row = (
@@ -76,4 +89,4 @@ async def pinned(
     ).first()
     if row is None:
         raise FlowUnavailableError(f"flow {key!r} version {version} does not exist")
-    return parse_cached(key, version, row.checksum, row.source)
+    return parse_cached(key, version, row.checksum, row.source, session=session)

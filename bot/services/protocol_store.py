@@ -1,24 +1,28 @@
-"""Published protocol versions as parsed ``Protocol`` objects, cached per process."""
+"""Published protocol versions as parsed ``Protocol`` objects, cached per ``Database``.
+
+As in ``flow_store``: the cache is the session's ``Database``'s; without one, each call parses.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services.parsed_cache import ParsedCache
 from db.enums import VersionStatus
 from db.models import ProtocolVersion
+from db.parsed_cache import parsed_definitions
 from flows.protocol import Protocol, load_protocol
-
-_cache: ParsedCache[Protocol] = ParsedCache(128)
 
 
 class ProtocolUnavailableError(LookupError):
     pass
 
 
-def _parse(key: str, version: int, checksum: str, source: str) -> Protocol:
-    return _cache.get_or_parse((key, version, checksum), lambda: load_protocol(source))
+def _parse(session: AsyncSession, key: str, version: int, checksum: str, source: str) -> Protocol:
+    parsed = parsed_definitions(session)
+    if parsed is None:
+        return load_protocol(source)
+    return parsed.protocols.get_or_parse((key, version, checksum), lambda: load_protocol(source))
 
 
 async def latest_published(*, session: AsyncSession, key: str) -> tuple[int, Protocol]:
@@ -37,7 +41,7 @@ async def latest_published(*, session: AsyncSession, key: str) -> tuple[int, Pro
     ).first()
     if row is None or row.status is not VersionStatus.PUBLISHED or row.version is None:
         raise ProtocolUnavailableError(f"protocol {key!r} has no published version")
-    return row.version, _parse(key, row.version, row.checksum, row.source)
+    return row.version, _parse(session, key, row.version, row.checksum, row.source)
 
 
 async def pinned(*, session: AsyncSession, key: str, version: int) -> Protocol:
@@ -50,4 +54,4 @@ async def pinned(*, session: AsyncSession, key: str, version: int) -> Protocol:
     ).first()
     if row is None:
         raise ProtocolUnavailableError(f"protocol {key!r} version {version} does not exist")
-    return _parse(key, version, row.checksum, row.source)
+    return _parse(session, key, version, row.checksum, row.source)

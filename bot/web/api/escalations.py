@@ -15,6 +15,8 @@ from bot.web.api.patients import path_id
 from db.enums import EscalationStatus, Severity
 from db.models import Escalation
 
+ESCALATION_ITEMS = web.AppKey("escalation_items", serialize.EscalationItems)
+
 
 def _filters(request: web.Request) -> dict[str, object]:
     out: dict[str, object] = {}
@@ -73,7 +75,9 @@ async def list_escalations(request: web.Request) -> web.Response:
         rows = (await conn.execute(query, params)).all()
     following = queue.QueueCursor.after_row(rows[limit - 1]).token() if len(rows) > limit else None
     return web.Response(
-        text=serialize.escalation_rows_json(rows[:limit], following),
+        text=serialize.escalation_rows_json(
+            rows[:limit], following, items=request.app[ESCALATION_ITEMS]
+        ),
         content_type="application/json",
     )
 
@@ -163,6 +167,7 @@ async def resolve(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    app[ESCALATION_ITEMS] = serialize.EscalationItems()
     r = app.router
     r.add_get("/api/v1/escalations", list_escalations)
     r.add_get("/api/v1/escalations/{id}", get_escalation)

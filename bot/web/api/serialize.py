@@ -122,11 +122,8 @@ def _stamp(value: datetime | None) -> str:
     return "null" if value is None else encode_json_string(iso_utc(value) or "")
 
 
-@functools.lru_cache(maxsize=4096)
 def _escalation_item_json(r: tuple[Any, ...]) -> str:
-    """One queue item's JSON, memoised on the row's values: the queue is polled by every open
-    client and its rows rarely change, so most polls format no row at all. The key is every
-    value the text is made of, so a changed row is a new key (never a stale item)."""
+    """One queue item's JSON, from every value the text is made of."""
     return (
         f'{{"id":{_int(r[0])},"patient_id":{_int(r[1])},"checkin_id":{_int(r[2])},'
         f'"severity":{_text(r[3])},"reason":{_text(r[4])},"summary":{_text(r[5])},'
@@ -138,12 +135,28 @@ def _escalation_item_json(r: tuple[Any, ...]) -> str:
     )
 
 
-def escalation_rows_json(rows: Iterable[Sequence[Any]], following: str | None = None) -> str:
+class EscalationItems:
+    """Queue items' JSON memoised on each row's values, one memo per app: the queue is polled by
+    every open client and its rows rarely change, so most polls format no row at all. A changed
+    row is a new key (never a stale item); the rows carry PHI, so the memo lives with the app,
+    not the module."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.item_json = functools.lru_cache(maxsize=size)(_escalation_item_json)
+
+
+def escalation_rows_json(
+    rows: Iterable[Sequence[Any]],
+    following: str | None = None,
+    *,
+    items: EscalationItems | None = None,
+) -> str:
     """``{"items": [escalation, ...]}`` as JSON text, for rows of ``queue.QUEUE_ROW_FIELDS``
     (plain values): the same object as ``escalation`` gives (keys in the same order), written
     directly. The queue API sends 200 of them per poll; building 200 dicts and encoding their
     keys again each time cost about as much again. Strings go through the ``json`` module's
     own encoder (ASCII, as ``json.dumps`` writes them by default). ``next`` is the cursor of
-    the following page, or null on the last."""
-    items = ",".join([_escalation_item_json(tuple(r)) for r in rows])
-    return '{"items":[' + items + '],"next":' + _text(following) + "}"
+    the following page, or null on the last. Without ``items`` every row is formatted."""
+    item_json = items.item_json if items is not None else _escalation_item_json
+    text = ",".join([item_json(tuple(r)) for r in rows])
+    return '{"items":[' + text + '],"next":' + _text(following) + "}"
