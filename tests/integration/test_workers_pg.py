@@ -4,6 +4,10 @@ sent once, and a worker killed with SIGKILL mid-batch loses nothing and duplicat
 The workers are real processes (``tests/integration/worker_proc.py``) claiming with
 ``FOR UPDATE SKIP LOCKED`` and leases; the transport stands in for Twilio and logs each
 recipient, so "sent once" is checked on what left the process, not only in the database.
+
+Nothing here asserts how fast the workers are: their ``--seconds`` and the waits below are
+generous limits that only stop a hung test, each failing with a message saying what did not
+happen (``bench/dispatch.py`` measures the speed).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from tests.conftest import drop_pg_database, new_pg_database, pg_url_for
 pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 120.0
+"""For a worker process to start and connect, or to claim its first batch."""
+WORK_LIMIT_S = 300.0
+"""A worker's ``--seconds``: it exits 2 if its work is not done by then (a hung run)."""
 
 
 @pytest.fixture
@@ -123,12 +131,23 @@ def _wait_for(predicate: object, timeout: float, what: str) -> None:
 
 
 def _go(run_dir: Path, names: list[str]) -> None:
-    _wait_for(lambda: all((run_dir / f"{n}.ready").exists() for n in names), 30, "workers ready")
+    _wait_for(
+        lambda: all((run_dir / f"{n}.ready").exists() for n in names),
+        START_TIMEOUT_S,
+        "workers ready",
+    )
     (run_dir / "go").touch()
 
 
-def _finish(procs: dict[str, subprocess.Popen[bytes]], run_dir: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+_EXITS = {
+    -1: f"still running {WORK_LIMIT_S + 60:.0f} s after the start, killed (hung)",
+    2: f"its work was not done after --seconds {WORK_LIMIT_S:.0f} (hung, not slow)",
+    3: "never saw the go file",
+}
+
+
+def _finish(procs: dict[str, subprocess.Popen[bytes]], run_dir: Path) -> None:
+    deadline = time.monotonic() + WORK_LIMIT_S + 60
     for name, proc in procs.items():
         try:
             code = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
@@ -137,7 +156,7 @@ def _finish(procs: dict[str, subprocess.Popen[bytes]], run_dir: Path, timeout: f
             proc.wait()
             code = -1
         err = (run_dir / f"{name}.err").read_text(errors="replace")[-3000:]
-        assert code == 0, f"worker {name} exited {code}:\n{err}"
+        assert code == 0, f"worker {name} exited {code} ({_EXITS.get(code, 'an error')}):\n{err}"
 
 
 def _sent(run_dir: Path, names: list[str]) -> dict[str, list[str]]:
@@ -206,9 +225,12 @@ def test_three_worker_processes_start_2000_checkins_exactly_once(
 ) -> None:
     expected = asyncio.run(_seed(pg_url, 2000))
     names = ["w1", "w2", "w3"]
-    procs = {n: _spawn(pg_url, tmp_path, n, "--seconds", "80", "--batch", "50") for n in names}
+    procs = {
+        n: _spawn(pg_url, tmp_path, n, "--seconds", str(WORK_LIMIT_S), "--batch", "50")
+        for n in names
+    }
     _go(tmp_path, names)
-    _finish(procs, tmp_path, timeout=85)
+    _finish(procs, tmp_path)
     sent = _sent(tmp_path, names)
     _assert_each_started_and_sent_once(pg_url, expected, sent)
     # the work really was shared: at least two processes sent first messages
@@ -232,31 +254,34 @@ def test_worker_killed_mid_batch_loses_nothing_and_starts_nothing_twice(
 ) -> None:
     expected = asyncio.run(_seed(pg_url, 300))
     claimed_log = tmp_path / "victim.claimed"
-    # the victim holds its first batch of 100 inside the start transaction for ~5 s
+    # the victim holds its first batch of 100 inside the start transaction for ~60 s (0.6 s a
+    # row), so the kill below lands inside it however slow the machine; its claim's lease is
+    # 4 s, which the survivors then have to wait out
     victim = _spawn(
         pg_url,
         tmp_path,
         "victim",
         "--seconds",
-        "30",
+        str(WORK_LIMIT_S),
         "--batch",
         "100",
         "--lease",
         "4",
         "--slow",
-        "0.05",
+        "0.6",
         "--claimed-log",
         str(claimed_log),
     )
     _go(tmp_path, ["victim"])
     _wait_for(
         lambda: claimed_log.exists() and claimed_log.read_text().count("\n") >= 100,
-        30,
+        START_TIMEOUT_S,
         "the victim to claim a batch",
     )
     claimed = [int(line) for line in claimed_log.read_text().split()]
+    assert victim.poll() is None, "the victim finished its batch before it could be killed"
     os.kill(victim.pid, signal.SIGKILL)
-    victim.wait(timeout=10)
+    victim.wait(timeout=60)
     assert victim.returncode == -signal.SIGKILL
 
     held = asyncio.run(_leases(pg_url, claimed))
@@ -270,9 +295,11 @@ def test_worker_killed_mid_batch_loses_nothing_and_starts_nothing_twice(
 
     survivors = ["s1", "s2"]
     (tmp_path / "go").unlink()
-    procs = {n: _spawn(pg_url, tmp_path, n, "--seconds", "40", "--lease", "4") for n in survivors}
+    # the survivors keep the default lease (2 minutes): none of their own claims runs out
+    # while they work, however slow the machine, so only the victim's rows come back
+    procs = {n: _spawn(pg_url, tmp_path, n, "--seconds", str(WORK_LIMIT_S)) for n in survivors}
     _go(tmp_path, survivors)
-    _finish(procs, tmp_path, timeout=45)
+    _finish(procs, tmp_path)
     sent = _sent(tmp_path, [*survivors, "victim"])
     assert sent["victim"] == []
     checkins = _assert_each_started_and_sent_once(pg_url, expected, sent)

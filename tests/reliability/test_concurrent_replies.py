@@ -31,7 +31,7 @@ from sqlalchemy import select
 from bot.web import twilio_hooks
 from db.enums import Direction
 from db.models import Answer, Checkin, Message, Patient
-from tests.reliability.support import seed_active, signed, sms_params
+from tests.reliability.support import SEND_TIMEOUT_S, seed_active, signed, sms_params
 from tests.web.harness import AUTH_TOKEN, PUBLIC_BASE, START, harness, new_sid
 
 PATIENTS = 200
@@ -52,7 +52,7 @@ async def test_200_patients_three_replies_each_at_once_recorded_once_in_order(
         return await handler(request)
 
     monkeypatch.setattr(twilio_hooks, "_inbound_sms", noting_arrival)
-    async with harness(db_url, SMS_SEND_TIMEOUT="10") as h:  # see test_storms.py
+    async with harness(db_url, SMS_SEND_TIMEOUT=SEND_TIMEOUT_S) as h:
         by_phone = await seed_active(
             db_url, PATIENTS, flow="phq9", now=START - timedelta(minutes=5)
         )

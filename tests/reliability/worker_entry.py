@@ -7,7 +7,8 @@ test knobs, for the crash tests. Settings come from the environment, as in produ
 - ``--dispatch-lease`` / ``--outbox-lease``: shorten ``dispatch.LEASE`` / ``outbox.LEASE`` so a
   killed worker's rows come back within seconds, not minutes;
 - ``--interval``: the dispatch and outbox ticks run this often (production: 5 s and 2 s);
-- ``--batch``: rows per tick (production: 500), so a kill lands mid-stream;
+- ``--batch``: rows per tick (production: 500) and per dispatch batch (production on
+  PostgreSQL: 1,000), so a kill lands mid-stream;
 - ``--concurrency``: ``OUTBOX_CONCURRENCY``, sends in flight at once (production default: 1);
 - ``--crash-after-accepts N``: the process SIGKILLs itself right after the N-th message that
   Twilio accepted (the 201 is in hand) and before ``_record_success`` commits it: the one
@@ -69,6 +70,7 @@ def main() -> None:
         ticks.OUTBOX_INTERVAL_S = args.interval
     if args.batch is not None:
         ticks.BATCH = args.batch
+        ticks.DISPATCH_BATCH_POSTGRES = args.batch
     if args.concurrency is not None:
         os.environ["OUTBOX_CONCURRENCY"] = str(args.concurrency)
     if args.crash_after_accepts > 0:
