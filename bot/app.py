@@ -5,9 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from twilio.request_validator import RequestValidator
 
 from bot import background
-from bot.appkeys import CLOCK, DATABASE, METRICS, RECORDER, SENDER_LOCKS, SETTINGS, TRANSPORT
+from bot.appkeys import (
+    CLOCK,
+    DATABASE,
+    METRICS,
+    RECORDER,
+    SENDER_LOCKS,
+    SETTINGS,
+    TRANSPORT,
+    TWILIO_VALIDATOR,
+)
 from bot.clock import Clock, SystemClock
 from bot.keyed_locks import KeyedLocks
 from bot.metrics import Metrics
@@ -50,6 +60,8 @@ def create_app(
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = Metrics()
     app[SENDER_LOCKS] = KeyedLocks()
+    if settings.twilio_auth_token:  # what ``settings.verify_signatures`` means
+        app[TWILIO_VALIDATOR] = RequestValidator(settings.twilio_auth_token)
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         if database is not None:

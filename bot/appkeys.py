@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from twilio.request_validator import RequestValidator
 
 from bot.clock import Clock
 from bot.keyed_locks import KeyedLocks
@@ -31,3 +32,5 @@ BACKGROUND = web.AppKey("background", TaskSet)
 METRICS = web.AppKey("metrics", Metrics)
 RECORDER = web.AppKey("recorder", GroupRecorder)
 SENDER_LOCKS = web.AppKey("sender_locks", KeyedLocks)
+# built in create_app when signatures are checked (an auth token is set); absent otherwise
+TWILIO_VALIDATOR = web.AppKey("twilio_validator", RequestValidator)

@@ -11,10 +11,20 @@ import logging
 import time
 
 from aiohttp import web
+from multidict import MultiDict
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bot import background
-from bot.appkeys import CLOCK, DATABASE, METRICS, RECORDER, SENDER_LOCKS, SETTINGS, TRANSPORT
+from bot.appkeys import (
+    CLOCK,
+    DATABASE,
+    METRICS,
+    RECORDER,
+    SENDER_LOCKS,
+    SETTINGS,
+    TRANSPORT,
+    TWILIO_VALIDATOR,
+)
 from bot.logs import mask_phone
 from bot.metrics import SendStats
 from bot.services import outbox, paging
@@ -22,11 +32,11 @@ from bot.services.inbound import InboundSms, handle_inbound
 from bot.services.outbox import Claimed
 from bot.settings import is_e164
 from bot.sms import signature
-from bot.web.forms import parse_form
 
 log = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BYTES = 64 * 1024
+FORM_TYPE = "application/x-www-form-urlencoded"
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 MAX_SID = 64
 
@@ -42,35 +52,41 @@ def _plain(status: int, message: str) -> web.Response:
     return web.Response(text=message + "\n", status=status, content_type="text/plain")
 
 
-async def _read_form(request: web.Request) -> list[tuple[str, str]] | web.Response:
-    """The verified form pairs, or the error response to send."""
+async def _read_form(request: web.Request) -> MultiDict[str] | web.Response:
+    """The verified form fields (a repeated key keeps every value), or the error to send.
+
+    aiohttp reads and parses the body; a clone of the request carries this endpoint's own
+    size limit, so a chunked body is refused as soon as it passes it.
+    """
     if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
         return _plain(413, f"request body over {MAX_WEBHOOK_BYTES} bytes")
-    body = await request.content.read(MAX_WEBHOOK_BYTES + 1)
-    if len(body) > MAX_WEBHOOK_BYTES:
-        return _plain(413, f"request body over {MAX_WEBHOOK_BYTES} bytes")
-    try:
-        text = body.decode("utf-8")
-        pairs = parse_form(text)
-    except (UnicodeDecodeError, ValueError):
-        pairs = None
+    form: MultiDict[str] | None = None
+    if request.content_type == FORM_TYPE:
+        try:
+            posted = await request.clone(client_max_size=MAX_WEBHOOK_BYTES).post()
+        except web.HTTPRequestEntityTooLarge as exc:  # the size, or too many fields
+            return _plain(413, exc.text or f"request body over {MAX_WEBHOOK_BYTES} bytes")
+        except (UnicodeDecodeError, LookupError):  # not in its charset, or an unknown charset
+            pass
+        else:
+            # a urlencoded body has only text values; the filter is for the type checker
+            form = MultiDict((k, v) for k, v in posted.items() if isinstance(v, str))
     settings = request.app[SETTINGS]
     if settings.verify_signatures:
-        assert settings.twilio_auth_token is not None
         url = signature.public_url(settings.public_base_url, request.raw_path)
-        if pairs is None or not signature.is_valid(
-            auth_token=settings.twilio_auth_token,
+        if form is None or not signature.is_valid(
+            request.app[TWILIO_VALIDATOR],
             url=url,
-            params=signature.params_for_signature(pairs),
+            params=form,
             signature=request.headers.get("X-Twilio-Signature"),
         ):
             log.warning("rejected %s: bad or missing Twilio signature", request.path)
             return _plain(403, "invalid Twilio signature")
-    if pairs is None:
-        return _plain(400, "body must be a UTF-8 form (application/x-www-form-urlencoded)")
-    if any("\x00" in k or "\x00" in v for k, v in pairs):
+    if form is None:
+        return _plain(400, f"body must be a UTF-8 form ({FORM_TYPE})")
+    if any("\x00" in k or "\x00" in v for k, v in form.items()):
         return _plain(400, "form fields must not contain NUL characters")
-    return pairs
+    return form
 
 
 def _unavailable(exc: Exception) -> web.Response:
@@ -90,7 +106,7 @@ async def _inbound_sms(request: web.Request) -> web.Response:
     form = await _read_form(request)
     if isinstance(form, web.Response):
         return form
-    fields = dict(form)
+    fields = dict(form.items())  # a repeated key: its last value
     sid = fields.get("MessageSid", "").strip()
     sender = fields.get("From", "").strip()
     if not sid or len(sid) > MAX_SID:
@@ -148,7 +164,7 @@ async def _status_callback(request: web.Request) -> web.Response:
     form = await _read_form(request)
     if isinstance(form, web.Response):
         return form
-    fields = dict(form)
+    fields = dict(form.items())  # a repeated key: its last value
     sid = fields.get("MessageSid", "").strip()
     raw_status = fields.get("MessageStatus", "").strip()
     if not sid or len(sid) > MAX_SID:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlencode
 
 import pytest
+from multidict import MultiDict
 from sqlalchemy import func, select
 from sqlalchemy.sql.elements import ColumnElement
+from twilio.request_validator import RequestValidator
 
+from bot.appkeys import TWILIO_VALIDATOR
 from bot.services import history
 from bot.sms.signature import sign
+from bot.web.twilio_hooks import MAX_WEBHOOK_BYTES
 from db.enums import CheckinStatus, Direction, EscalationStatus, Severity
 from db.models import Answer, Base, Escalation, Message, Patient, Score
 from tests.web.harness import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE, Harness, harness, new_sid
 
+FORM = "application/x-www-form-urlencoded"
 TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
@@ -171,6 +176,84 @@ async def test_invalid_utf8_is_rejected(h: Harness) -> None:
     resp = await h.client.post("/twilio/sms", data=raw, headers=headers)
     assert resp.status in (400, 403)
     assert await _count(h, Message) == 0
+
+
+async def test_oversize_chunked_body_is_413(h: Harness) -> None:
+    """No Content-Length to refuse up front: the limit still holds while the body is read."""
+    params = _params(body="x" * (70 * 1024))
+    body = urlencode(params).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 8192):
+            yield body[i : i + 8192]
+
+    headers = h.signed("/twilio/sms", params)
+    resp = await h.client.post("/twilio/sms", data=chunks(), headers=headers)
+    assert resp.request_info.headers.get("Transfer-Encoding") == "chunked"
+    assert resp.status == 413
+    assert "Traceback" not in await resp.text()
+    assert await _count(h, Message) == 0
+
+
+async def test_a_signed_body_at_the_limit_is_handled(h: Harness) -> None:
+    head = _params(body="")
+    params = {**head, "Body": "x" * (MAX_WEBHOOK_BYTES - len(urlencode(head)))}
+    assert len(urlencode(params)) == MAX_WEBHOOK_BYTES
+    resp = await h.post_form("/twilio/sms", params)
+    assert resp.status == 200
+
+
+async def test_every_value_of_a_repeated_key_is_signed(h: Harness) -> None:
+    """Twilio signs each value of a repeated key; the last one is the one used."""
+    pairs = [*_params(body="first").items(), ("Body", "second")]
+    body = urlencode(pairs)
+    validator = RequestValidator(AUTH_TOKEN)
+    url = PUBLIC_BASE + "/twilio/sms"
+    good = validator.compute_signature(url, MultiDict(pairs))
+    one_value = validator.compute_signature(url, dict(pairs))
+    for sig, status in ((one_value, 403), (good, 200)):
+        headers = {"X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded"}
+        resp = await h.client.post("/twilio/sms", data=body, headers=headers)
+        assert resp.status == status
+    async with h.db.read() as s:
+        assert (await s.scalars(select(Message.body))).all()[0] == "second"
+
+
+def test_the_validator_is_the_apps_own(h: Harness) -> None:
+    assert isinstance(h.app[TWILIO_VALIDATOR], RequestValidator)
+
+
+@pytest.fixture
+async def unsigned(db_url: str):  # type: ignore[no-untyped-def]
+    """No auth token, so no signature check: the body checks answer for themselves."""
+    async with harness(db_url, SMS_TRANSPORT="console", TWILIO_AUTH_TOKEN="") as hh:
+        assert not hh.settings.verify_signatures and TWILIO_VALIDATOR not in hh.app
+        yield hh
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"MessageSid=SM1&From=%2B12025550123&Body=\xff\xfe", FORM, 400),  # not UTF-8
+        (b"MessageSid=SM1&From=%2B12025550123&Body=hi", "text/plain", 400),  # not a form
+        (b"MessageSid=SM1&From=%2B12025550123&Body=hi", FORM + "; charset=nope", 400),
+        (b"MessageSid=SM1&From=%2B12025550123&Body=a%00b", FORM, 400),  # NUL
+        (b"MessageSid=SM1&From=%2B12025550123" + b"&a" * 2000, FORM, 413),  # too many fields
+        (b"MessageSid=SM1&From=%2B12025550123&Body=" + b"x" * MAX_WEBHOOK_BYTES, FORM, 413),
+        (b"MessageSid=SM1&From=%2B12025550123&Body=hi", FORM + "; charset=utf-8", 200),
+    ],
+)
+async def test_unsigned_bodies_get_clear_answers(
+    unsigned: Harness, body: bytes, content_type: str, status: int
+) -> None:
+    headers = {"Content-Type": content_type}
+    resp = await unsigned.client.post("/twilio/sms", data=body, headers=headers)
+    text = await resp.text()
+    assert resp.status == status, text
+    assert "Traceback" not in text
+    if status != 200:
+        assert resp.content_type == "text/plain" and text.strip()
+        assert await _count(unsigned, Message) == 0
 
 
 async def test_empty_body_field_is_fine(h: Harness) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,10 +11,8 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from aiohttp import web
-from markupsafe import Markup, escape
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.orm import Session, object_session
 
 from bot.appkeys import CLOCK, DATABASE
 from bot.services import history, scheduling
@@ -53,78 +48,17 @@ async def list_page(request: web.Request) -> web.Response:
     return render(request, "patients.html", {"patients": patients, "q": q})
 
 
-# The flow/protocol pickers: published keys change only on publish/retire, yet every patient
-# page needs them. Kept per app (one database each) for CHOICES_TTL; a commit in this process
-# that touches a flow or protocol version bumps the generation, so this process's own
-# publish/retire shows at once; another process's (the CLI) within CHOICES_TTL. A stale
-# entry is harmless: the action itself checks the version in the database and says so.
-CHOICES_TTL = 5.0
-_DIRTY = "aftercare_versions_changed"
-
-
-class _Generation:
-    """Process-wide: any session in the process may commit a version change."""
-
-    value = 0
-
-
-_VERSIONS = _Generation()
-
-
-@dataclass(slots=True)
-class ChoicesCache:
-    generation: int = -1
-    loaded_at: float = -math.inf
-    value: tuple[list[str], list[str]] = ([], [])
-
-
-CHOICES = web.AppKey("patient_choices", ChoicesCache)
-
-
-@event.listens_for(FlowVersion, "after_insert")
-@event.listens_for(FlowVersion, "after_update")
-@event.listens_for(FlowVersion, "after_delete")
-@event.listens_for(ProtocolVersion, "after_insert")
-@event.listens_for(ProtocolVersion, "after_update")
-@event.listens_for(ProtocolVersion, "after_delete")
-def _version_flushed(_mapper: Any, _conn: Any, target: object) -> None:
-    session = object_session(target)
-    if session is not None:
-        session.info[_DIRTY] = True
-
-
-@event.listens_for(Session, "after_commit")
-def _bump_after_commit(session: Session) -> None:
-    if session.info.pop(_DIRTY, False):
-        invalidate_choices()
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_after_rollback(session: Session, _previous: Any) -> None:
-    session.info.pop(_DIRTY, None)
-
-
-def invalidate_choices() -> None:
-    """Every app's cached pickers are reloaded at their next use (after a commit, so a page
-    that read before it cannot keep the old keys under the new generation)."""
-    _VERSIONS.value += 1
-
-
 _PUBLISHED_FLOWS = select(FlowVersion.key).where(FlowVersion.status == VersionStatus.PUBLISHED)
 _PUBLISHED_PROTOCOLS = select(ProtocolVersion.key).where(
     ProtocolVersion.status == VersionStatus.PUBLISHED
 )
 
 
-async def _choices(request: web.Request, conn: AsyncConnection) -> tuple[list[str], list[str]]:
-    cache = request.app[CHOICES]
-    now = time.monotonic()
-    if cache.generation == _VERSIONS.value and now - cache.loaded_at < CHOICES_TTL:
-        return cache.value
-    generation = _VERSIONS.value  # before reading: a commit meanwhile makes this entry stale
+async def _choices(conn: AsyncConnection) -> tuple[list[str], list[str]]:
+    """The pickers' published flow and protocol keys, read with the page: a publish or retire
+    (from any process) shows at the next view, and nothing needs invalidating."""
     flows = sorted(set((await conn.scalars(_PUBLISHED_FLOWS)).all()))
     protocols = sorted(set((await conn.scalars(_PUBLISHED_PROTOCOLS)).all()))
-    cache.generation, cache.loaded_at, cache.value = generation, now, (flows, protocols)
     return flows, protocols
 
 
@@ -149,71 +83,43 @@ class ActiveEnrollment:
     protocol_version: int
 
 
-def _when(at: datetime) -> str:
-    """The ``ts`` filter's text, without strftime (once per timeline item)."""
-    text = at.isoformat()
-    if at.year < 1000 or at.utcoffset():
-        return at.strftime("%Y-%m-%d %H:%M UTC")
-    return f"{text[:10]} {text[11:16]} UTC"
-
-
-@functools.lru_cache(maxsize=4096)
-def _escaped(text: str) -> str:
-    """Escaped once per distinct value: classes, titles and statuses repeat all page long."""
-    return str(escape(text))
-
-
-def timeline_html(rows: Sequence[Any]) -> Markup:
-    """The timeline's ``<li>`` items from ``history.timeline_rows``, escaped as the template
-    did (and labelled as ``history.timeline``): the page's biggest loop (a hundred items), which
-    costs several times more through Jinja and item objects than as f-strings."""
-    return Markup("\n    ".join([_timeline_item(tuple(r)) for r in rows]))  # noqa: S704 - escaped
-
-
-@functools.lru_cache(maxsize=8192)
-def _timeline_item(row: tuple[Any, ...]) -> str:
-    """One item, memoised on the row's values (a reopened page formats only what changed;
-    a changed row is a new key, never a stale item). Every value goes through ``escape``."""
-    kind, at, id_, a, b, c, _d = row
-    link = ""
-    status = None
-    title: str
-    detail: str
-    if kind == "checkin":
-        title = _escaped(f"Check-in {a}")
-        detail = escape(b + (f" ({c})" if c else ""))
-        classes = _escaped(f"checkin status-{b}")
-    elif kind == "message":
-        title = "Patient" if a == "in" else "Sent"
-        detail = escape(b) if b else ""
-        classes = _escaped(f"message-{a} msg-{a}")
-        status = c
-    elif kind == "escalation":
-        title = _escaped(f"{a.capitalize()} escalation")
-        detail = escape(b) if b else ""
-        classes = _escaped(f"escalation sev-{a}")
-        link = f"/escalations/{id_}"
-        status = c
-    else:
-        title = _escaped(f"Treatment: {a}")
-        detail = ""
-        classes = "treatment treatment"
-    if link:
-        title = f'<a href="{link}">{title}</a>'
-    return (
-        f'<li class="{classes}">\n'
-        f'      <span class="when">{_when(at)}</span>\n'
-        f'      <span class="title">{title}</span>'
-        + (f'\n      <span class="detail">{detail}</span>' if detail else "")
-        + (f'\n      <span class="status">{_escaped(status)}</span>' if status else "")
-        + "\n    </li>"
-    )
-
-
-@functools.lru_cache(maxsize=512)
-def _chart(name: str, points: tuple[tuple[datetime, float], ...]) -> str:
-    """Charts keyed by their points: the same scores draw the same SVG (any database)."""
-    return charts.trend_svg(name, points)
+def timeline_items(rows: Sequence[Any]) -> list[history.TimelineItem]:
+    """``history.timeline_page`` rows ``(kind, at, id, a, b, c, d)`` as the items
+    ``history.timeline`` makes of its rows, for the template (which escapes them). The page
+    pages through older entries, which ``history.timeline`` does not."""
+    items: list[history.TimelineItem] = []
+    for kind, at, id_, a, b, c, d in rows:
+        if kind == "checkin":
+            detail = b + (f" ({c})" if c else "")
+            items.append(
+                history.TimelineItem(at, "checkin", f"Check-in {a}", detail, css=f"status-{b}")
+            )
+        elif kind == "message":
+            items.append(
+                history.TimelineItem(
+                    at,
+                    f"message-{a}",
+                    "Patient" if a == "in" else "Sent",
+                    b,
+                    css=f"msg-{a}",
+                    extra={"status": c},
+                )
+            )
+        elif kind == "escalation":
+            items.append(
+                history.TimelineItem(
+                    at,
+                    "escalation",
+                    f"{a.capitalize()} escalation",
+                    b,
+                    link=f"/escalations/{id_}",
+                    css=f"sev-{a}",
+                    extra={"status": c, "reason": d},
+                )
+            )
+        else:
+            items.append(history.TimelineItem(at, "treatment", f"Treatment: {a}", css="treatment"))
+    return items
 
 
 def _before(request: web.Request) -> history.TimelineCursor | None:
@@ -230,8 +136,8 @@ def _before(request: web.Request) -> history.TimelineCursor | None:
 
 
 async def detail_page(request: web.Request) -> web.Response:
-    """One autocommit connection: the patient with its active enrolments, the timeline, the
-    trends, the pickers (cached) and the view's audit row, each one statement."""
+    """One autocommit connection for the patient with its active enrolments, the timeline,
+    the trends, the pickers and the view's audit row."""
     user = require_user(request)
     patient_id = path_int(request)
     db = request.app[DATABASE]
@@ -243,7 +149,7 @@ async def detail_page(request: web.Request) -> web.Response:
             raise web.HTTPNotFound(text="No such patient.")
         page = await history.timeline_page(session=conn, patient_id=patient_id, before=before)
         trends = await history.trends(session=conn, patient_id=patient_id)
-        flows, protocols = await _choices(request, conn)
+        flows, protocols = await _choices(conn)
         await record_view(request, conn, user, "patient.view", "patient", patient_id)
     enrollments = [
         ActiveEnrollment(r.enrolled_key, r.enrolled_version)
@@ -255,10 +161,10 @@ async def detail_page(request: web.Request) -> web.Response:
         "patient.html",
         {
             "p": rows[0],
-            "timeline": timeline_html(page.rows),
+            "timeline": timeline_items(page.rows),
             "older": page.older.token() if page.older is not None else None,
             "paged": before is not None,
-            "charts": {name: _chart(name, tuple(pts)) for name, pts in trends.items()},
+            "charts": {name: charts.trend_svg(name, pts) for name, pts in trends.items()},
             "enrollments": enrollments,
             "flows": flows,
             "protocols": protocols,
@@ -504,7 +410,6 @@ async def update(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app[CHOICES] = ChoicesCache()
     r = app.router
     r.add_get("/patients", list_page)
     r.add_get("/patients/new", new_page)
