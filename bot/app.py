@@ -13,6 +13,7 @@ from bot.appkeys import (
     DATABASE,
     METRICS,
     RECORDER,
+    REPLY_GROUPS,
     SENDER_LOCKS,
     SETTINGS,
     TRANSPORT,
@@ -22,6 +23,7 @@ from bot.clock import Clock, SystemClock
 from bot.keyed_locks import KeyedLocks
 from bot.metrics import Metrics
 from bot.services.outbox import GroupRecorder
+from bot.services.reply_batch import ReplyGroups
 from bot.settings import Settings
 from bot.sms.factory import build_transport
 from bot.sms.transport import Transport
@@ -67,11 +69,13 @@ def create_app(
         if database is not None:
             app[DATABASE] = database
             app[RECORDER] = GroupRecorder(database, app[CLOCK])
+            app[REPLY_GROUPS] = ReplyGroups(database, settings)
             yield
             return
         db = Database(settings.database_url)
         app[DATABASE] = db
         app[RECORDER] = GroupRecorder(db, app[CLOCK])
+        app[REPLY_GROUPS] = ReplyGroups(db, settings)
         yield
         await db.dispose()
 

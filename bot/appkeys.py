@@ -11,6 +11,7 @@ from bot.clock import Clock
 from bot.keyed_locks import KeyedLocks
 from bot.metrics import Metrics
 from bot.services.outbox import GroupRecorder
+from bot.services.reply_batch import ReplyGroups
 from bot.settings import Settings
 from bot.sms.transport import Transport
 from db.session import Database
@@ -32,5 +33,6 @@ BACKGROUND = web.AppKey("background", TaskSet)
 METRICS = web.AppKey("metrics", Metrics)
 RECORDER = web.AppKey("recorder", GroupRecorder)
 SENDER_LOCKS = web.AppKey("sender_locks", KeyedLocks)
+REPLY_GROUPS = web.AppKey("reply_groups", ReplyGroups)
 # built in create_app when signatures are checked (an auth token is set); absent otherwise
 TWILIO_VALIDATOR = web.AppKey("twilio_validator", RequestValidator)

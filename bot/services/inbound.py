@@ -23,6 +23,7 @@ from bot.services.conversations import Applied, resume_checkin
 from bot.services.escalations import open_escalation_exists, pages_at_once, raise_escalation
 from bot.services.optout import StopCause, stop_texting
 from bot.services.outbox import Claimed, claim_in_session, claimed_of, enqueue
+from bot.services.reply_batch import ReplyGroups, Sms, pages
 from bot.services.scheduling import rematerialise
 from bot.services.steps import MAX_BODY_CHARS, record_inbound
 from bot.settings import Settings
@@ -358,10 +359,28 @@ class _Handler:
 
 
 async def handle_inbound(
-    db: Database, settings: Settings, sms: InboundSms, now: datetime
+    db: Database,
+    settings: Settings,
+    sms: InboundSms,
+    now: datetime,
+    groups: ReplyGroups | None = None,
 ) -> InboundResult:
-    """Record and act on one inbound message; a repeated ``MessageSid`` changes nothing."""
+    """Record and act on one inbound message; a repeated ``MessageSid`` changes nothing.
+
+    With ``groups``, a plain reply to a running conversation is written together with
+    the others ready at the same moment (``reply_batch``); everything else, and any reply
+    the group does not take, is handled here one at a time."""
     crisis = safety.detect(sms.body)
+    if groups is not None and crisis is None and keywords.classify(sms.body) is None:
+        taken = await groups.submit(Sms(sms.sid, sms.from_, sms.body), now)
+        if taken.taken:
+            return InboundResult(
+                duplicate=taken.duplicate,
+                outbound_ids=taken.outbound_ids,
+                route="duplicate" if taken.duplicate else "conversation",
+                page_now=pages(taken),
+                claimed=taken.claimed,
+            )
     for attempt in range(1, ATTEMPTS + 1):
         try:
             async with db.write() as session:

@@ -17,15 +17,15 @@ around this function (several steps in one transaction), never from a copy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Update, and_, bindparam, exists, insert, update
+from sqlalchemy import Update, and_, bindparam, exists, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -219,6 +219,121 @@ _UPDATES: Mapping[tuple[str, ...], Update] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class StepWrite:
+    """One step to persist: the check-in it was computed from, the step, and its extras
+    (``begin``: the columns a start sets; ``message_id``: the inbound text it answers;
+    ``claim``: lease its outbound messages to this process to send right after commit)."""
+
+    target: Target
+    step: Step
+    begin: dict[str, Any] | None = None
+    message_id: int | None = None
+    claim: bool = False
+
+
+async def write_steps(
+    session: AsyncSession, writes: Sequence[StepWrite], now: datetime
+) -> list[Written | None]:
+    """Persist engine steps in the caller's transaction, each only while its guard holds
+    (None for one whose guard failed: nothing of it is written). Steps of the same shape
+    share one guarded UPDATE (executemany), and all share the inserts of their answers,
+    scores and messages (one statement each)."""
+    await session.flush()  # pending ORM rows (a hand-over's new check-in) go first
+    conn = await session.connection()
+    planned: list[tuple[StepWrite, StepRows, dict[str, Any]]] = []
+    shapes: dict[tuple[str, ...], list[int]] = {}
+    for w in writes:
+        target = w.target
+        rows = step_rows(
+            w.step,
+            checkin_id=target.checkin_id,
+            patient_id=target.patient_id,
+            phone=target.phone,
+            now=now,
+            message_id=w.message_id,
+        )
+        values: dict[str, Any] = {
+            **(w.begin or {}),
+            "state": rows.state,
+            "revision": target.revision + 1,
+        }
+        if rows.ended is not None:
+            values.update(ended_columns(rows.ended, now))
+        shapes.setdefault(tuple(sorted(values)), []).append(len(planned))
+        planned.append((w, rows, values))
+    passed = [False] * len(planned)
+    for columns, members in shapes.items():
+        statement = _UPDATES.get(columns)
+        if statement is None:
+            statement = _update(columns)
+        params = [
+            {
+                **_guard_params(planned[i][0].target),
+                **{f"v_{k}": v for k, v in planned[i][2].items()},
+            }
+            for i in members
+        ]
+        result = await conn.execute(statement, params if len(params) > 1 else params[0])
+        if len(members) == 1:
+            passed[members[0]] = result.rowcount == 1
+        else:
+            # executemany reports no row count on every driver: the guard's outcome is read
+            # back (the rows are this transaction's until it ends)
+            moved = await _moved(
+                conn, {planned[i][0].target.checkin_id: planned[i][2]["revision"] for i in members}
+            )
+            for i in members:
+                passed[i] = planned[i][0].target.checkin_id in moved
+    out: list[Written | None] = []
+    answers: list[dict[str, Any]] = []
+    scores: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    owners: list[int] = []  # index in ``out`` of each message row
+    for (w, rows, values), ok in zip(planned, passed, strict=True):
+        if not ok:
+            out.append(None)
+            continue
+        loaded = session.identity_map.get(session.identity_key(Checkin, (w.target.checkin_id,)))
+        if loaded is not None:
+            for name, value in values.items():
+                set_committed_value(loaded, name, value)
+        answers += rows.answers
+        scores += rows.scores
+        raise_escalations(session, rows.escalations)
+        if w.claim:
+            claim_rows(rows.messages, now)
+        messages += rows.messages
+        owners += [len(out)] * len(rows.messages)
+        out.append(
+            Written(escalations=[row["severity"] for row in rows.escalations], ended=rows.ended)
+        )
+    if answers:
+        await conn.execute(_INSERT_ANSWER, answers)
+    if scores:
+        await conn.execute(_INSERT_SCORE, scores)
+    ids, claimed = await insert_rows(conn, messages)
+    claimed_ids = {c.id: c for c in claimed}
+    for owner, message_id in zip(owners, ids, strict=True):
+        written = out[owner]
+        assert written is not None
+        written.ids.append(message_id)
+        if message_id in claimed_ids:
+            written.claimed.append(claimed_ids[message_id])
+    return out
+
+
+_REVISIONS = select(Checkin.id, Checkin.revision).where(
+    Checkin.id.in_(bindparam("ids", expanding=True))
+)
+
+
+async def _moved(conn: AsyncConnection, expected: dict[int, int]) -> set[int]:
+    """The check-ins now at the revision a guarded UPDATE would have set."""
+    rows = (await conn.execute(_REVISIONS, {"ids": sorted(expected)})).all()
+    return {row[0] for row in rows if expected.get(row[0]) == row[1]}
+
+
 async def write_step(
     session: AsyncSession,
     *,
@@ -229,49 +344,11 @@ async def write_step(
     message_id: int | None = None,
     claim: bool = False,
 ) -> Written | None:
-    """Persist one engine step in the caller's transaction; None (nothing written) when the
-    guard fails. ``begin`` holds the columns a start sets; ``claim`` leases the outbound
-    messages to this process so they can be sent right after commit."""
-    rows = step_rows(
-        step,
-        checkin_id=target.checkin_id,
-        patient_id=target.patient_id,
-        phone=target.phone,
-        now=now,
-        message_id=message_id,
+    """``write_steps`` for one step."""
+    (written,) = await write_steps(
+        session, [StepWrite(target, step, begin, message_id, claim)], now
     )
-    values: dict[str, Any] = {**(begin or {}), "state": rows.state, "revision": target.revision + 1}
-    if rows.ended is not None:
-        values.update(ended_columns(rows.ended, now))
-    columns = tuple(sorted(values))
-    statement = _UPDATES.get(columns)
-    if statement is None:
-        statement = _update(columns)
-    await session.flush()  # pending ORM rows (a hand-over's new check-in) go first
-    conn = await session.connection()
-    result = await conn.execute(
-        statement, {**_guard_params(target), **{f"v_{k}": v for k, v in values.items()}}
-    )
-    if result.rowcount != 1:
-        return None
-    loaded = session.identity_map.get(session.identity_key(Checkin, (target.checkin_id,)))
-    if loaded is not None:
-        for name, value in values.items():
-            set_committed_value(loaded, name, value)
-    if rows.answers:
-        await conn.execute(_INSERT_ANSWER, rows.answers)
-    if rows.scores:
-        await conn.execute(_INSERT_SCORE, rows.scores)
-    raise_escalations(session, rows.escalations)
-    if claim:
-        claim_rows(rows.messages, now)
-    ids, claimed = await insert_rows(conn, rows.messages)
-    return Written(
-        ids=ids,
-        claimed=claimed,
-        escalations=[row["severity"] for row in rows.escalations],
-        ended=rows.ended,
-    )
+    return written
 
 
 def _insert_inbound(insert_for: Any) -> Any:

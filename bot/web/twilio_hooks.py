@@ -20,6 +20,7 @@ from bot.appkeys import (
     DATABASE,
     METRICS,
     RECORDER,
+    REPLY_GROUPS,
     SENDER_LOCKS,
     SETTINGS,
     TRANSPORT,
@@ -120,7 +121,9 @@ async def _inbound_sms(request: web.Request) -> web.Response:
     try:
         # one sender's messages one at a time, in the order this process received them
         async with app[SENDER_LOCKS].hold(sender):
-            result = await handle_inbound(app[DATABASE], app[SETTINGS], sms, app[CLOCK].now())
+            result = await handle_inbound(
+                app[DATABASE], app[SETTINGS], sms, app[CLOCK].now(), app[REPLY_GROUPS]
+            )
     except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
         return _unavailable(exc)
     if log.isEnabledFor(logging.INFO):

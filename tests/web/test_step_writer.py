@@ -233,3 +233,28 @@ async def test_library_flows_are_written_as_the_engine_computes_them(
     assert got_scores == scores
     assert got_escalations == escalations
     h.clock.advance(days=1)
+
+
+async def test_steps_written_together_keep_each_guard(h: Harness) -> None:
+    """Two steps of the same shape share one UPDATE; the stale one writes nothing."""
+    from bot.services.steps import StepWrite, write_steps
+
+    first, second = await h.patient(phone=OLD), await h.patient(phone=NEW)
+    c1, c2 = await h.start(first, "phq9"), await h.start(second, "phq9")
+    flow = load_flow(flow_sources()["phq9"])
+    plans = []
+    async with h.db.read() as s:
+        for c, p in ((c1, first), (c2, second)):
+            row = await s.get(Checkin, c.id)
+            assert row is not None and row.state is not None
+            step = engine.resume(
+                flow, ConversationState.from_json(row.state), Reply("1"), h.clock.now()
+            )
+            plans.append((Target(c.id, p.id, p.phone, row.revision), step))
+    stale = Target(c2.id, second.id, NEW, plans[1][0].revision + 5)
+    async with h.db.write() as s:
+        written = await write_steps(
+            s, [StepWrite(plans[0][0], plans[0][1]), StepWrite(stale, plans[1][1])], h.clock.now()
+        )
+    assert written[0] is not None and written[1] is None
+    assert (await _answers(h, c1.id), await _answers(h, c2.id)) == (1, 0)
