@@ -23,22 +23,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import and_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.conversations import resume_checkin
 from bot.services.escalations import pages_at_once
 from bot.services.flow_store import pinned
 from bot.services.outbox import Claimed
-from bot.services.steps import MAX_BODY_CHARS, StepWrite, Target, write_steps
+from bot.services.steps import StepWrite, Target, Text, record_texts, write_steps
 from bot.settings import Settings
-from db.enums import CheckinStatus, Direction, MessageStatus, Severity
+from db.enums import CheckinStatus, Severity
 from db.group import Group
-from db.models import Checkin, Message, Patient
+from db.models import Checkin, Patient
 from db.session import Database
 from flows import engine
 from flows.engine import ConversationEnded, ConversationState, Reply
@@ -98,19 +95,6 @@ class _Stale(Exception):
 _ACTIVE = and_(Checkin.patient_id == Patient.id, Checkin.status == CheckinStatus.ACTIVE)
 
 
-def _insert_texts(insert_for: Any) -> Any:
-    """The group's texts in one statement; a re-delivered ``MessageSid`` is skipped, and the
-    ids come back by sid."""
-    return (
-        insert_for(Message)
-        .on_conflict_do_nothing(index_elements=[Message.provider_sid])
-        .returning(Message.id, Message.provider_sid)
-    )
-
-
-_INSERT_TEXTS = {"postgresql": _insert_texts(pg_insert), "sqlite": _insert_texts(sqlite_insert)}
-
-
 async def write_group(
     db: Database, settings: Settings, items: Sequence[tuple[Sms, datetime]]
 ) -> list[Taken]:
@@ -129,30 +113,20 @@ async def write_group(
             chosen.append(k)
         if not chosen:
             return out
-        conn = await session.connection()
-        rows = [
-            {
-                "direction": Direction.IN,
-                "patient_id": senders[items[k][0].phone][0].id,
-                "checkin_id": senders[items[k][0].phone][1].id,
-                "phone": items[k][0].phone,
-                "body": items[k][0].body[:MAX_BODY_CHARS],
-                "provider_sid": items[k][0].sid,
-                "status": MessageStatus.RECEIVED,
-                "segments": 1,
-                "encoding": "GSM-7",
-                "attempts": 0,
-                "purpose": "",
-                "created_at": items[k][1],
-            }
-            for k in chosen
-        ]
-        recorded = {
-            sid: message_id
-            for message_id, sid in (
-                await conn.execute(_INSERT_TEXTS[conn.dialect.name], rows)
-            ).all()
-        }
+        recorded = await record_texts(
+            session,
+            [
+                Text(
+                    sid=items[k][0].sid,
+                    phone=items[k][0].phone,
+                    body=items[k][0].body,
+                    now=items[k][1],
+                    patient_id=senders[items[k][0].phone][0].id,
+                    checkin_id=senders[items[k][0].phone][1].id,
+                )
+                for k in chosen
+            ],
+        )
         writes: list[tuple[int, StepWrite]] = []
         ending: list[tuple[int, int]] = []
         for k in chosen:

@@ -33,7 +33,6 @@ from bot.services.escalations import escalation_row, raise_escalations
 from bot.services.outbox import Claimed, claim_rows, insert_rows, message_row
 from db.enums import CheckinStatus, Direction, MessageStatus, PatientStatus, Severity
 from db.models import Answer, Checkin, Message, Patient, Score
-from db.types import UTCDateTime
 from flows.engine import (
     AnswerRecorded,
     ConversationEnded,
@@ -351,35 +350,60 @@ async def write_step(
     return written
 
 
-def _insert_inbound(insert_for: Any) -> Any:
-    """``INSERT … ON CONFLICT (provider_sid) DO NOTHING RETURNING id``, built once."""
+def _insert_texts(insert_for: Any) -> Any:
+    """``INSERT … ON CONFLICT (provider_sid) DO NOTHING RETURNING id, provider_sid``, built
+    once: a re-delivered ``MessageSid`` is skipped, and the ids come back by sid."""
     return (
         insert_for(Message)
-        .values(
-            direction=Direction.IN,
-            patient_id=bindparam("patient_id"),
-            checkin_id=bindparam("checkin_id"),
-            phone=bindparam("phone"),
-            body=bindparam("body"),
-            provider_sid=bindparam("provider_sid"),
-            status=MessageStatus.RECEIVED,
-            segments=1,
-            encoding="GSM-7",
-            attempts=0,
-            purpose="",
-            created_at=bindparam("created_at", type_=UTCDateTime()),
-        )
         .on_conflict_do_nothing(index_elements=[Message.provider_sid])
-        .returning(Message.id)
+        .returning(Message.id, Message.provider_sid)
     )
 
 
 _INSERT_ANSWER = insert(Answer)
 _INSERT_SCORE = insert(Score)
-_INSERT_INBOUND = {
-    "sqlite": _insert_inbound(sqlite_insert),
-    "postgresql": _insert_inbound(pg_insert),
-}
+_INSERT_TEXTS = {"sqlite": _insert_texts(sqlite_insert), "postgresql": _insert_texts(pg_insert)}
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """An inbound SMS to record, and who it is from when the number is a patient's."""
+
+    sid: str
+    phone: str
+    body: str
+    now: datetime
+    patient_id: int | None = None
+    checkin_id: int | None = None
+
+
+async def record_texts(session: AsyncSession, texts: Sequence[Text]) -> dict[str, int]:
+    """Insert inbound texts in one statement; their ids by ``MessageSid``. A sid already
+    there (a re-delivery, also one racing this: the insert waits for the other
+    transaction, then skips) is missing from the result."""
+    if not texts:
+        return {}
+    conn = await session.connection()
+    rows = [
+        {
+            "direction": Direction.IN,
+            "patient_id": t.patient_id,
+            "checkin_id": t.checkin_id,
+            "phone": t.phone,
+            "body": t.body[:MAX_BODY_CHARS],
+            "provider_sid": t.sid,
+            "status": MessageStatus.RECEIVED,
+            "segments": 1,
+            "encoding": "GSM-7",
+            "attempts": 0,
+            "purpose": "",
+            "created_at": t.now,
+        }
+        for t in texts
+    ]
+    statement = _INSERT_TEXTS[conn.dialect.name]
+    result = await conn.execute(statement, rows if len(rows) > 1 else rows[0])
+    return {sid: message_id for message_id, sid in result.all()}
 
 
 async def record_inbound(
@@ -392,20 +416,6 @@ async def record_inbound(
     checkin_id: int | None,
     now: datetime,
 ) -> int | None:
-    """Insert an inbound text; None when its MessageSid is already there (a re-delivery, also
-    one racing this one: the insert waits for the other transaction, then skips)."""
-    conn = await session.connection()
-    found: int | None = (
-        await conn.execute(
-            _INSERT_INBOUND[conn.dialect.name],
-            {
-                "patient_id": patient_id,
-                "checkin_id": checkin_id,
-                "phone": phone,
-                "body": body[:MAX_BODY_CHARS],
-                "provider_sid": sid,
-                "created_at": now,
-            },
-        )
-    ).scalar()
-    return found
+    """``record_texts`` for one text; None when its MessageSid is already there."""
+    found = await record_texts(session, [Text(sid, phone, body, now, patient_id, checkin_id)])
+    return found.get(sid)
