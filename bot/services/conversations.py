@@ -212,12 +212,12 @@ async def start_checkin(
         step=step,
         settings=settings,
         now=now,
-        begin=_begin_columns(checkin, patient, version, flow, checksum, now),
+        begin=begin_columns(checkin, patient, version, flow, checksum, now),
         claim=claim,
     )
 
 
-def _begin_columns(
+def begin_columns(
     checkin: Checkin, patient: Patient, version: int, flow: Flow, checksum: str, now: datetime
 ) -> dict[str, Any]:
     return start_columns(
@@ -422,7 +422,7 @@ async def _handover(
         step=engine.handover(ended, flow, now),
         settings=settings,
         now=now,
-        begin=_begin_columns(follow, patient, version, flow, checksum, now),
+        begin=begin_columns(follow, patient, version, flow, checksum, now),
         claim=claim,
     )
     applied.started.append(follow.id)

@@ -21,12 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.services.conversations import (
     Applied,
+    begin_columns,
+    context_for,
     histories,
     resume_checkin,
     start_checkin,
 )
 from bot.services.escalations import open_escalation_exists, raise_escalation
-from bot.services.flow_store import FlowUnavailableError
+from bot.services.flow_store import FlowUnavailableError, latest_published_with_checksum
 from bot.services.scheduling import (
     PatientLike,
     PatientRow,
@@ -35,11 +37,14 @@ from bot.services.scheduling import (
     quiet_now,
     zone,
 )
+from bot.services.steps import StepWrite, Target, write_steps
 from bot.settings import Settings
 from db.enums import CheckinStatus, PatientStatus, Severity
 from db.models import Checkin, Patient
 from db.session import Database
-from flows.engine import Expired, ReminderDue, ScoreHistory
+from flows import engine
+from flows.engine import Expired, ReminderDue, ScoreHistory, SendMessage
+from flows.model import Flow
 from flows.problems import SourceError
 from flows.reasons import Reason
 from flows.schedule import defer_for_quiet_hours
@@ -111,12 +116,17 @@ async def claim_due(db: Database, now: datetime, limit: int) -> list[int]:
 async def start_due(
     db: Database, settings: Settings, now: datetime, *, limit: int = 500
 ) -> TickResult:
-    """Start what is due: one transaction per batch, each start in its own savepoint through
-    the step writer, so a single bad row cannot hold the others back."""
+    """Start what is due: the batch's first questions go through one call of the step
+    writer in one transaction; if anything in it fails, the rows are retried one by one in
+    savepoints, so a single bad row cannot hold the others back."""
     ids = await claim_due(db, now, limit)
     if not ids:
         return TickResult()
-    result = await _start_each(db, settings, now, ids)
+    try:
+        result = await _start_batch(db, settings, now, ids)
+    except Exception:
+        log.exception("batch start of %d check-ins failed; retrying them one by one", len(ids))
+        result = await _start_each(db, settings, now, ids)
     result.claimed = len(ids)
     return result
 
@@ -294,6 +304,74 @@ async def _triage(
     if hold.kind == "missed":
         await note_silence(session=session, patient=patient, now=now)
     return True
+
+
+class _Moved(Exception):
+    """A start's guard failed inside a batch (the row changed meanwhile)."""
+
+
+async def _start_batch(
+    db: Database, settings: Settings, now: datetime, ids: list[int]
+) -> TickResult:
+    """The batch's plain starts (a first step that only sends) written together by
+    ``steps.write_steps``; starts that answer, score, escalate or end at once go through
+    ``start_checkin`` one at a time, in the same transaction."""
+    result = TickResult()
+    async with db.write() as session:
+        conn = await session.connection()
+        # patients first, then their check-ins (see _PATIENTS_OF)
+        busy = await _lock_busy(conn, await _patients_of(conn, ids), sqlite=db.is_sqlite)
+        rows = await _claimed_rows(session, ids)
+        history = await histories(session=session, patient_ids=sorted({p.id for _c, p in rows}))
+        published: dict[str, tuple[int, Flow, str] | None] = {}
+        writes: list[StepWrite] = []
+        slow: list[tuple[Checkin, Patient]] = []
+        for checkin, patient in rows:
+            if await _triage(session, checkin, patient, busy, now, result):
+                continue
+            key = checkin.flow_key
+            if key not in published:
+                try:
+                    published[key] = await latest_published_with_checksum(session=session, key=key)
+                except FlowUnavailableError:
+                    published[key] = None
+            found = published[key]
+            if found is None:
+                # left leased: it ends as missed at its expiry
+                result.failed += 1
+                log.error("check-in %s names flow %r with no published version", checkin.id, key)
+                continue
+            busy.add(patient.id)
+            version, flow, checksum = found
+            context = context_for(patient, settings, history.get(patient.id, {}))
+            step = engine.start(flow, context, now)
+            if not step.state.active or not all(isinstance(e, SendMessage) for e in step.events):
+                slow.append((checkin, patient))
+                continue
+            target = Target(checkin.id, patient.id, patient.phone, checkin.revision, starting=True)
+            begin = begin_columns(checkin, patient, version, flow, checksum, now)
+            writes.append(StepWrite(target, step, begin=begin))
+        written = await write_steps(session, writes, now)
+        if any(w is None for w in written):
+            raise _Moved
+        outbound = [i for w in written if w is not None for i in w.ids]
+        result.started += len(writes)
+        for checkin, patient in slow:
+            applied = await start_checkin(
+                session=session,
+                checkin=checkin,
+                patient=patient,
+                settings=settings,
+                now=now,
+                history=history.get(patient.id, {}),
+            )
+            if not applied.written:
+                raise _Moved
+            outbound.extend(applied.ids)
+            result.started += 1 + len(applied.started)
+        await session.flush()
+        result.outbound_ids = outbound
+    return result
 
 
 async def _start_each(

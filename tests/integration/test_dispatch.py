@@ -654,7 +654,8 @@ async def test_a_row_failing_after_it_was_changed_does_not_stop_the_tick(h: Harn
     b = await h.patient("Ben")
     first = await add_checkin(h, a, "daily_mood", START - timedelta(minutes=2))
     second = await add_checkin(h, b, "daily_mood", START - timedelta(minutes=1))
-    flaky = cast(Settings, FlakySettings(h.settings, failures=1))
+    # the first failure sends the batch to the one-by-one path, the second fails a row there
+    flaky = cast(Settings, FlakySettings(h.settings, failures=2))
     result = await dispatch.start_due(h.db, flaky, START)
     assert (result.started, result.failed) == (1, 1)
     row = await get(h, first)
