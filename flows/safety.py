@@ -796,12 +796,29 @@ def _lexicon(norm: str, words: list[str]) -> list[tuple[int, CrisisMatch]]:
     return found
 
 
-_LITERAL: Final = re.compile(r"[a-z0-9 ]+(?:s\?)?")
+def _top_level(alternation: str) -> list[str]:
+    """Split ``a|b(c|d)|e`` at its top-level bars only."""
+    parts, depth, start = [], 0, 0
+    for k, ch in enumerate(alternation):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(alternation[start:k])
+            start = k + 1
+    parts.append(alternation[start:])
+    return parts
+
+
+_FIRST_WORD: Final = re.compile(r"([a-z0-9]+)(s\?)?(?=$| |\\b)")
 
 
 def _leads(pattern: str) -> frozenset[str] | None:
-    """The words a concept pattern can start with, when its start is a plain alternation of
-    literal phrases (``\b(?:i have|im|gun)``); None when it is not (always tried)."""
+    """The words a concept pattern can start with, read from its opening alternation
+    (``\b(?:i have|im|gun)`` starts with "i", "im" or "gun"); None when some branch does
+    not start with a plain word (the pattern is then always tried). A branch written with
+    accents can never match the normalized text and adds nothing."""
     if not pattern.startswith("\\b"):
         return None
     rest = pattern[2:]
@@ -817,21 +834,20 @@ def _leads(pattern: str) -> frozenset[str] | None:
                     break
         if end < 0:
             return None
-        options = rest[3:end].split("|")
+        options = _top_level(rest[3:end])
+        if rest[end + 1 : end + 2] in ("?", "*"):
+            return None  # the whole opening group is optional
     else:
-        head = re.match(r"[a-z0-9]+", rest)
-        if head is None:
-            return None
-        options = [head.group(0)]
+        options = [rest]
     words: set[str] = set()
     for option in options:
-        if not _LITERAL.fullmatch(option):
+        if not option.isascii():
+            continue
+        head = _FIRST_WORD.match(option)
+        if head is None:
             return None
-        first = option.split(" ")[0]
-        if first.endswith("s?"):
-            words.update({first[:-2], first[:-1]})
-        else:
-            words.add(first)
+        word = head.group(1)
+        words.update({word, word + "s"} if head.group(2) else {word})
     return frozenset(_sq(w) for w in words)
 
 
@@ -904,6 +920,7 @@ def _framed(words: list[str], i: int, match: CrisisMatch, laughing: bool) -> boo
     return laughing and match.category in _HYPERBOLE
 
 
+_TWO_DIGITS: Final = re.compile(r"[0-9]{2}")
 _BP_SLASH: Final = re.compile(r"\b([0-9]{2,3})\s*/\s*([0-9]{2,3})\b")
 _BP_WORDS: Final = re.compile(r"\b([0-9]{2,3}) (?:over|con|sobre|x|por) ([0-9]{2,3})\b")
 _BP_CONTEXT: Final = re.compile(
@@ -945,16 +962,15 @@ def detect_rules(text: str, norm: str | None = None) -> CrisisMatch | None:
     if norm is None:
         norm = normalize(text)
     words = norm.split(" ")
-    laughing = bool(crisis_rules.LAUGHING.search(norm)) or any(ch in _LAUGHING_EMOJI for ch in text)
-    found = [
-        m
-        for i, m in (
-            *_lexicon(norm, words),
-            *_concepts(norm, words),
-            *_blood_pressure(text, norm),
-        )
-        if not _framed(words, i, m, laughing)
-    ]
+    candidates = [*_lexicon(norm, words), *_concepts(norm, words)]
+    if _TWO_DIGITS.search(text):
+        candidates += _blood_pressure(text, norm)
+    if not candidates:
+        return None
+    laughing = bool(crisis_rules.LAUGHING.search(norm)) or any(
+        ch in _LAUGHING_EMOJI for ch in text
+    )
+    found = [m for i, m in candidates if not _framed(words, i, m, laughing)]
     return _best(found)
 
 
