@@ -967,9 +967,7 @@ def detect_rules(text: str, norm: str | None = None) -> CrisisMatch | None:
         candidates += _blood_pressure(text, norm)
     if not candidates:
         return None
-    laughing = bool(crisis_rules.LAUGHING.search(norm)) or any(
-        ch in _LAUGHING_EMOJI for ch in text
-    )
+    laughing = bool(crisis_rules.LAUGHING.search(norm)) or any(ch in _LAUGHING_EMOJI for ch in text)
     found = [m for i, m in candidates if not _framed(words, i, m, laughing)]
     return _best(found)
 
