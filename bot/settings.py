@@ -51,6 +51,8 @@ class Settings:
     demo: bool = False
     send_timeout_s: float = 10.0
     outbox_concurrency: int = 1
+    # a high escalation unclaimed this long pages the on-call (critical pages at once)
+    page_high_after_minutes: int = 60
 
     @property
     def verify_signatures(self) -> bool:
@@ -155,6 +157,7 @@ def load_settings(
 
     send_timeout = _float(env, "SMS_SEND_TIMEOUT", 10.0, 0.1, 120.0, problems)
     outbox_concurrency = _int(env, "OUTBOX_CONCURRENCY", 1, 1, 32, problems)
+    page_high_after = _int(env, "PAGE_HIGH_AFTER_MINUTES", 60, 1, 24 * 60, problems)
 
     if problems:
         raise SettingsError(problems)
@@ -178,6 +181,7 @@ def load_settings(
         demo=demo,
         send_timeout_s=send_timeout,
         outbox_concurrency=outbox_concurrency,
+        page_high_after_minutes=page_high_after,
     )
 
 

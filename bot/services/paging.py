@@ -1,4 +1,5 @@
-"""On-call paging: critical escalations page at once, unclaimed ones page again after their SLA.
+"""On-call paging: critical escalations page at once, high ones after
+``PAGE_HIGH_AFTER_MINUTES`` unclaimed, and unclaimed ones page again after their SLA.
 
 Pages go through the outbox like any SMS and carry no PHI: only the alert
 number and where to look. A claimed or resolved escalation is never paged.
@@ -7,13 +8,13 @@ number and where to look. A claimed or resolved escalation is never paged.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from bot.services.escalations import PAGE_AT_ONCE, SLA, pages_at_once
+from bot.services.escalations import PAGE_AT_ONCE, SLA
 from bot.services.outbox import enqueue
 from bot.settings import Settings
 from db.enums import EscalationStatus, Role, Severity
@@ -47,6 +48,7 @@ async def page_due(
     db: Database, settings: Settings, now: datetime, *, limit: int = 100
 ) -> tuple[int, list[int]]:
     """Page what is due; return (escalations paged, outbound message ids)."""
+    high_after = timedelta(minutes=settings.page_high_after_minutes)
     async with db.write() as session:
         query = (
             select(Escalation)
@@ -58,6 +60,13 @@ async def page_due(
                         Escalation.severity.in_(PAGE_AT_ONCE),
                         Escalation.page_count == 0,
                         Escalation.last_paged_at.is_(None),
+                    ),
+                    # a high one pages once it has waited PAGE_HIGH_AFTER_MINUTES unclaimed
+                    and_(
+                        Escalation.severity == Severity.HIGH,
+                        Escalation.page_count == 0,
+                        Escalation.last_paged_at.is_(None),
+                        Escalation.created_at <= now - high_after,
                     ),
                     Escalation.sla_due_at <= now,
                 ),
@@ -75,7 +84,7 @@ async def page_due(
         messages = []
         paged = 0
         for escalation in due:
-            first = escalation.page_count == 0 and pages_at_once(escalation.severity)
+            first = escalation.page_count == 0  # the on-call first; later pages reach admins too
             recipients = on_call if first and on_call else everyone
             if not recipients:
                 # Nobody was paged, so nothing is counted; try again when the SLA next passes.

@@ -170,25 +170,38 @@ async def test_unclaimed_critical_is_paged_again_after_15_minutes_with_admins(
     assert re.search(r"<dt>Pages sent</dt><dd>3\b", html)
 
 
-async def test_high_escalation_pages_after_4_hours(h: Harness) -> None:
+async def test_high_escalation_pages_the_on_call_after_60_minutes_unclaimed(h: Harness) -> None:
     staff = await rota(h)
     eid = await raised(h, Severity.HIGH)
     assert await tick(h) == 0
-    h.clock.advance(hours=3, minutes=59)
+    h.clock.advance(minutes=59)
     assert await tick(h) == 0
     assert all(pages_to(h, p) == [] for p in staff.phones)
     h.clock.advance(minutes=1)
     assert await tick(h) == 1
-    for phone in (staff.on_call_a, staff.on_call_b, staff.admin):
+    for phone in (staff.on_call_a, staff.on_call_b):
         [body] = pages_to(h, phone)
         assert f"High alert #{eid}" in body
-    assert pages_to(h, staff.off_call) == []
+    assert pages_to(h, staff.admin) == [] and pages_to(h, staff.off_call) == []
     assert (await get(h, eid)).page_count == 1
-    h.clock.advance(hours=3)
+    # still unclaimed: paged again on its SLA, to the admins too
+    h.clock.advance(hours=3, minutes=59)
     assert await tick(h) == 0
-    h.clock.advance(hours=1)
+    h.clock.advance(minutes=1)
     assert await tick(h) == 1
     assert (await get(h, eid)).page_count == 2
+    assert len(pages_to(h, staff.admin)) == 1
+
+
+async def test_page_high_after_minutes_sets_when_a_high_escalation_pages(db_url: str) -> None:
+    async with harness(db_url, PAGE_HIGH_AFTER_MINUTES="15") as hh:
+        staff = await rota(hh)
+        await raised(hh, Severity.HIGH)
+        hh.clock.advance(minutes=14)
+        assert await tick(hh) == 0
+        hh.clock.advance(minutes=1)
+        assert await tick(hh) == 1
+        assert len(pages_to(hh, staff.on_call_a)) == 1
 
 
 async def _answer_until(h: Harness, phone: str, severity: Severity, replies: list[str]) -> int:
@@ -219,15 +232,15 @@ async def test_a_critical_answer_in_a_conversation_pages_at_once(h: Harness) -> 
     assert (await get(h, eid)).page_count == 1
 
 
-async def test_a_high_answer_in_a_conversation_waits_for_its_sla(h: Harness) -> None:
+async def test_a_high_answer_in_a_conversation_pages_after_60_minutes(h: Harness) -> None:
     """A high escalation from a reply (PHQ-9 item 9) is not paged at once: the webhook
-    checks for pages only after a critical one; the worker pages it after 4 hours."""
+    pages only critical ones; the worker pages it after an hour unclaimed."""
     staff = await rota(h)
     p = await h.patient()
     await h.start(p, "phq9")
     eid = await _answer_until(h, p.phone, Severity.HIGH, ["0"] * 8 + ["2"])
     assert all(pages_to(h, phone) == [] for phone in staff.phones)
-    h.clock.advance(hours=4)
+    h.clock.advance(minutes=60)
     assert await tick(h) >= 1
     [body] = pages_to(h, staff.on_call_a)
     assert f"High alert #{eid}" in body
