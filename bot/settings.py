@@ -53,6 +53,8 @@ class Settings:
     outbox_concurrency: int = 1
     # a high escalation unclaimed this long pages the on-call (critical pages at once)
     page_high_after_minutes: int = 60
+    # when messages are read, told to patients who text outside a check-in
+    clinic_hours: str = ""
 
     @property
     def verify_signatures(self) -> bool:
@@ -158,6 +160,9 @@ def load_settings(
     send_timeout = _float(env, "SMS_SEND_TIMEOUT", 10.0, 0.1, 120.0, problems)
     outbox_concurrency = _int(env, "OUTBOX_CONCURRENCY", 1, 1, 32, problems)
     page_high_after = _int(env, "PAGE_HIGH_AFTER_MINUTES", 60, 1, 24 * 60, problems)
+    clinic_hours = " ".join((_opt(env, "CLINIC_HOURS") or "").split())
+    if len(clinic_hours) > 60:
+        problems.append("CLINIC_HOURS: at most 60 characters, e.g. 'Mon-Fri 08:00-18:00'")
 
     if problems:
         raise SettingsError(problems)
@@ -182,6 +187,7 @@ def load_settings(
         send_timeout_s=send_timeout,
         outbox_concurrency=outbox_concurrency,
         page_high_after_minutes=page_high_after,
+        clinic_hours=clinic_hours,
     )
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.logs import mask_phone
 from bot.services.conversations import Applied, resume_checkin
-from bot.services.escalations import open_escalation_exists, pages_at_once, raise_escalation
+from bot.services.escalations import pages_at_once, raise_escalation
 from bot.services.optout import StopCause, stop_texting
 from bot.services.outbox import Claimed, claim_in_session, claimed_of, enqueue
 from bot.services.reply_batch import ReplyGroups, Sms, pages
@@ -67,26 +67,30 @@ class InboundResult:
 
 def _texts(settings: Settings, language: str) -> dict[str, str]:
     """System replies. Spanish ones are written without the accents GSM-7 lacks (á, í, ó, ú),
-    so they are not sent as UCS-2 and HELP stays within two segments."""
+    so they are not sent as UCS-2 and HELP stays within two segments. The acknowledgement
+    says when messages are read (``CLINIC_HOURS``) and where to turn meanwhile."""
     clinic = settings.clinic_name or ("su clinica" if language == "es" else "your clinic")
     phone = settings.clinic_phone
+    hours = settings.clinic_hours
     if language == "es":
         call = f"llame al {phone}" if phone else "llame a su clinica"
+        when = f"en horario de la clinica ({hours})" if hours else "en horario de la clinica"
         return {
             "help": f"{clinic}: mensajes de seguimiento de su tratamiento. Para ayuda {call}. "
             "En crisis llame o envie un texto al 988; emergencias 911. "
             "Responda BAJA para no recibir mas.",
-            "ack": "Gracias, recibimos su mensaje. Su equipo de atencion lo vera. "
-            "En crisis llame o envie un texto al 988.",
+            "ack": f"Gracias, recibimos su mensaje. Su equipo lo leera {when}. "
+            "En crisis llame o envie un texto al 988; emergencias 911.",
             "unknown": f"Este numero no esta vinculado a un paciente; {call}. "
             "En crisis llame o envie un texto al 988.",
         }
     call = f"call {phone}" if phone else "call your clinic"
+    when = f"during clinic hours ({hours})" if hours else "during clinic hours"
     return {
         "help": f"{clinic}: follow-up texts about your treatment. For help {call}. "
         "In a crisis call or text 988; emergencies 911. Reply STOP to opt out.",
-        "ack": "Thanks, we got your message. Your care team will see it. "
-        "In a crisis call or text 988.",
+        "ack": f"Thanks, we got your message. Your care team will read it {when}. "
+        "In a crisis call or text 988; in an emergency call 911.",
         "unknown": f"This number isn't linked to a patient; {call}. In a crisis call or text 988.",
     }
 
@@ -328,30 +332,28 @@ class _Handler:
     async def _patient_message(
         self, patient: Patient, message_id: int, *, acknowledge: bool
     ) -> None:
-        """A text outside any conversation: recorded, acknowledged once, shown to clinicians."""
-        if not await open_escalation_exists(
-            session=self.session, patient_id=patient.id, reason=Reason.PATIENT_MESSAGE
-        ):
-            late = await self.session.scalar(
-                select(Checkin.id)
-                .where(
-                    Checkin.patient_id == patient.id,
-                    Checkin.status.in_((CheckinStatus.EXPIRED, CheckinStatus.MISSED)),
-                    Checkin.completed_at >= self.now - timedelta(days=2),
-                )
-                .limit(1)
+        """A text outside any conversation: recorded, acknowledged, and always its own item
+        for clinicians (several texts are several items: none is hidden behind another)."""
+        late = await self.session.scalar(
+            select(Checkin.id)
+            .where(
+                Checkin.patient_id == patient.id,
+                Checkin.status.in_((CheckinStatus.EXPIRED, CheckinStatus.MISSED)),
+                Checkin.completed_at >= self.now - timedelta(days=2),
             )
-            raise_escalation(
-                session=self.session,
-                severity=Severity.LOW,
-                reason=Reason.PATIENT_MESSAGE,
-                summary="Late reply to an expired check-in."
-                if late
-                else "The patient sent a message outside a check-in.",
-                now=self.now,
-                patient_id=patient.id,
-                message_id=message_id,
-            )
+            .limit(1)
+        )
+        raise_escalation(
+            session=self.session,
+            severity=Severity.LOW,
+            reason=Reason.PATIENT_MESSAGE,
+            summary="Late reply to an expired check-in."
+            if late
+            else "The patient sent a message outside a check-in.",
+            now=self.now,
+            patient_id=patient.id,
+            message_id=message_id,
+        )
         if acknowledge and not await self._replied_recently(
             patient.id, purpose="ack", since=ACK_EVERY
         ):

@@ -471,14 +471,26 @@ async def test_unknown_sender_gets_one_short_reply(h: Harness) -> None:
     assert await _count(h, Message, Message.direction == Direction.IN) == 2
 
 
-async def test_message_outside_checkin_is_acknowledged_once_and_queued(h: Harness) -> None:
+async def test_every_message_outside_a_checkin_is_an_item_and_acknowledged_once(
+    h: Harness,
+) -> None:
     p = await h.patient()
     await h.sms(p.phone, "feeling a bit off today")
     await h.sms(p.phone, "just wanted to say")
-    assert len(h.twilio.sent_to(p.phone)) == 1
+    [ack] = h.twilio.sent_to(p.phone)
+    assert "during clinic hours" in ack and "988" in ack and "911" in ack
     async with h.db.read() as s:
-        esc = (await s.scalars(select(Escalation))).all()
-    assert [(e.severity, e.reason) for e in esc] == [(Severity.LOW, "patient_message")]
+        esc = (await s.scalars(select(Escalation).order_by(Escalation.id))).all()
+    assert [(e.severity, e.reason) for e in esc] == [(Severity.LOW, "patient_message")] * 2
+    assert len({e.message_id for e in esc}) == 2, "each text is its own item"
+
+
+async def test_the_acknowledgement_states_the_clinic_hours(db_url: str) -> None:
+    async with harness(db_url, CLINIC_HOURS="Mon-Fri 08:00-18:00") as hh:
+        p = await hh.patient(language="es")
+        await hh.sms(p.phone, "hola, una pregunta")
+        [ack] = hh.twilio.sent_to(p.phone)
+        assert "(Mon-Fri 08:00-18:00)" in ack and "911" in ack
 
 
 async def test_an_escalation_outside_a_check_in_shows_the_senders_own_texts(h: Harness) -> None:
