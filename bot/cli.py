@@ -1,4 +1,4 @@
-"""The ``aftercare`` command line (CONTRACT.md)."""
+"""The ``aftercare`` command line (the README's "Command line")."""
 
 from __future__ import annotations
 

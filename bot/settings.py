@@ -1,4 +1,4 @@
-"""Settings, read once from the environment (CONTRACT.md's table).
+"""Settings, read once from the environment (the README's configuration table).
 
 A wrong value stops the process at start with a message naming the variable,
 what was wrong and what is accepted, rather than failing later mid-request.

@@ -1,4 +1,4 @@
-"""The worker: APScheduler only ticks; every due time lives in the database (DESIGN.md #1).
+"""The worker: APScheduler only ticks; every due time lives in the database (docs/architecture.md, decision 1).
 
 Each tick is an async callable doing a bounded amount of work and returning a
 count for the log. Ticks never overlap themselves (``max_instances=1``) and an

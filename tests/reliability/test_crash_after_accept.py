@@ -11,7 +11,7 @@ For each crash the test counts the duplicates that were *possible* (rows still
 the outbox, the duplicates that *happened* (bodies Twilio received twice), and prints
 both. Asserted: no message lost, every possible duplicate happened exactly once and
 nothing else was duplicated, each re-sent row holds the SID of its second send, and
-(DESIGN.md #2) one crash duplicates at most one message:
+(docs/architecture.md, decision 2) one crash duplicates at most one message:
 
 - sequential sends (the worker's default, ``OUTBOX_CONCURRENCY=1``): exactly one
   duplicate per crash window;
@@ -187,7 +187,7 @@ def _check(
     # a re-sent row holds the SID of its second send (the first was never recorded)
     last_sid = {a.body: a.sid for a in twilio.accepted}
     assert {mid: sid for mid, _st, sid in rows} == {mid: last_sid[b] for mid, b in seeded.items()}
-    # DESIGN.md #2: a crash in this window duplicates one message per send in flight
+    # docs/architecture.md, decision 2: a crash in this window duplicates one message per send in flight
     assert crashes <= len(possible) <= crashes * bound, (
         f"{len(possible)} duplicates from {crashes} crash(es), at most {bound} each"
     )

@@ -12,7 +12,7 @@ test knobs, for the crash tests. Settings come from the environment, as in produ
 - ``--concurrency``: ``OUTBOX_CONCURRENCY``, sends in flight at once (production default: 1);
 - ``--crash-after-accepts N``: the process SIGKILLs itself right after the N-th message that
   Twilio accepted (the 201 is in hand) and before ``_record_success`` commits it: the one
-  window in which the outbox can duplicate a message (DESIGN.md #2).
+  window in which the outbox can duplicate a message (docs/architecture.md, decision 2).
 
 It logs ``reliability worker pid=<pid>`` when it starts; the worker then logs
 ``worker started with ticks``.

@@ -4,7 +4,7 @@ A route the app serves but the table does not list fails the test, so a new rout
 cannot ship without someone deciding who may call it. "Allowed" is checked against
 real rows (fresh ones per call), so it means a 2xx/3xx answer, never a lucky 404.
 
-Roles (CONTRACT.md): clinicians read patients, work escalations, record treatments and
+Roles (the README): clinicians read patients, work escalations, record treatments and
 send ad-hoc check-ins; admins may do all of that and create/edit patients, enrol them
 in protocols, change their status and manage flows and protocols.
 """

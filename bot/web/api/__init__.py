@@ -1,4 +1,4 @@
-"""The JSON API under ``/api/v1`` (CONTRACT.md)."""
+"""The JSON API under ``/api/v1``."""
 
 from __future__ import annotations
 

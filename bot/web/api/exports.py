@@ -8,7 +8,7 @@ Routes (registered by :func:`setup`):
 - ``GET /api/v1/exports/escalations.csv?from=YYYY-MM-DD&to=YYYY-MM-DD`` (admin;
   audited ``export.escalations_csv``)
 
-Errors keep the API's JSON shape (CONTRACT.md), also on the FHIR routes.
+Errors keep the API's JSON shape (docs/interoperability.md), also on the FHIR routes.
 """
 
 from __future__ import annotations

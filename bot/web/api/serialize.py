@@ -1,4 +1,4 @@
-"""JSON shapes of the API's resources (CONTRACT.md)."""
+"""JSON shapes of the API's resources."""
 
 from __future__ import annotations
 
