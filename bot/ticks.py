@@ -66,10 +66,12 @@ def build_ticks(app: web.Application) -> list[Tick]:
         await send_queued(result.outbound_ids)
         if result.handled or result.failed:
             log.info(
-                "dispatch: started %d, deferred %d, waiting %d, missed %d, cancelled %d, failed %d",
+                "dispatch: started %d, deferred %d, waiting %d, held %d, missed %d, cancelled %d,"
+                " failed %d",
                 result.started,
                 result.deferred,
                 result.waiting,
+                result.held,
                 result.missed,
                 result.cancelled,
                 result.failed,

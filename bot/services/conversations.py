@@ -23,6 +23,7 @@ from bot.services.flow_store import (
     latest_published_with_checksum,
     pinned,
 )
+from bot.services.holds import hold_of, routine
 from bot.services.outbox import Claimed
 from bot.services.scheduling import PatientLike, patient_can_receive, quiet_now, start_windows
 from bot.services.steps import Target, write_step
@@ -360,6 +361,9 @@ async def start_waiting(
     if waiting is None:
         return Applied()
     if quiet_now(patient, now):
+        return Applied()
+    if routine(waiting) and await hold_of(session, patient.id) is not None:
+        # the result that just ended (or an earlier one) waits for a clinician first
         return Applied()
     applied = await start_checkin(
         session=session, checkin=waiting, patient=patient, settings=settings, now=now, claim=claim

@@ -29,9 +29,9 @@ from bot.services.conversations import (
 )
 from bot.services.escalations import open_escalation_exists, raise_escalation
 from bot.services.flow_store import FlowUnavailableError, latest_published_with_checksum
+from bot.services.holds import holding, routine
 from bot.services.scheduling import (
     PatientLike,
-    PatientRow,
     patient_can_receive,
     quiet_hours,
     quiet_now,
@@ -63,6 +63,7 @@ class TickResult:
     missed: int = 0
     deferred: int = 0
     waiting: int = 0
+    held: int = 0
     cancelled: int = 0
     reminded: int = 0
     expired: int = 0
@@ -205,55 +206,47 @@ _LOCK_PATIENTS = (
 # One probe per patient in the select list: PostgreSQL runs it as a subplan on the
 # (patient_id, status) index whatever its statistics say (as a semi-join on a freshly loaded
 # table it scanned every active check-in).
-_PATIENT_COLUMNS = (
-    Patient.id,
-    Patient.first_name,
-    Patient.phone,
-    Patient.language,
-    Patient.timezone,
-    Patient.quiet_start,
-    Patient.quiet_end,
-    Patient.status,
-    Patient.opted_out_at,
-)
 _BUSY = select(
-    *_PATIENT_COLUMNS,
+    Patient.id,
     select(literal(1))
     .where(Checkin.patient_id == Patient.id, Checkin.status == CheckinStatus.ACTIVE)
     .limit(1)
     .scalar_subquery(),
+    select(literal(1)).where(holding(Patient.id)).limit(1).scalar_subquery(),
 ).where(Patient.id.in_(bindparam("pids", expanding=True)))
+
+
+@dataclass(slots=True)
+class _Patients:
+    """What a batch must know of its patients before starting anything."""
+
+    busy: set[int]  # already in a conversation
+    held: set[int]  # on a risk hold (``bot.services.holds``)
 
 
 async def _lock_patients(
     conn: AsyncConnection, patient_ids: set[int], *, sqlite: bool
-) -> tuple[dict[int, PatientRow], set[int]]:
-    """Lock the batch's patients, then read them and see which already have a conversation.
+) -> _Patients:
+    """Lock the batch's patients, then see which already have a conversation or a hold.
 
     The lock (in id order, so two batches cannot deadlock; the inbound handler takes the same
     one) comes first and the read is a new statement after it: a concurrent batch or reply
-    that started a conversation for one of them, or an opt-out, has committed by then and is
-    seen, so one patient never gets two conversations at once. SQLite's single writer needs
-    no lock. Each patient is read by its primary key (no join with the check-ins, whose plan
-    on a freshly loaded table was a scan of every patient).
+    that started a conversation for one of them, an opt-out or a new escalation has committed
+    by then and is seen, so one patient never gets two conversations at once. SQLite's single
+    writer needs no lock.
     """
+    found = _Patients(set(), set())
     if not patient_ids:
-        return {}, set()
+        return found
     pids = {"pids": sorted(patient_ids)}
     if not sqlite:
         await conn.execute(_LOCK_PATIENTS, pids)
-    patients: dict[int, PatientRow] = {}
-    busy: set[int] = set()
-    for row in (await conn.execute(_BUSY, pids)).all():
-        patients[row[0]] = PatientRow(*row[:-1])
-        if row[-1]:
-            busy.add(row[0])
-    return patients, busy
-
-
-async def _lock_busy(conn: AsyncConnection, patient_ids: set[int], *, sqlite: bool) -> set[int]:
-    """``_lock_patients``' busy set (the starts use ORM patients)."""
-    return (await _lock_patients(conn, patient_ids, sqlite=sqlite))[1]
+    for patient_id, busy, held in (await conn.execute(_BUSY, pids)).all():
+        if busy:
+            found.busy.add(patient_id)
+        if held:
+            found.held.add(patient_id)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,17 +257,19 @@ class _Hold:
     columns: dict[str, Any]
 
 
-def _hold(
-    patient: PatientLike, expires_at: datetime | None, busy: set[int], now: datetime
-) -> _Hold | None:
+def _hold(patient: PatientLike, checkin: Checkin, known: _Patients, now: datetime) -> _Hold | None:
     """The decision both start paths share: None if the check-in may start now."""
     if not patient_can_receive(patient):
         outcome = "opted_out" if patient.opted_out_at else str(patient.status)
         return _Hold("cancelled", _ended(CheckinStatus.CANCELLED, outcome, now))
-    if expires_at is not None and expires_at <= now:
-        # Past its window (downtime, or waiting behind another conversation): never sent late.
-        return _Hold("missed", _ended(CheckinStatus.MISSED, "missed", now))
-    if patient.id in busy:
+    held = patient.id in known.held and routine(checkin)
+    if checkin.expires_at is not None and checkin.expires_at <= now:
+        # Past its window (downtime, or waiting behind another conversation or a hold): never
+        # sent late. One that a hold kept back is not the patient's silence.
+        return _Hold("missed", _ended(CheckinStatus.MISSED, "held" if held else "missed", now))
+    if held:
+        return _Hold("held", {"lease_until": now + BUSY_RECHECK})
+    if patient.id in known.busy:
         return _Hold("waiting", {"lease_until": now + BUSY_RECHECK})
     if quiet_now(patient, now):
         due_at = defer_for_quiet_hours(now, zone(patient), quiet_hours(patient))
@@ -290,18 +285,18 @@ async def _triage(
     session: AsyncSession,
     checkin: Checkin,
     patient: Patient,
-    busy: set[int],
+    known: _Patients,
     now: datetime,
     result: TickResult,
 ) -> bool:
-    """``_hold`` on ORM rows (the one-by-one path); True if the check-in was settled."""
-    hold = _hold(patient, checkin.expires_at, busy, now)
+    """``_hold`` on ORM rows; True if the check-in was settled."""
+    hold = _hold(patient, checkin, known, now)
     if hold is None:
         return False
     result.count(hold.kind)
     for name, value in hold.columns.items():
         setattr(checkin, name, value)
-    if hold.kind == "missed":
+    if hold.kind == "missed" and checkin.outcome == "missed":
         await note_silence(session=session, patient=patient, now=now)
     return True
 
@@ -320,14 +315,14 @@ async def _start_batch(
     async with db.write() as session:
         conn = await session.connection()
         # patients first, then their check-ins (see _PATIENTS_OF)
-        busy = await _lock_busy(conn, await _patients_of(conn, ids), sqlite=db.is_sqlite)
+        known = await _lock_patients(conn, await _patients_of(conn, ids), sqlite=db.is_sqlite)
         rows = await _claimed_rows(session, ids)
         history = await histories(session=session, patient_ids=sorted({p.id for _c, p in rows}))
         published: dict[str, tuple[int, Flow, str] | None] = {}
         writes: list[StepWrite] = []
         slow: list[tuple[Checkin, Patient]] = []
         for checkin, patient in rows:
-            if await _triage(session, checkin, patient, busy, now, result):
+            if await _triage(session, checkin, patient, known, now, result):
                 continue
             key = checkin.flow_key
             if key not in published:
@@ -341,7 +336,7 @@ async def _start_batch(
                 result.failed += 1
                 log.error("check-in %s names flow %r with no published version", checkin.id, key)
                 continue
-            busy.add(patient.id)
+            known.busy.add(patient.id)
             version, flow, checksum = found
             context = context_for(patient, settings, history.get(patient.id, {}))
             step = engine.start(flow, context, now)
@@ -382,7 +377,7 @@ async def _start_each(
     async with db.write() as session:
         conn = await session.connection()
         # patients first, then their check-ins (see _PATIENTS_OF)
-        busy = await _lock_busy(conn, await _patients_of(conn, ids), sqlite=db.is_sqlite)
+        known = await _lock_patients(conn, await _patients_of(conn, ids), sqlite=db.is_sqlite)
         rows = await _claimed_rows(session, ids)
         # score histories for the whole batch in two queries instead of two per start
         history = await histories(session=session, patient_ids=sorted({p.id for _c, p in rows}))
@@ -394,7 +389,7 @@ async def _start_each(
             try:
                 async with session.begin_nested():
                     applied = await _start_one(
-                        session, settings, checkin, patient, busy, now, result, history
+                        session, settings, checkin, patient, known, now, result, history
                     )
                     if applied is not None:
                         outbound.extend(applied.ids)
@@ -411,12 +406,12 @@ async def _start_one(
     settings: Settings,
     checkin: Checkin,
     patient: Patient,
-    busy: set[int],
+    known: _Patients,
     now: datetime,
     result: TickResult,
     history: dict[int, dict[str, ScoreHistory]],
 ) -> Applied | None:
-    if await _triage(session, checkin, patient, busy, now, result):
+    if await _triage(session, checkin, patient, known, now, result):
         return None
     applied = await start_checkin(
         session=session,
@@ -430,7 +425,7 @@ async def _start_one(
         result.failed += 1
         log.warning("check-in %s changed while it was starting; left for the next tick", checkin.id)
         return None
-    busy.add(patient.id)
+    known.busy.add(patient.id)
     result.started += 1 + len(applied.started)
     return applied
 

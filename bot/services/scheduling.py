@@ -7,7 +7,6 @@ rows; ``replenish`` tops them up as time passes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -56,22 +55,6 @@ class PatientLike(Protocol):
     def status(self) -> PatientStatus: ...
     @property
     def opted_out_at(self) -> datetime | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PatientRow:
-    """A patient as plain values (a ``PatientLike``), for the paths that read with Core or
-    the driver instead of loading ORM rows."""
-
-    id: int
-    first_name: str
-    phone: str
-    language: str
-    timezone: str
-    quiet_start: time | None
-    quiet_end: time | None
-    status: PatientStatus
-    opted_out_at: datetime | None
 
 
 def quiet_hours(patient: PatientLike) -> QuietHours | None:

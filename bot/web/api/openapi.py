@@ -57,6 +57,24 @@ RESPONSES: dict[str, dict[str, Any]] = {
             "status": {"type": "string", "enum": ["active", "paused", "discharged"]},
             "opted_out_at": _NULLABLE_TIME,
             "unreachable_at": _NULLABLE_TIME,
+            "risk_hold": {
+                "description": "Set while a high or critical escalation is open (unclaimed):"
+                " the patient's routine check-ins wait until a clinician claims or resolves"
+                " it. Hand-overs to the C-SSRS and crisis replies still go out.",
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["escalation_id", "severity", "since", "lifted_by"],
+                        "properties": {
+                            "escalation_id": {"type": "integer"},
+                            "severity": {"type": "string", "enum": ["critical", "high"]},
+                            "since": {"type": "string", "format": "date-time"},
+                            "lifted_by": {"type": "string"},
+                        },
+                    },
+                ],
+            },
             "created_at": _NULLABLE_TIME,
             "updated_at": _NULLABLE_TIME,
         },

@@ -10,8 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.appkeys import CLOCK, DATABASE
+from bot.services import holds, scheduling
 from bot.services import patients as patient_service
-from bot.services import scheduling
 from bot.services.flow_store import FlowUnavailableError
 from bot.services.patients import PatientConflictError, PatientFields
 from bot.services.protocol_store import ProtocolUnavailableError
@@ -70,7 +70,8 @@ async def list_patients(request: web.Request) -> web.Response:
             raise invalid("status", "must be active, paused or discharged") from exc
     async with request.app[DATABASE].read() as session:
         rows = (await session.scalars(query)).all()
-    return web.json_response({"items": [serialize.patient(p) for p in rows]})
+        held = await holds.holds(session, [p.id for p in rows])
+    return web.json_response({"items": [serialize.patient(p, held.get(p.id)) for p in rows]})
 
 
 async def create_patient(request: web.Request) -> web.Response:
@@ -102,8 +103,9 @@ async def get_patient(request: web.Request) -> web.Response:
     patient_id = path_id(request)
     async with request.app[DATABASE].write() as session:
         patient = await _patient(session, patient_id)
+        hold = await holds.hold_of(session, patient_id)
         _audit(request, who, session, "patient.view", patient_id)
-    return web.json_response(serialize.patient(patient))
+    return web.json_response(serialize.patient(patient, hold))
 
 
 async def update_patient(request: web.Request) -> web.Response:
@@ -130,9 +132,10 @@ async def update_patient(request: web.Request) -> web.Response:
                 changed.append("status")
             patient.updated_at = now
             _audit(request, who, session, "patient.update", patient_id, fields=changed)
+            hold = await holds.hold_of(session, patient_id)
     except IntegrityError as exc:
         raise ApiError(409, "conflict", "phone or external_ref is already in use") from exc
-    return web.json_response(serialize.patient(patient))
+    return web.json_response(serialize.patient(patient, hold))
 
 
 async def list_messages(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as encode_json_string
 from typing import Any
 
+from bot.services.holds import Hold
 from db.models import Checkin, Escalation, Message, Patient, Treatment
 
 
@@ -28,7 +29,7 @@ def iso_utc(value: datetime | None) -> str | None:
     return iso(value.astimezone(UTC))
 
 
-def patient(p: Patient) -> dict[str, Any]:
+def patient(p: Patient, hold: Hold | None = None) -> dict[str, Any]:
     quiet = (
         {"start": p.quiet_start.strftime("%H:%M"), "end": p.quiet_end.strftime("%H:%M")}
         if p.quiet_start is not None and p.quiet_end is not None
@@ -45,6 +46,7 @@ def patient(p: Patient) -> dict[str, Any]:
         "status": str(p.status),
         "opted_out_at": iso(p.opted_out_at),
         "unreachable_at": iso(p.unreachable_at),
+        "risk_hold": hold.as_json() if hold is not None else None,
         "created_at": iso(p.created_at),
         "updated_at": iso(p.updated_at),
     }

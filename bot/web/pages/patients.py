@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.appkeys import CLOCK, DATABASE
-from bot.services import history, scheduling
+from bot.services import history, holds, scheduling
 from bot.services import patients as patient_service
 from bot.services.flow_store import FlowUnavailableError
 from bot.services.patients import PatientConflictError, PatientFields
@@ -150,6 +150,7 @@ async def detail_page(request: web.Request) -> web.Response:
         page = await history.timeline_page(session=conn, patient_id=patient_id, before=before)
         trends = await history.trends(session=conn, patient_id=patient_id)
         flows, protocols = await _choices(conn)
+        hold = await holds.hold_of(conn, patient_id)
         await record_view(request, conn, user, "patient.view", "patient", patient_id)
     enrollments = [
         ActiveEnrollment(r.enrolled_key, r.enrolled_version)
@@ -166,6 +167,7 @@ async def detail_page(request: web.Request) -> web.Response:
             "paged": before is not None,
             "charts": {name: charts.trend_svg(name, pts) for name, pts in trends.items()},
             "enrollments": enrollments,
+            "hold": hold,
             "flows": flows,
             "protocols": protocols,
             "statuses": list(PatientStatus),

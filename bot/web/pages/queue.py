@@ -6,7 +6,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from bot.appkeys import CLOCK, DATABASE
-from bot.services import history, queue
+from bot.services import history, holds, queue
 from bot.web import charts
 from bot.web.pages.common import form_with_csrf, path_int, record, render, require_user, waiting
 from bot.web.reasons import plain
@@ -130,6 +130,8 @@ async def escalation_page(request: web.Request) -> web.Response:
         view = await history.escalation_view(session=session, escalation_id=escalation_id)
         if view is None:
             raise web.HTTPNotFound(text="No such escalation.")
+        patient_id = view.escalation.patient_id
+        hold = await holds.hold_of(session, patient_id) if patient_id is not None else None
         record(request, session, user, "escalation.view", "escalation", escalation_id)
     now = request.app[CLOCK].now()
     e = view.escalation
@@ -148,6 +150,7 @@ async def escalation_page(request: web.Request) -> web.Response:
                 name: charts.trend_svg(name, points) for name, points in view.trends.items()
             },
             "dispositions": DISPOSITIONS,
+            "hold": hold,
             "mine": e.claimed_by == user.user_id,
             "error": request.query.get("error", ""),
         },
