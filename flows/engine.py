@@ -82,6 +82,7 @@ class Status(StrEnum):
     COMPLETED = "completed"
     EXPIRED = "expired"
     ENDED_BY_CRISIS = "ended_by_crisis"
+    CANCELLED = "cancelled"  # texts stopped (an opt-out, a pause, a discharge)
 
 
 class Purpose(StrEnum):

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from bot import ticks
 from bot.services import outbox
+from bot.services.escalations import raise_escalation
 from bot.worker import Tick
 from db.enums import Direction, MessageStatus, Severity
 from db.models import EarlyStatus, Escalation, Message, Patient
@@ -175,6 +176,31 @@ async def test_unsubscribed_error_opts_the_patient_out(h: Harness) -> None:
     async with h.db.read() as s:
         patient = await s.get(Patient, p.id)
         assert patient is not None and patient.opted_out_at is not None
+        items = (await s.scalars(select(Escalation).where(Escalation.patient_id == p.id))).all()
+    assert [(e.severity, e.reason) for e in items] == [(Severity.MODERATE, "opted_out")]
+    assert "error 21610" in items[0].summary and "phone them" in items[0].summary
+
+
+async def test_a_carrier_opt_out_soon_after_a_high_item_is_high(h: Harness) -> None:
+    p = await h.patient()
+    async with h.db.write() as s:
+        raise_escalation(
+            session=s,
+            severity=Severity.HIGH,
+            reason="item9_positive",
+            summary="",
+            now=h.clock.now() - timedelta(hours=71),
+            patient_id=p.id,
+        )
+    h.twilio.answer_next("error", 400, 21610)
+    async with h.db.write() as s:
+        outbox.enqueue(
+            session=s, phone=p.phone, body="hi", purpose="info", now=h.clock.now(), patient_id=p.id
+        )
+    await h.send_outbox()
+    async with h.db.read() as s:
+        item = (await s.scalars(select(Escalation).where(Escalation.reason == "opted_out"))).one()
+    assert item.severity is Severity.HIGH and "within 72 hours" in item.summary
 
 
 async def test_status_callbacks_only_move_forward(h: Harness) -> None:

@@ -13,11 +13,11 @@ from sqlalchemy.sql.elements import ColumnElement
 from twilio.request_validator import RequestValidator
 
 from bot.appkeys import TWILIO_VALIDATOR
-from bot.services import history
+from bot.services import dispatch, history
 from bot.sms.signature import sign
 from bot.web.twilio_hooks import MAX_WEBHOOK_BYTES
 from db.enums import CheckinStatus, Direction, EscalationStatus, Severity
-from db.models import Answer, Base, Escalation, Message, Patient, Score
+from db.models import Answer, Base, Checkin, Escalation, Message, Patient, Score
 from tests.web.harness import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE, Harness, harness, new_sid
 
 FORM = "application/x-www-form-urlencoded"
@@ -363,7 +363,9 @@ async def test_stop_opts_out_and_cancels_everything(h: Harness, word: str) -> No
         patient = await s.get(Patient, p.id)
         assert patient is not None and patient.opted_out_at is not None
         esc = (await s.scalars(select(Escalation).where(Escalation.reason == "opted_out"))).all()
-        assert len(esc) == 1 and esc[0].severity is Severity.LOW
+        # PHQ-9 waits on item 1, not a safety question; no recent risk: moderate
+        assert len(esc) == 1 and esc[0].severity is Severity.MODERATE
+        assert "phone them" in esc[0].summary and "before any answer" in esc[0].summary
     checkins = await h.checkins(p)
     assert [c.status for c in checkins] == [CheckinStatus.CANCELLED]
     assert len(h.twilio.requests) == sent_before  # Twilio confirms STOP itself
@@ -379,9 +381,45 @@ async def test_stop_after_risky_answer_keeps_the_escalation(h: Harness) -> None:
         await h.sms(p.phone, reply)
     await h.sms(p.phone, "STOP")
     async with h.db.read() as s:
-        reasons = set((await s.scalars(select(Escalation.reason))).all())
-    assert "item9_positive" in reasons
-    assert "opted_out" in reasons
+        found = {e.reason: e for e in (await s.scalars(select(Escalation))).all()}
+    assert "item9_positive" in found
+    # within 72 hours of a high item, and in the C-SSRS's first (safety) question
+    assert found["opted_out"].severity is Severity.HIGH
+    assert "safety question" in found["opted_out"].summary
+
+
+async def test_stop_in_the_cssrs_carries_the_answers_and_closes_the_checkin(h: Harness) -> None:
+    p = await h.patient()
+    screen = await h.start(p, "cssrs_screen")
+    await h.sms(p.phone, "yes")
+    await h.sms(p.phone, "yes")
+    await h.sms(p.phone, "PARAR")
+    async with h.db.read() as s:
+        item = (await s.scalars(select(Escalation).where(Escalation.reason == "opted_out"))).one()
+        row = await s.get(Checkin, screen.id)
+    assert item.severity is Severity.HIGH and item.checkin_id == screen.id
+    assert "wished you were dead" in item.summary and "→ yes" in item.summary
+    assert "phone them" in item.summary
+    assert row is not None and row.status is CheckinStatus.CANCELLED
+    assert row.state is not None and row.state["status"] == "cancelled"
+    # the closed check-in is never expired or reminded later
+    h.clock.advance(hours=30)
+    await dispatch.expire_due(h.db, h.settings, h.clock.now())
+    await dispatch.remind_due(h.db, h.settings, h.clock.now())
+    async with h.db.read() as s:
+        row = await s.get(Checkin, screen.id)
+    assert row is not None and (row.status, row.outcome) == (CheckinStatus.CANCELLED, "opted_out")
+
+
+async def test_an_opt_out_with_nothing_at_risk_is_moderate_and_said_once(h: Harness) -> None:
+    p = await h.patient()
+    await h.sms(p.phone, "stop")
+    await h.sms(p.phone, "start")
+    await h.sms(p.phone, "stop")
+    async with h.db.read() as s:
+        items = (await s.scalars(select(Escalation).where(Escalation.reason == "opted_out"))).all()
+    assert [e.severity for e in items] == [Severity.MODERATE]
+    assert "SMS can no longer reach them: phone them." in items[0].summary
 
 
 async def test_start_opts_back_in(h: Harness) -> None:
