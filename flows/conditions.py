@@ -9,12 +9,22 @@ in a way the author did not write down.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
+from flows.durations import parse_duration
 from flows.model import AnswerValue, Condition, Score, ScoreFlag
 from flows.scoring import ScoreHistory, Total, band_for, compute_total
 
 _NO_HISTORY = ScoreHistory()
+DEFAULT_BEST_WITHIN = "12w"
+
+
+@lru_cache(maxsize=64)
+def _seconds(duration: str) -> float:
+    return parse_duration(duration).total_seconds()
+
+
 RESPONSE_RATIO = 0.5
 """A response is a total at or below half the baseline (a ≥50% reduction)."""
 
@@ -22,7 +32,7 @@ RESPONSE_RATIO = 0.5
 class Facts:
     """What conditions read at one moment of a conversation; scores are computed lazily, once."""
 
-    __slots__ = ("_flags_busy", "_totals", "answers", "flags", "history", "scores")
+    __slots__ = ("_flags_busy", "_totals", "answers", "flags", "history", "now", "scores")
 
     def __init__(
         self,
@@ -30,11 +40,13 @@ class Facts:
         scores: Mapping[str, Score],
         flags: Mapping[str, ScoreFlag],
         history: Mapping[str, ScoreHistory],
+        now: float | None = None,
     ) -> None:
         self.answers = answers
         self.scores = scores
         self.flags = flags
         self.history = history
+        self.now = now  # seconds since the epoch: where "best" looks back from
         self._totals: dict[str, Total | None] = {}
         self._flags_busy: set[str] = set()
 
@@ -70,33 +82,30 @@ class Facts:
         if of == "last":
             return hist.last
         if of == "best":
-            return hist.best
+            return hist.best(self.now, self._window(name))
         if of == "baseline":
             return hist.baseline
         total = self.total(name)
         current = None if total is None else total.total
         if of is None or of == "current":
             return current
-        reference = {
-            "change_since_last": hist.last,
-            "change_since_best": hist.best,
-            "change_since_baseline": hist.baseline,
-        }[of]
+        if of == "change_since_last":
+            reference = hist.last
+        elif of == "change_since_best":
+            reference = hist.best(self.now, self._window(name))
+        else:
+            reference = hist.baseline
         if current is None or reference is None:
             return None
         return current - reference
 
     def responded(self, name: str) -> bool:
-        """A response ever shown: a later total (recorded or current) ≤ half the baseline."""
-        hist = self.history.get(name, _NO_HISTORY)
-        baseline = hist.baseline
-        if baseline is None or baseline <= 0:
-            return False
-        later = list(hist.totals[1:])
-        total = self.total(name)
-        if total is not None:
-            later.append(total.total)
-        return any(value <= baseline * RESPONSE_RATIO for value in later)
+        """A response shown by past totals: one after the baseline ≤ half the baseline."""
+        return self.history.get(name, _NO_HISTORY).responded(RESPONSE_RATIO)
+
+    def _window(self, name: str) -> float:
+        score = self.scores.get(name)
+        return _seconds(score.best_within if score is not None else DEFAULT_BEST_WITHIN)
 
 
 def _is_number(value: object) -> bool:

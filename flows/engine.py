@@ -193,7 +193,7 @@ class Context:
             "clinic_name": self.clinic_name,
             "clinic_phone": self.clinic_phone,
             "history": {
-                name: {"totals": list(h.totals), "since_treatment": h.since_treatment}
+                name: {"totals": list(h.totals), "at": list(h.at)}
                 for name, h in self.history.items()
             },
             "prefill": dict(self.prefill),
@@ -202,9 +202,9 @@ class Context:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Context:
         history = {
+            # states written before "at" existed have no times: every total then counts
             str(name): ScoreHistory(
-                tuple(float(t) for t in h["totals"]),
-                None if h["since_treatment"] is None else int(h["since_treatment"]),
+                tuple(float(t) for t in h["totals"]), tuple(float(t) for t in h.get("at", ()))
             )
             for name, h in dict(data.get("history", {})).items()
         }
@@ -381,6 +381,7 @@ class _Run:
         "facts",
         "flow",
         "node",
+        "now",
         "raw",
         "reminded",
         "retries",
@@ -389,7 +390,8 @@ class _Run:
         "steps",
     )
 
-    def __init__(self, flow: Flow, c: Compiled, state: ConversationState) -> None:
+    def __init__(self, flow: Flow, c: Compiled, state: ConversationState, now: datetime) -> None:
+        self.now = now.timestamp()
         self.flow = flow
         self.c = c
         self.state = state
@@ -425,7 +427,9 @@ class _Run:
 
     def get_facts(self) -> Facts:
         if self.facts is None:
-            self.facts = Facts(self.answers, self.c.scores, self.c.flags, self.ctx.history)
+            self.facts = Facts(
+                self.answers, self.c.scores, self.c.flags, self.ctx.history, self.now
+            )
         return self.facts
 
     def resolve(self, name: str) -> str | None:
@@ -683,7 +687,7 @@ def start(flow: Flow, context: Context, now: datetime) -> Step:
         context=context,
         started_at=now.isoformat(),
     )
-    run = _Run(flow, c, state)
+    run = _Run(flow, c, state, now)
     run.advance(c.first)
     return run.finish_step(now)
 
@@ -697,7 +701,7 @@ def resume(flow: Flow, state: ConversationState, input: Input, now: datetime) ->
     c = compiled(flow)
     if state.node is not None and state.node not in c.nodes:
         raise ValueError(f"state points at node {state.node!r}, which flow {flow.key!r} lacks")
-    run = _Run(flow, c, state)
+    run = _Run(flow, c, state, now)
     run.steps += 1
     if isinstance(input, Reply):
         run.reply(input.text)
@@ -731,7 +735,6 @@ def handover(ended: Step, flow: Flow, now: datetime) -> Step:
             carry = event.carry
         elif isinstance(event, ScoreComputed):
             before = history.get(event.name, ScoreHistory())
-            since = None if before.since_treatment is None else before.since_treatment + 1
-            history[event.name] = ScoreHistory((*before.totals, event.total), since)
+            history[event.name] = before.then(event.total, now.timestamp())
     context = replace(ended.state.context, prefill=dict(carry), history=history)
     return start(flow, context, now)

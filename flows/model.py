@@ -371,6 +371,8 @@ class Score(_Model):
     missing: Missing = Field(default_factory=Missing)
     bands: list[Band] = Field(default_factory=list)
     flags: list[ScoreFlag] = Field(default_factory=list)
+    # how far back "best" looks (conditions `of: best` and `of: change_since_best`)
+    best_within: Duration = "12w"
 
 
 class Rule(_Model):

@@ -20,12 +20,13 @@ from flows.model import AnswerValue, Band, Score
 class ScoreHistory:
     """Previous totals of one score for this patient, oldest first.
 
-    ``since_treatment`` is how many trailing totals were recorded after the
-    latest treatment; ``None`` means the patient has no recorded treatment.
+    ``at`` holds when each was recorded (seconds since the epoch), so that "best" can be
+    the best within a window of time whatever treatments fall in it; empty when unknown,
+    and then every total counts.
     """
 
     totals: tuple[float, ...] = ()
-    since_treatment: int | None = None
+    at: tuple[float, ...] = ()
 
     @property
     def last(self) -> float | None:
@@ -35,16 +36,27 @@ class ScoreHistory:
     def baseline(self) -> float | None:
         return self.totals[0] if self.totals else None
 
-    @property
-    def best(self) -> float | None:
-        """Lowest total since the latest treatment (all totals if there was none)."""
-        if self.since_treatment is None:
-            window: Sequence[float] = self.totals
-        elif self.since_treatment <= 0:
-            return None
+    def best(self, now: float | None, window: float) -> float | None:
+        """The lowest total recorded in the ``window`` seconds before ``now``."""
+        if now is None or len(self.at) != len(self.totals):
+            recent: Sequence[float] = self.totals
         else:
-            window = self.totals[-self.since_treatment :]
-        return min(window) if window else None
+            recent = [t for t, at in zip(self.totals, self.at, strict=True) if now - at <= window]
+        return min(recent) if recent else None
+
+    def responded(self, ratio: float) -> bool:
+        """A response shown by past totals alone: one after the baseline at or below
+        ``ratio`` times it (the current total never counts: a low score today is not yet a
+        response to judge a relapse from)."""
+        baseline = self.baseline
+        if baseline is None or baseline <= 0:
+            return False
+        return any(value <= baseline * ratio for value in self.totals[1:])
+
+    def then(self, total: float, at: float) -> ScoreHistory:
+        """This history with one more total, recorded at ``at``."""
+        times = (*self.at, at) if len(self.at) == len(self.totals) else ()
+        return ScoreHistory((*self.totals, total), times)
 
 
 @dataclass(frozen=True, slots=True)

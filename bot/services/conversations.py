@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.escalations import raise_escalation
@@ -29,7 +29,7 @@ from bot.services.scheduling import PatientLike, patient_can_receive, quiet_now,
 from bot.services.steps import Target, write_step
 from bot.settings import Settings
 from db.enums import CheckinStatus, Severity
-from db.models import Checkin, Patient, Score, Treatment
+from db.models import Checkin, Patient, Score
 from flows import engine
 from flows.durations import parse_duration
 from flows.engine import ConversationState, Input, Outcome, ScoreHistory, Step
@@ -66,63 +66,33 @@ def _seconds(duration: str) -> int:
     return int(parse_duration(duration).total_seconds())
 
 
-def build_history(
-    rows: list[tuple[str, float, datetime]], last_treatment: datetime | None
-) -> dict[str, ScoreHistory]:
-    """Score rows newest first → previous totals per score, oldest first, and how many of
-    them came after the latest treatment."""
-    totals: dict[str, list[float]] = {}
-    after: dict[str, int] = {}
+def build_history(rows: list[tuple[str, float, datetime]]) -> dict[str, ScoreHistory]:
+    """Score rows newest first → previous totals per score, oldest first, with when each
+    was recorded."""
+    totals: dict[str, list[tuple[float, float]]] = {}
     for instrument, total, created_at in rows:
         bucket = totals.setdefault(instrument, [])
-        if len(bucket) >= HISTORY_LIMIT:
-            continue
-        bucket.append(total)
-        if last_treatment is not None and created_at >= last_treatment:
-            after[instrument] = after.get(instrument, 0) + 1
+        if len(bucket) < HISTORY_LIMIT:
+            bucket.append((total, _aware(created_at).timestamp()))
     return {
         name: ScoreHistory(
-            totals=tuple(reversed(values)),
-            since_treatment=None if last_treatment is None else after.get(name, 0),
+            totals=tuple(t for t, _ in reversed(values)),
+            at=tuple(at for _, at in reversed(values)),
         )
         for name, values in totals.items()
     }
 
 
 async def score_history(*, session: AsyncSession, patient_id: int) -> dict[str, ScoreHistory]:
-    last_treatment = await session.scalar(
-        select(Treatment.administered_at)
-        .where(Treatment.patient_id == patient_id)
-        .order_by(Treatment.administered_at.desc())
-        .limit(1)
-    )
-    rows = (
-        await session.execute(
-            select(Score.instrument, Score.total, Score.created_at)
-            .where(Score.patient_id == patient_id)
-            .order_by(Score.created_at.desc(), Score.id.desc())
-            .limit(HISTORY_LIMIT * 8)
-        )
-    ).all()
-    return build_history([(r[0], r[1], r[2]) for r in rows], last_treatment)
+    return (await histories(session=session, patient_ids=[patient_id]))[patient_id]
 
 
 async def histories(
     *, session: AsyncSession, patient_ids: list[int]
 ) -> dict[int, dict[str, ScoreHistory]]:
-    """``score_history`` for many patients in two queries (the dispatcher's batches)."""
+    """Each patient's score history in one query (the dispatcher reads a batch's at once)."""
     if not patient_ids:
         return {}
-    treated = {
-        pid: at
-        for pid, at in (
-            await session.execute(
-                select(Treatment.patient_id, func.max(Treatment.administered_at))
-                .where(Treatment.patient_id.in_(patient_ids))
-                .group_by(Treatment.patient_id)
-            )
-        ).all()
-    }
     rows: dict[int, list[tuple[str, float, datetime]]] = {pid: [] for pid in patient_ids}
     for pid, instrument, total, created_at in (
         await session.execute(
@@ -132,11 +102,12 @@ async def histories(
         )
     ).all():
         rows[pid].append((instrument, total, created_at))
-    return {pid: build_history(rows[pid], _aware(treated.get(pid))) for pid in patient_ids}
+    return {pid: build_history(rows[pid]) for pid in patient_ids}
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    if value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
 

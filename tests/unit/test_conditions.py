@@ -22,9 +22,18 @@ SCORE = Score.model_validate(
 )
 
 
+NOW = 1_800_000_000.0
+WEEK = 7 * 24 * 3600.0
+
+
 def facts(answers: dict[str, Any], history: dict[str, ScoreHistory] | None = None) -> Facts:
     flags = {f.name: f for f in SCORE.flags}
-    return Facts(answers, {"phq": SCORE}, flags, history or {})
+    return Facts(answers, {"phq": SCORE}, flags, history or {}, NOW)
+
+
+def weeks_ago(*points: tuple[float, float]) -> ScoreHistory:
+    """(total, weeks before NOW) pairs, oldest first."""
+    return ScoreHistory(tuple(t for t, _ in points), tuple(NOW - w * WEEK for _, w in points))
 
 
 def check(cond: dict[str, Any], answers: dict[str, Any], **hist: ScoreHistory) -> bool:
@@ -63,7 +72,8 @@ def test_conditions(cond: dict[str, Any], answers: dict[str, Any], expected: boo
     assert check(cond, answers) is expected
 
 
-HIST = ScoreHistory(totals=(20.0, 8.0, 12.0, 6.0), since_treatment=2)
+# 8 is older than the 12-week window; the best inside it is 6
+HIST = weeks_ago((20.0, 30), (8.0, 13), (12.0, 2), (6.0, 1))
 
 
 @pytest.mark.parametrize(
@@ -71,7 +81,7 @@ HIST = ScoreHistory(totals=(20.0, 8.0, 12.0, 6.0), since_treatment=2)
     [
         ("last", {"eq": 6}, True),
         ("baseline", {"eq": 20}, True),
-        ("best", {"eq": 6}, True),  # since the last treatment: (12, 6)
+        ("best", {"eq": 6}, True),  # within 12 weeks: (12, 6)
         ("current", {"eq": 4}, True),
         ("change_since_last", {"eq": -2}, True),
         ("change_since_best", {"eq": -2}, True),
@@ -83,20 +93,31 @@ def test_history_references(of: str, op: dict[str, Any], expected: bool) -> None
     assert check(cond, {"q1": 2, "q2": 2}, phq=HIST) is expected
 
 
-def test_best_without_treatment_uses_all_and_with_none_since_is_missing() -> None:
-    assert ScoreHistory((5.0, 3.0, 9.0), None).best == 3.0
-    assert ScoreHistory((5.0, 3.0), 0).best is None
+def test_best_looks_back_over_its_window_and_older_states_count_every_total() -> None:
+    window = 12 * WEEK
+    assert weeks_ago((5.0, 20), (3.0, 13), (9.0, 1)).best(NOW, window) == 9.0
+    assert weeks_ago((5.0, 20), (3.0, 12), (9.0, 1)).best(NOW, window) == 3.0
+    assert weeks_ago((3.0, 13)).best(NOW, window) is None
+    assert ScoreHistory((5.0, 3.0, 9.0)).best(NOW, window) == 3.0  # no times recorded
     assert check({"score": "phq", "of": "last", "gte": 0}, {}) is False  # no history
+    # the window is the score's own
+    short = SCORE.model_copy(update={"best_within": "2w"})
+    found = Facts({"q1": 2, "q2": 2}, {"phq": short}, {}, {"phq": HIST}, NOW)
+    assert found.score_value("phq", "best") == 6.0
+    assert (
+        Facts({}, {"phq": short}, {}, {"phq": weeks_ago((1.0, 3))}, NOW).score_value("phq", "best")
+        is None
+    )
 
 
-def test_responded_means_any_later_total_at_or_below_half_the_baseline() -> None:
+def test_responded_means_a_past_total_at_or_below_half_the_baseline() -> None:
     answers = {"q1": 2, "q2": 2}  # current total 4
-    assert check({"responded": "phq"}, answers, phq=ScoreHistory((8.0,), None))
-    assert not check({"responded": "phq"}, answers, phq=ScoreHistory((6.0,), None))
-    assert check({"responded": "phq"}, {}, phq=ScoreHistory((10.0, 5.0), None))
-    assert check({"responded": "phq"}, {}, phq=ScoreHistory((24.0, 11.0, 14.0), 1))
-    assert not check({"responded": "phq"}, {}, phq=ScoreHistory((10.0,), None))
-    assert not check({"responded": "phq"}, {}, phq=ScoreHistory((16.0, 11.0), None))
+    # today's low total is not yet a response: past scores only
+    assert not check({"responded": "phq"}, answers, phq=ScoreHistory((8.0,)))
+    assert check({"responded": "phq"}, {}, phq=ScoreHistory((10.0, 5.0)))
+    assert check({"responded": "phq"}, {}, phq=ScoreHistory((24.0, 11.0, 14.0)))
+    assert not check({"responded": "phq"}, {}, phq=ScoreHistory((10.0,)))
+    assert not check({"responded": "phq"}, {}, phq=ScoreHistory((16.0, 11.0)))
     assert not check({"responded": "phq"}, answers)
 
 

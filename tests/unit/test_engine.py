@@ -350,7 +350,7 @@ def test_state_json_round_trip_and_identical_resume() -> None:
     ctx = Context(
         "Ana",
         language="es",
-        history={"mini": ScoreHistory((9.0, 4.5), 1)},
+        history={"mini": ScoreHistory((9.0, 4.5), (1_700_000_000.0, 1_700_600_000.0))},
         prefill={"q9": True},
     )
     step = start(f, ctx, NOW)

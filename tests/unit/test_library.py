@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from flows.definition import load_flow, validate_flow_source
 from flows.engine import (
@@ -662,29 +664,41 @@ def _phq9(total: int, history: ScoreHistory) -> Transcript:
     return run("phq9", [str(v) for v in spread(total, 9)], history={"phq9": history})
 
 
+def weekly(*totals: float, weeks_ago: int | None = None) -> ScoreHistory:
+    """Totals a week apart, the last one a week before NOW (or ``weeks_ago`` weeks)."""
+    last = weeks_ago if weeks_ago is not None else 1
+    n = len(totals)
+    at = tuple((NOW - timedelta(weeks=last + n - 1 - i)).timestamp() for i in range(n))
+    return ScoreHistory(tuple(float(t) for t in totals), at)
+
+
+def dated(*points: tuple[float, int]) -> ScoreHistory:
+    """(total, weeks before NOW) pairs, oldest first."""
+    return ScoreHistory(
+        tuple(float(t) for t, _ in points),
+        tuple((NOW - timedelta(weeks=w)).timestamp() for _, w in points),
+    )
+
+
 @pytest.mark.parametrize(
     ("total", "history", "escalations"),
     [
-        # best since the last treatment 4: +6 and >= 10 -> possible relapse
-        (10, ScoreHistory(totals=(22, 6, 4), since_treatment=2), ["high:possible_relapse"]),
+        # best of the last 12 weeks 4: +6 and >= 10 -> possible relapse
+        (10, weekly(22, 6, 4), ["high:possible_relapse"]),
         # change exactly 5 at the threshold
-        (10, ScoreHistory(totals=(22, 5), since_treatment=1), ["high:possible_relapse"]),
+        (10, weekly(22, 5), ["high:possible_relapse"]),
         # +4 only
-        (10, ScoreHistory(totals=(22, 6), since_treatment=1), []),
+        (10, weekly(22, 6), []),
         # +5 but the total is 9 (< 10)
-        (9, ScoreHistory(totals=(22, 4), since_treatment=1), []),
-        # the best before the last treatment does not count (window = last total only)
-        (12, ScoreHistory(totals=(22, 3, 9), since_treatment=1), []),
-        # no treatment recorded: the best over all totals counts
-        (12, ScoreHistory(totals=(22, 3, 9), since_treatment=None), ["high:possible_relapse"]),
-        # no totals since the treatment: no best, no relapse rule
-        (12, ScoreHistory(totals=(22, 3), since_treatment=0), []),
+        (9, weekly(22, 4), []),
+        # the best counts whatever treatments came after it (the usual case: a treatment
+        # after the last PHQ-9); 14 weeks ago it is outside the window
+        (12, weekly(22, 3, 9), ["high:possible_relapse"]),
+        (12, weekly(3, 9, weeks_ago=13), []),
+        # older states carry no times: every total counts
+        (12, ScoreHistory((22.0, 3.0, 9.0)), ["high:possible_relapse"]),
         # with severity: 20 is severe and 16 above the best
-        (
-            20,
-            ScoreHistory(totals=(24, 4), since_treatment=1),
-            ["high:phq9_severe", "high:possible_relapse"],
-        ),
+        (20, weekly(24, 4), ["high:phq9_severe", "high:possible_relapse"]),
         # no history at all
         (14, ScoreHistory(), []),
     ],
@@ -695,28 +709,27 @@ def test_phq9_possible_relapse(total: int, history: ScoreHistory, escalations: l
     if "high:possible_relapse" in escalations:
         assert t.summaries["possible_relapse"] == (
             f"Possible relapse: PHQ-9 {total} ({t.scores['phq9'].band}), 5 or more points above "
-            "the best score since the last treatment."
+            "the best PHQ-9 of the last 12 weeks."
         )
 
 
 @pytest.mark.parametrize(
     ("total", "history", "escalations"),
     [
-        # baseline 24, a response since (last 11 <= 12): 11 then 12 -> sustained worsening
-        (12, ScoreHistory(totals=(24, 11), since_treatment=1), ["high:sustained_worsening"]),
-        # baseline 18, responded to 5, then 11 and now 12: two consecutive >= 10 after a
-        # response (best since the treatment is 11, so no possible-relapse rule)
-        (
-            12,
-            ScoreHistory(totals=(18, 5, 11), since_treatment=1),
-            ["high:sustained_worsening"],
-        ),
-        # previous total 9: not two consecutive
-        (12, ScoreHistory(totals=(18, 5, 9), since_treatment=1), []),
-        # current 9: not two consecutive
-        (9, ScoreHistory(totals=(18, 5, 11), since_treatment=1), []),
+        # baseline 24, a response since (11 <= 12): 11 then 12 -> sustained worsening
+        (12, weekly(24, 11), ["high:sustained_worsening"]),
+        # baseline 18, responded to 5 but more than 12 weeks ago, then 11 and now 12
+        (12, dated((18, 15), (5, 14), (11, 1)), ["high:sustained_worsening"]),
+        # previous total 9: not two in a row at 10 or more
+        (12, weekly(18, 5, 9), ["high:possible_relapse"]),
+        # current 9
+        (9, weekly(18, 5, 11), []),
+        # 11 after 12: better than last time, not worsening
+        (11, weekly(24, 11, 12), []),
         # never a response (baseline 16, never at or below 8)
-        (12, ScoreHistory(totals=(16, 11), since_treatment=1), []),
+        (12, weekly(16, 11), []),
+        # the only low score is today's: a response is judged from past scores only
+        (12, weekly(24), []),
     ],
 )
 def test_phq9_sustained_worsening_after_response(
@@ -724,11 +737,48 @@ def test_phq9_sustained_worsening_after_response(
 ) -> None:
     t = _phq9(total, history)
     assert [f"{s}:{r}" for s, r in t.escalations] == escalations
-    if escalations:
+    if "high:sustained_worsening" in escalations:
         assert t.summaries["sustained_worsening"] == (
             f"Sustained worsening after a response: PHQ-9 {total} (moderate) and the previous "
             "PHQ-9 was also 10 or more."
         )
+
+
+_RELAPSE = {"possible_relapse", "sustained_worsening"}
+
+
+@given(
+    start=st.integers(min_value=10, max_value=24),
+    drops=st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=10),
+)
+def test_a_steadily_improving_series_never_escalates_as_relapse(
+    start: int, drops: list[int]
+) -> None:
+    """Each PHQ-9 lower than the one before (down to 0): no relapse or worsening, ever."""
+    series = [start]
+    for drop in drops:
+        series.append(max(0, series[-1] - drop))
+    *past, current = series
+    t = _phq9(current, weekly(*past))
+    assert not _RELAPSE & {r for _s, r in t.escalations}
+
+
+@given(
+    past=st.lists(st.integers(min_value=0, max_value=24), min_size=1, max_size=8),
+    best=st.integers(min_value=0, max_value=19),
+    rise=st.integers(min_value=5, max_value=24),
+    best_weeks_ago=st.integers(min_value=1, max_value=11),
+)
+def test_a_rise_of_five_to_ten_or_more_from_a_recent_best_always_escalates(
+    past: list[int], best: int, rise: int, best_weeks_ago: int
+) -> None:
+    """Whatever came before (and whatever treatments came between), a PHQ-9 of 10 or more
+    that is 5 or more above the best of the last 12 weeks is a possible relapse."""
+    current = min(24, max(10, best + rise))
+    assume(current - best >= 5)
+    older = [(t, best_weeks_ago + len(past) - i) for i, t in enumerate(past)]
+    t = _phq9(current, dated(*older, (best, best_weeks_ago)))
+    assert "possible_relapse" in {r for _s, r in t.escalations}
 
 
 # PHQ-2 -> PHQ-9 hand-over with prefill.
