@@ -95,8 +95,9 @@ def _sq(word: str) -> str:
     return _SQUEEZE.sub(r"\1", word)
 
 
-_ZERO_WIDTH: Final = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
-_QUOTES: Final = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "´": "'"})
+# regexes, not str.translate with a dict, which walks the text a character at a time
+_ZERO_WIDTH: Final = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
+_QUOTES: Final = re.compile("[\u2019\u2018\u02bc\u00b4]")
 _NON_ASCII_SYMBOL: Final = re.compile(r"[^\w\s\x00-\x7f]")  # emoji, dashes, ¿¡..
 _OD_PAST: Final = re.compile(r"\bod(?:['`]e?d|ed)\b")  # od'd, oded, od'ed; never "odd"
 _OD: Final = re.compile(r"\bod\b")
@@ -167,10 +168,15 @@ def _word(word: str) -> str:
     return result
 
 
+# The combining marks NFKD splits off Latin letters ("í" -> "i" + U+0301); one regex pass
+# instead of a Python loop over every character.
+_COMBINING: Final = re.compile(
+    "[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+)
+
+
 def _strip_accents(text: str) -> str:
-    text = text.translate(_ZERO_WIDTH)
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return _COMBINING.sub("", unicodedata.normalize("NFKD", _ZERO_WIDTH.sub("", text)))
 
 
 def normalize(text: str) -> str:
@@ -186,7 +192,7 @@ def normalize(text: str) -> str:
     """
     text = text.casefold()
     if not text.isascii():
-        text = _strip_accents(text).translate(_QUOTES)
+        text = _QUOTES.sub("'", _strip_accents(text))
         text = _NON_ASCII_SYMBOL.sub(" ", text)
     if "od" in text:
         text = _OD_PAST.sub(" overdosed ", text)
@@ -866,6 +872,12 @@ def _concept_index() -> tuple[dict[str, list[int]], list[int]]:
 
 _CONCEPTS: Final = crisis_rules.compiled(_squeeze_pattern)
 _CONCEPT_LEADS, _CONCEPT_ALWAYS = _concept_index()
+# Per lead word, every rule it leads as one alternation: a quick "could any of them match
+# here?" in one call; the rules are tried one by one only where it says yes.
+_CONCEPT_ANY: Final = {
+    lead: re.compile("|".join(f"(?:{_CONCEPTS[k][0].pattern})" for k in ks))
+    for lead, ks in _CONCEPT_LEADS.items()
+}
 
 
 def _concepts(norm: str, words: list[str]) -> list[tuple[int, CrisisMatch]]:
@@ -882,10 +894,12 @@ def _concepts(norm: str, words: list[str]) -> list[tuple[int, CrisisMatch]]:
 
     pos = 0
     for i, word in enumerate(words):
-        for k in _CONCEPT_LEADS.get(word, ()):
-            rx, rule = _CONCEPTS[k]
-            if rule.id not in seen and rx.match(norm, pos) is not None:
-                take(i, rule)
+        any_rule = _CONCEPT_ANY.get(word)
+        if any_rule is not None and any_rule.match(norm, pos) is not None:
+            for k in _CONCEPT_LEADS[word]:
+                rx, rule = _CONCEPTS[k]
+                if rule.id not in seen and rx.match(norm, pos) is not None:
+                    take(i, rule)
         pos += len(word) + 1
     for k in _CONCEPT_ALWAYS:
         rx, rule = _CONCEPTS[k]
