@@ -38,7 +38,14 @@ from flows.model import (
 from flows.parsing import Parsed, Parser, default_hint, make_parser, retry_hint
 from flows.reasons import Reason
 from flows.scoring import ScoreHistory, band_for, compute_total
-from flows.text import CRISIS_LINE, pick, render
+from flows.text import (
+    CRISIS_LINE,
+    PAGE_AFTER_MINUTES,
+    during_clinic_hours,
+    high_followup,
+    pick,
+    render,
+)
 
 __all__ = [
     "AnswerRecorded",
@@ -185,6 +192,9 @@ class Context:
     clinic_phone: str = ""
     history: Mapping[str, ScoreHistory] = field(default_factory=dict)
     prefill: Mapping[str, AnswerValue] = field(default_factory=dict)
+    # what the patient is told will happen after a result (see flows.text.high_followup)
+    page_after_minutes: int = PAGE_AFTER_MINUTES
+    clinic_hours: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,6 +207,8 @@ class Context:
                 for name, h in self.history.items()
             },
             "prefill": dict(self.prefill),
+            "page_after_minutes": self.page_after_minutes,
+            "clinic_hours": self.clinic_hours,
         }
 
     @classmethod
@@ -215,6 +227,8 @@ class Context:
             clinic_phone=str(data.get("clinic_phone", "")),
             history=history,
             prefill={str(k): _answer(v) for k, v in dict(data.get("prefill", {})).items()},
+            page_after_minutes=int(data.get("page_after_minutes", PAGE_AFTER_MINUTES)),
+            clinic_hours=str(data.get("clinic_hours", "")),
         )
 
 
@@ -442,6 +456,10 @@ class _Run:
             return ctx.clinic_phone
         if name == "crisis_line":
             return CRISIS_LINE
+        if name == "high_followup":
+            return high_followup(ctx.language, ctx.page_after_minutes)
+        if name == "during_clinic_hours":
+            return during_clinic_hours(ctx.language, ctx.clinic_hours)
         kind, _, key = name.partition(".")
         if kind == "answer":
             return _show(self.answers.get(key))
@@ -642,7 +660,13 @@ class _Run:
             )
         )
         self.send(
-            safety.reply_for(safety.Tier.HIGH, ctx.language, ctx.clinic_name, ctx.clinic_phone),
+            safety.reply_for(
+                safety.Tier.HIGH,
+                ctx.language,
+                ctx.clinic_name,
+                ctx.clinic_phone,
+                page_after_minutes=ctx.page_after_minutes,
+            ),
             Purpose.CRISIS,
         )
 

@@ -29,6 +29,7 @@ from typing import Final
 from flows import crisis_model, crisis_rules
 from flows.crisis_features import Scorer
 from flows.gsm import GSM7_BASIC
+from flows.text import PAGE_AFTER_MINUTES, high_followup
 
 __all__ = [
     "CRISIS_REPLY_MAX_SEPTETS",
@@ -1073,20 +1074,21 @@ _REPLIES: Final[dict[str, tuple[str, str, str, str]]] = {
         " Tambien puede llamar al {phone}.",
     ),
 }
-# The answer to softer signs (tier high): a person will reach out, and 988 now if unsafe.
+# The answer to softer signs (tier high): who has been told, what happens if nobody takes
+# it up (``flows.text.high_followup``), and 988 now if unsafe.
 _CONCERN: Final[dict[str, tuple[str, str, str, str]]] = {
     "en": (
         "Thank you for telling us. If you feel unsafe, call or text 988 now (free, 24/7);"
         " in an emergency call 911.",
-        " Someone from your care team at {clinic} will reach out to you.",
-        " Someone from your care team will reach out to you.",
+        " Your care team at {clinic} has been told.",
+        " Your care team has been told.",
         " You can also call them at {phone}.",
     ),
     "es": (
         "Gracias por contarnos. Si se siente en peligro, llame o envie un texto al 988 ahora"
         " (gratis, 24/7); en una emergencia llame al 911.",
-        " Alguien de su equipo en {clinic} se comunicara con usted.",
-        " Alguien de su equipo de atencion se comunicara con usted.",
+        " Su equipo en {clinic} ya fue avisado.",
+        " Su equipo de atencion ya fue avisado.",
         " Tambien puede llamar al {phone}.",
     ),
 }
@@ -1102,12 +1104,21 @@ def _gsm_safe(value: str, limit: int) -> str:
     return value
 
 
-def reply_for(tier: Tier, language: str, clinic_name: str, clinic_phone: str) -> str:
-    """The immediate answer to a detected message: crisis resources for critical, a call-back
-    and 988 for high."""
+def reply_for(
+    tier: Tier,
+    language: str,
+    clinic_name: str,
+    clinic_phone: str,
+    *,
+    page_after_minutes: int = PAGE_AFTER_MINUTES,
+) -> str:
+    """The immediate answer to a detected message: crisis resources for critical (the
+    on-call is paged at once); for high, 988, who has been told and when the on-call is
+    paged if nobody takes it up."""
     if tier is Tier.CRITICAL:
         return crisis_reply(language, clinic_name, clinic_phone)
-    return _compose(_CONCERN, language, clinic_name, clinic_phone)
+    followup = " " + high_followup(language, page_after_minutes)
+    return _compose(_CONCERN, language, clinic_name, clinic_phone, followup)
 
 
 def crisis_reply(language: str, clinic_name: str, clinic_phone: str) -> str:
@@ -1126,13 +1137,16 @@ def _compose(
     language: str,
     clinic_name: str,
     clinic_phone: str,
+    followup: str = "",
 ) -> str:
     lang = language.strip().lower().replace("_", "-").split("-", 1)[0]
     body, with_clinic, without_clinic, with_phone = replies.get(lang, replies["en"])
     clinic = _gsm_safe(clinic_name, _NAME_MAX)
     phone = _gsm_safe(clinic_phone, _PHONE_MAX)
     call_back = with_phone.format(phone=phone) if phone else ""
-    fixed = len(body) + len(with_clinic) - len("{clinic}") + len(call_back)
+    if len(body) + len(without_clinic) + len(followup) + len(call_back) > CRISIS_REPLY_MAX_SEPTETS:
+        call_back = ""  # the follow-up promise matters more than the clinic's number
+    fixed = len(body) + len(with_clinic) - len("{clinic}") + len(followup) + len(call_back)
     clinic = _gsm_safe(clinic, max(0, CRISIS_REPLY_MAX_SEPTETS - fixed))
     alerted = with_clinic.format(clinic=clinic) if clinic else without_clinic
-    return body + alerted + call_back
+    return body + alerted + followup + call_back

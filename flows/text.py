@@ -15,10 +15,46 @@ from functools import lru_cache
 _TOKEN = re.compile(r"\{\{|\}\}|\{([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)?)\}")
 _STRAY = re.compile(r"[{}]")
 
-GLOBAL_VARIABLES = frozenset({"first_name", "clinic_name", "clinic_phone", "crisis_line"})
+GLOBAL_VARIABLES = frozenset(
+    {
+        "first_name",
+        "clinic_name",
+        "clinic_phone",
+        "crisis_line",
+        "high_followup",
+        "during_clinic_hours",
+    }
+)
 """Variables every template may use."""
 DOTTED_PREFIXES = frozenset({"answer", "score", "band"})
 CRISIS_LINE = "988"
+
+PAGE_AFTER_MINUTES = 60  # the service's default for PAGE_HIGH_AFTER_MINUTES
+
+
+def high_followup(language: str, minutes: int = PAGE_AFTER_MINUTES) -> str:
+    """What happens after a high result, in words true at any hour: clinicians see it at
+    once and the on-call is paged if nobody has taken it up in time. GSM-7 only."""
+    if _lang(language) == "es":
+        return (
+            f"Si nadie de su equipo lo atiende en {minutes} minutos, se avisa al medico de guardia."
+        )
+    return (
+        f"If no one from your care team has taken it up within {minutes} minutes,"
+        " the on-call clinician is paged."
+    )
+
+
+def during_clinic_hours(language: str, hours: str = "") -> str:
+    """When lower-priority messages are read (``CLINIC_HOURS`` when it is set)."""
+    if _lang(language) == "es":
+        return f"en horario de la clinica ({hours})" if hours else "en horario de la clinica"
+    return f"during clinic hours ({hours})" if hours else "during clinic hours"
+
+
+def _lang(language: str) -> str:
+    return language.strip().lower().replace("_", "-").split("-", 1)[0]
+
 
 Resolver = Callable[[str], str | None]
 Part = tuple[str, str | None]

@@ -125,6 +125,8 @@ def context_for(
         clinic_phone=settings.clinic_phone,
         history=history,
         prefill=prefill or {},
+        page_after_minutes=settings.page_high_after_minutes,
+        clinic_hours=settings.clinic_hours,
     )
 
 

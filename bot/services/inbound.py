@@ -33,6 +33,7 @@ from db.session import Database
 from flows import keywords, safety
 from flows.engine import Reply
 from flows.reasons import Reason
+from flows.text import during_clinic_hours
 
 __all__ = ["MAX_BODY_CHARS", "InboundResult", "InboundSms", "handle_inbound"]
 
@@ -72,9 +73,9 @@ def _texts(settings: Settings, language: str) -> dict[str, str]:
     clinic = settings.clinic_name or ("su clinica" if language == "es" else "your clinic")
     phone = settings.clinic_phone
     hours = settings.clinic_hours
+    when = during_clinic_hours(language, hours)
     if language == "es":
         call = f"llame al {phone}" if phone else "llame a su clinica"
-        when = f"en horario de la clinica ({hours})" if hours else "en horario de la clinica"
         return {
             "help": f"{clinic}: mensajes de seguimiento de su tratamiento. Para ayuda {call}. "
             "En crisis llame o envie un texto al 988; emergencias 911. "
@@ -85,7 +86,6 @@ def _texts(settings: Settings, language: str) -> dict[str, str]:
             "En crisis llame o envie un texto al 988.",
         }
     call = f"call {phone}" if phone else "call your clinic"
-    when = f"during clinic hours ({hours})" if hours else "during clinic hours"
     return {
         "help": f"{clinic}: follow-up texts about your treatment. For help {call}. "
         "In a crisis call or text 988; emergencies 911. Reply STOP to opt out.",
@@ -263,7 +263,11 @@ class _Handler:
         self.severities.append(severity)
         language = patient.language if patient else "en"
         reply = safety.reply_for(
-            crisis.tier, language, self.settings.clinic_name, self.settings.clinic_phone
+            crisis.tier,
+            language,
+            self.settings.clinic_name,
+            self.settings.clinic_phone,
+            page_after_minutes=self.settings.page_high_after_minutes,
         )
         self.reply(reply, "crisis", patient)
 

@@ -10,7 +10,9 @@ import pytest
 from flows import engine, safety
 from flows.definition import load_flow
 from flows.engine import Context, Reply
-from flows.safety import CrisisCategory, Tier, detect, reply_for
+from flows.gsm import gsm7_length, non_gsm7_chars
+from flows.safety import CRISIS_REPLY_MAX_SEPTETS, CrisisCategory, Tier, detect, reply_for
+from flows.text import during_clinic_hours
 from tests.crisis_corpus import load
 
 C, S, OD, H, X, M, P = (
@@ -92,9 +94,25 @@ def test_a_match_names_its_rule_never_the_patients_words() -> None:
 
 def test_replies_by_tier_in_both_languages() -> None:
     high_en = reply_for(Tier.HIGH, "en", "Lakeside", "+12025550100")
-    assert "reach out" in high_en and "988" in high_en and "911" in high_en
-    high_es = reply_for(Tier.HIGH, "es", "Lakeside", "")
-    assert "se comunicara con usted" in high_es and "988" in high_es
+    assert "has been told" in high_en and "988" in high_en and "911" in high_en
+    # what happens next, with the service's own paging delay
+    assert "within 60 minutes, the on-call clinician is paged" in high_en
+    high_es = reply_for(Tier.HIGH, "es", "Lakeside", "", page_after_minutes=30)
+    assert "ya fue avisado" in high_es and "988" in high_es
+    assert "en 30 minutos, se avisa al medico de guardia" in high_es
+    critical_es = reply_for(Tier.CRITICAL, "es", "Lakeside", "")
+    assert "Llame" in critical_es and "llame al 911" in critical_es
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+@pytest.mark.parametrize("tier", [Tier.HIGH, Tier.CRITICAL])
+def test_replies_fit_two_gsm7_segments_with_the_longest_settings(language: str, tier: Tier) -> None:
+    reply = reply_for(
+        tier, language, "N" * 80, "+1 (202) 555-0100 ext. 12345", page_after_minutes=1440
+    )
+    assert not non_gsm7_chars(reply)
+    assert gsm7_length(reply) <= CRISIS_REPLY_MAX_SEPTETS
+    assert "988" in reply and ("paged" in reply or "guardia" in reply or tier is Tier.CRITICAL)
     critical_es = reply_for(Tier.CRITICAL, "es", "Lakeside", "")
     assert "Llame" in critical_es and "llame al 911" in critical_es
 
@@ -158,3 +176,21 @@ def test_the_development_half_stays_caught() -> None:
 def test_model_scores_are_probabilities() -> None:
     for m in CORPUS[:200]:
         assert 0.0 <= safety.model_score(m.text) <= 1.0
+
+
+def test_flow_replies_say_when_with_the_services_settings() -> None:
+    """{high_followup} and {during_clinic_hours} carry PAGE_HIGH_AFTER_MINUTES and
+    CLINIC_HOURS through the conversation's context, and survive its JSON."""
+    sources = __import__("bot.library", fromlist=["x"]).flow_sources()
+    flow = load_flow(sources["cssrs_screen"])
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    ctx = Context(first_name="Ana", page_after_minutes=45, clinic_hours="Mon-Fri 9-5")
+    step = engine.start(flow, ctx, now)
+    state = engine.ConversationState.from_json(step.state.to_json())
+    for answer in ("yes", "no", "no"):
+        step = engine.resume(flow, state, Reply(answer), now)
+        state = step.state
+    sent = [e.text for e in step.events if isinstance(e, engine.SendMessage)]
+    assert any("within 45 minutes, the on-call clinician is paged" in t for t in sent)
+    assert during_clinic_hours("en", "Mon-Fri 9-5") == "during clinic hours (Mon-Fri 9-5)"
+    assert during_clinic_hours("es-MX", "") == "en horario de la clinica"

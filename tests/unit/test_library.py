@@ -946,8 +946,9 @@ END_CRITICAL = (
     "danger. Your care team at Lakeside Clinic will contact you."
 )
 END_HIGH = (
-    "Thank you for answering, Ana. Your care team at Lakeside Clinic will contact you soon. "
-    "If you feel unsafe at any time, call or text 988, or call 911."
+    "Thank you for answering, Ana. Your care team at Lakeside Clinic has been told and will "
+    "contact you. If no one from your care team has taken it up within 60 minutes, the on-call "
+    "clinician is paged. If you feel unsafe at any time, call or text 988, or call 911."
 )
 END_OK = (
     "Thank you for answering, Ana. Your answers have been sent to your care team at Lakeside "
@@ -1649,7 +1650,8 @@ def test_dissociation_episodes(
         "How distressing were these episodes, from 0 (not at all) to 10 (extremely)?",
     ]
     assert t.messages[-1] == (
-        "Thank you, Ana. Your care team at Lakeside Clinic will look at this and may contact "
+        "Thank you, Ana. Your care team at Lakeside Clinic will look at this during clinic hours "
+        "and may contact "
         "you. If you ever feel unsafe, call or text 988."
     )
 
