@@ -950,6 +950,17 @@ END_HIGH = (
     "contact you. If no one from your care team has taken it up within 60 minutes, the on-call "
     "clinician is paged. If you feel unsafe at any time, call or text 988, or call 911."
 )
+END_MODERATE = (
+    "Thank you for answering, Ana. Your care team at Lakeside Clinic will read your answers "
+    "during clinic hours and contact you. If you feel unsafe at any time, call or text 988, "
+    "or call 911."
+)
+BEHAVIOR_EXAMPLES = (
+    "Next, about things people do to end their life, for example: collected pills, got a gun, "
+    "gave away valuables, wrote a will or suicide note, took out pills but didn't swallow them, "
+    "held a gun but changed their mind, went to a roof but didn't jump; or took pills, cut "
+    "themselves, tried to hang or shoot themselves."
+)
 END_OK = (
     "Thank you for answering, Ana. Your answers have been sent to your care team at Lakeside "
     "Clinic. If you ever feel unsafe, call or text 988."
@@ -962,6 +973,7 @@ def test_cssrs_all_no_full_texts() -> None:
         "info",
         "question",
         *qa(("wish_dead", False), ("thoughts", False))[:-1],
+        "info",
         "question",
         "behavior=no",
         "closing",
@@ -974,6 +986,7 @@ def test_cssrs_all_no_full_texts() -> None:
         "In the past month, have you wished you were dead or wished you could go to sleep and "
         "not wake up? YES or NO",
         "In the past month, have you actually had any thoughts of killing yourself? YES or NO",
+        BEHAVIOR_EXAMPLES,
         "Have you ever done anything, started to do anything, or prepared to do anything to "
         "end your life? YES or NO",
         END_OK,
@@ -992,6 +1005,7 @@ def test_cssrs_all_yes_full_texts() -> None:
         "escalation_reply",
         "question",
         "plan=yes",
+        "info",
         "question",
         "behavior=yes",
         "question",
@@ -1009,6 +1023,7 @@ def test_cssrs_all_yes_full_texts() -> None:
         CRITICAL_REPLY_INTENT,
         "In the past month, have you started to work out or worked out the details of how to "
         "kill yourself? Do you intend to carry out this plan? YES or NO",
+        BEHAVIOR_EXAMPLES,
         "Have you ever done anything, started to do anything, or prepared to do anything to "
         "end your life? YES or NO",
         "Was this within the past 3 months? YES or NO",
@@ -1025,9 +1040,9 @@ def test_cssrs_all_yes_full_texts() -> None:
     [
         pytest.param(
             ["yes", "no", "no"],
-            ["wish_dead=yes", "question", "thoughts=no", "question", "behavior=no"],
-            ["high:cssrs_ideation"],
-            END_HIGH,
+            ["wish_dead=yes", "question", "thoughts=no", "info", "question", "behavior=no"],
+            ["moderate:cssrs_ideation"],
+            END_MODERATE,
             id="q1-only",
         ),
         pytest.param(
@@ -1042,11 +1057,12 @@ def test_cssrs_all_yes_full_texts() -> None:
                 "intent=no",
                 "question",
                 "plan=no",
+                "info",
                 "question",
                 "behavior=no",
             ],
-            ["high:cssrs_ideation"],
-            END_HIGH,
+            ["moderate:cssrs_ideation"],
+            END_MODERATE,
             id="q2-only",
         ),
         pytest.param(
@@ -1061,6 +1077,7 @@ def test_cssrs_all_yes_full_texts() -> None:
                 "intent=no",
                 "question",
                 "plan=no",
+                "info",
                 "question",
                 "behavior=no",
             ],
@@ -1082,6 +1099,7 @@ def test_cssrs_all_yes_full_texts() -> None:
                 "escalation_reply",
                 "question",
                 "plan=no",
+                "info",
                 "question",
                 "behavior=no",
             ],
@@ -1103,6 +1121,7 @@ def test_cssrs_all_yes_full_texts() -> None:
                 "plan=yes",
                 "critical:cssrs_plan",
                 "escalation_reply",
+                "info",
                 "question",
                 "behavior=no",
             ],
@@ -1124,6 +1143,7 @@ def test_cssrs_all_yes_full_texts() -> None:
                 "escalation_reply",
                 "question",
                 "plan=yes",
+                "info",
                 "question",
                 "behavior=no",
             ],
@@ -1137,14 +1157,15 @@ def test_cssrs_all_yes_full_texts() -> None:
                 "wish_dead=no",
                 "question",
                 "thoughts=no",
+                "info",
                 "question",
                 "behavior=yes",
                 "question",
                 "behavior_3m=no",
-                "moderate:cssrs_lifetime_behavior",
+                "high:cssrs_lifetime_behavior",
             ],
-            ["moderate:cssrs_lifetime_behavior"],
-            END_OK,
+            ["high:cssrs_lifetime_behavior"],
+            END_HIGH,
             id="q6-lifetime-only",
         ),
         pytest.param(
@@ -1153,13 +1174,15 @@ def test_cssrs_all_yes_full_texts() -> None:
                 "wish_dead=yes",
                 "question",
                 "thoughts=no",
+                "info",
                 "question",
                 "behavior=yes",
                 "question",
                 "behavior_3m=no",
-                "high:cssrs_ideation",
+                "high:cssrs_lifetime_behavior",
             ],
-            ["high:cssrs_ideation"],
+            # Columbia's risk is the highest of the answers: moderate (lifetime behaviour)
+            ["high:cssrs_lifetime_behavior"],
             END_HIGH,
             id="q1-and-q6-lifetime",
         ),
@@ -1177,6 +1200,7 @@ def test_cssrs_all_yes_full_texts() -> None:
                 "escalation_reply",
                 "question",
                 "plan=no",
+                "info",
                 "question",
                 "behavior=yes",
                 "question",
@@ -1204,7 +1228,10 @@ def test_cssrs_recent_behavior_is_critical_and_ends_with_the_crisis_reply() -> N
     assert t.trace == [
         "info",
         "question",
-        *qa(("wish_dead", False), ("thoughts", False), ("behavior", True))[:-1],
+        *qa(("wish_dead", False), ("thoughts", False))[:-1],
+        "info",
+        "question",
+        "behavior=yes",
         "question",
         "behavior_3m=yes",
         "critical:cssrs_recent_behavior",
@@ -1311,7 +1338,7 @@ def test_cssrs_spanish() -> None:
     assert t.messages[1] == (
         "En el ultimo mes, ¿ha deseado estar muerto(a) o poder dormirse y no despertar? SI o NO"
     )
-    assert t.escalations == [("high", "cssrs_ideation")]
+    assert t.escalations == [("moderate", "cssrs_ideation")]
 
 
 # -- daily mood --------------------------------------------------------------------------------
@@ -1735,7 +1762,7 @@ def test_chain_phq2_to_phq9_to_cssrs() -> None:
     assert escalations == [
         ("phq9", "high", "item9_positive"),
         ("phq9", "moderate", "phq9_moderately_severe"),
-        ("cssrs_screen", "high", "cssrs_ideation"),
+        ("cssrs_screen", "moderate", "cssrs_ideation"),
     ]
     scores = {k: (s.total, s.band) for k, s in tr.scores}
     assert scores == {"phq2": (6, "positive"), "phq9": (19, "moderately severe")}
