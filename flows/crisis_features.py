@@ -1,10 +1,13 @@
 """Features and scoring of the crisis detector's learned model (pure, standard library only).
 
 A message is normalized as for the lexicon (``flows.safety.normalize``), then
-described by character 3- to 5-grams of each word, the words, and adjacent word
-pairs within a clause. The model is multinomial logistic regression over these
-counts scaled by one over the square root of their number, trained by
-``bench/train_detector.py``; its weights live in ``flows/crisis_model.py``.
+described by character 3- to 5-grams of each word, the words, adjacent word
+pairs within a clause, the word classes of ``flows/crisis_concepts.py`` and the
+pairs of classes that follow each other within a clause. The model is logistic
+regression over these counts scaled by one over the square root of their
+number (inverse document frequencies are folded into the exported weights),
+trained by ``bench/train_detector.py``; its weights live in
+``flows/crisis_model.py``.
 
 Long texts are scored in overlapping windows of words and the most alarming
 window counts, so a dangerous sentence is not diluted by a page of ordinary
@@ -36,17 +39,34 @@ def pair_feature(first: str, second: str) -> str:
     return f"b:{first}_{second}"
 
 
-def features(words: Sequence[str]) -> list[str]:
+Classes = Mapping[str, tuple[str, ...]]  # normalized word -> its concept classes
+
+
+def class_features(kinds: tuple[str, ...]) -> list[str]:
+    return [f"k:{k}" for k in kinds]
+
+
+def class_pairs(before: tuple[str, ...], kinds: tuple[str, ...]) -> list[str]:
+    return [f"kb:{a}_{b}" for a in before for b in kinds]
+
+
+def features(words: Sequence[str], classes: Classes) -> list[str]:
     """Every feature occurrence of a normalized message (training uses this)."""
     out: list[str] = []
     previous = CLAUSE
+    before: tuple[str, ...] = ()
     for word in words:
         if word == CLAUSE:
-            previous = CLAUSE
+            previous, before = CLAUSE, ()
             continue
         out.extend(word_features(word))
+        kinds = classes.get(word, ())
+        out.extend(class_features(kinds))
         if previous != CLAUSE:
             out.append(pair_feature(previous, word))
+        if kinds:
+            out.extend(class_pairs(before, kinds))
+            before = kinds
         previous = word
     return out
 
@@ -58,16 +78,30 @@ class Scorer:
     """Scores of a message under one exported model: column 0 is a binary crisis logit, the
     rest one logit per class (the first class "none")."""
 
-    def __init__(self, classes: Sequence[str], bias: Vector, weights: Mapping[str, Vector]) -> None:
+    def __init__(
+        self,
+        classes: Sequence[str],
+        bias: Vector,
+        weights: Mapping[str, Vector],
+        concepts: Classes,
+    ) -> None:
         self.classes = tuple(classes)
         assert len(bias) == len(classes) + 1
         self.bias = bias
         self.weights = weights
+        self.concepts = concepts
         self.zero: Vector = (0.0,) * len(bias)
         self._word: Callable[[str], tuple[Vector, int]] = lru_cache(maxsize=8192)(self._sum_word)
+        self._kinds: Callable[[tuple[str, ...], tuple[str, ...]], tuple[Vector, int]] = lru_cache(
+            maxsize=4096
+        )(self._sum_kinds)
 
     def _sum_word(self, word: str) -> tuple[Vector, int]:
-        feats = word_features(word)
+        feats = word_features(word) + class_features(self.concepts.get(word, ()))
+        return self._sum(feats), len(feats)
+
+    def _sum_kinds(self, before: tuple[str, ...], kinds: tuple[str, ...]) -> tuple[Vector, int]:
+        feats = class_pairs(before, kinds)
         return self._sum(feats), len(feats)
 
     def _sum(self, feats: Sequence[str]) -> Vector:
@@ -82,51 +116,64 @@ class Scorer:
 
     def probabilities(self, words: Sequence[str]) -> tuple[float, tuple[float, ...]]:
         """The most alarming window's crisis probability and its class probabilities."""
-        # per-word contributions: the word's own features plus its pair with the previous word
-        sums: list[Vector] = []
-        counts: list[int] = []
+        # per word: its own features, its pair with the previous word and its class pairs;
+        # windows are compared on the alarm column alone (prefix sums, two subtractions per
+        # window) and the class columns are summed only for the window that wins
+        weights = self.weights
+        spots: list[tuple[str, str, tuple[str, ...]]] = []
+        alarm = [0.0]
+        counted = [0]
         previous = CLAUSE
+        before: tuple[str, ...] = ()
         for word in words:
             if word == CLAUSE:
-                previous = CLAUSE
+                previous, before = CLAUSE, ()
                 continue
             vector, count = self._word(word)
+            value = vector[0]
             if previous != CLAUSE:
-                pair = self.weights.get(pair_feature(previous, word))
+                pair = weights.get(pair_feature(previous, word))
                 if pair is not None:
-                    vector = tuple(a + b for a, b in zip(vector, pair, strict=True))
+                    value += pair[0]
                 count += 1
-            sums.append(vector)
-            counts.append(count)
+            kinds = self.concepts.get(word)
+            spots.append((word, previous, before if kinds else ()))
+            if kinds:
+                if before:
+                    extra, n = self._kinds(before, kinds)
+                    value += extra[0]
+                    count += n
+                before = kinds
+            alarm.append(alarm[-1] + value)
+            counted.append(counted[-1] + count)
             previous = word
-        if not sums:
+        n = len(spots)
+        if not n:
             return self._split(self.bias)
-        n = len(sums)
         if n <= WINDOW + STRIDE:
             spans = [(0, n)]
         else:
             spans = [(a, min(n, a + WINDOW)) for a in range(0, n - WINDOW + STRIDE, STRIDE)]
-        # prefix sums per class: each window costs one subtraction per class
-        width = len(self.bias)
-        prefix = [list(self.zero)]
-        running = list(self.zero)
-        for vector in sums:
-            for k in range(width):
-                running[k] += vector[k]
-            prefix.append(list(running))
-        counted = [0]
-        for c in counts:
-            counted.append(counted[-1] + c)
-        best: tuple[float, tuple[float, ...]] | None = None
-        for start, end in spans:
-            scale = 1.0 / math.sqrt(counted[end] - counted[start])
-            low, high = prefix[start], prefix[end]
-            logits = tuple(self.bias[k] + (high[k] - low[k]) * scale for k in range(width))
-            found = self._split(logits)
-            if best is None or found[0] > best[0]:
-                best = found
-        assert best is not None
-        return best
+        start, end = max(
+            spans,
+            key=lambda span: (
+                (alarm[span[1]] - alarm[span[0]]) / math.sqrt(counted[span[1]] - counted[span[0]])
+            ),
+        )
+        totals = list(self.zero)
+        for word, prev, kinds_before in spots[start:end]:
+            parts = [self._word(word)[0]]
+            if prev != CLAUSE:
+                pair = weights.get(pair_feature(prev, word))
+                if pair is not None:
+                    parts.append(pair)
+            if kinds_before:
+                parts.append(self._kinds(kinds_before, self.concepts[word])[0])
+            for part in parts:
+                for k, x in enumerate(part):
+                    totals[k] += x
+        scale = 1.0 / math.sqrt(counted[end] - counted[start])
+        return self._split(tuple(b + t * scale for b, t in zip(self.bias, totals, strict=True)))
 
     def _split(self, logits: Vector) -> tuple[float, tuple[float, ...]]:
         alarm = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logits[0]))))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from flows import crisis_model, crisis_rules
+from flows import crisis_concepts, crisis_model, crisis_rules
 from flows.crisis_features import Scorer
 from flows.gsm import GSM7_BASIC
 from flows.text import PAGE_AFTER_MINUTES, high_followup
@@ -700,6 +700,13 @@ _NEGATORS: Final = frozenset(
             "ni",
             "jamas",
             "tampoco",
+            "ningun",
+            "ninguna",
+            "ninguno",
+            "nada",
+            "none",
+            "nope",
+            "nah",
         ),
     )
 )
@@ -918,9 +925,18 @@ _LAUGHING_EMOJI: Final = frozenset("\U0001f602\U0001f923\U0001f606\U0001f605\U00
 _HYPERBOLE: Final = frozenset({CrisisCategory.OVERDOSE, CrisisCategory.MEDICAL_EMERGENCY})
 
 
+# The frames, squeezed as the text is (their words are written in ordinary spelling:
+# "feeling better now" must match "feling beter now").
+_HISTORY: Final = re.compile(_squeeze_pattern(crisis_rules.HISTORY.pattern))
+_HYPOTHETICAL: Final = re.compile(_squeeze_pattern(crisis_rules.HYPOTHETICAL.pattern))
+_DENIAL: Final = re.compile(_squeeze_pattern(crisis_rules.DENIAL.pattern))
+
+
 def _framed(words: list[str], i: int, match: CrisisMatch, laughing: bool) -> bool:
     """True when the match sits in a clause that tells history, asks a hypothetical, or
-    laughs off hyperbole: the clause itself and the one after it are read."""
+    laughs off hyperbole: the clause itself and the one after it are read. Someone else's
+    danger is never framed away: a relative texting from the patient's phone ("she wont wake
+    up") is the patient's emergency."""
     start = i
     while start > 0 and words[start - 1] != "|":
         start -= 1
@@ -930,7 +946,7 @@ def _framed(words: list[str], i: int, match: CrisisMatch, laughing: bool) -> boo
             clauses += 1
         end += 1
     window = " ".join(words[start:end])
-    if crisis_rules.HISTORY.search(window) or crisis_rules.HYPOTHETICAL.search(window):
+    if _HISTORY.search(window) or _HYPOTHETICAL.search(window):
         return True
     return laughing and match.category in _HYPERBOLE
 
@@ -943,17 +959,24 @@ _BP_CONTEXT: Final = re.compile(
 )
 
 
+def _readings(text: str, norm: str) -> list[tuple[int, int, str]]:
+    """Blood-pressure-shaped number pairs: (systolic, diastolic, as written)."""
+    pairs = [(m.group(1), m.group(2)) for m in _BP_SLASH.finditer(text)]
+    pairs += [(m.group(1), m.group(2)) for m in _BP_WORDS.finditer(norm)]
+    out = []
+    for high, low in pairs:
+        systolic, diastolic = int(high), int(low)
+        if 80 <= systolic <= 300 and 40 <= diastolic <= 200 and systolic > diastolic:
+            out.append((systolic, diastolic, high))
+    return out
+
+
 def _blood_pressure(text: str, norm: str) -> list[tuple[int, CrisisMatch]]:
     """A reading written as numbers at or above 180 systolic or 120 diastolic: "bp 192/104",
     "200 over 100", "la presion 190 con 120". A bare "x/y" counts only with both numbers in a
     blood pressure's range and a pressure word nearby, so dates and scores stay out."""
-    pairs = [(m.group(1), m.group(2), m.start()) for m in _BP_SLASH.finditer(text)]
-    pairs += [(m.group(1), m.group(2), -1) for m in _BP_WORDS.finditer(norm)]
     context = bool(_BP_CONTEXT.search(norm))
-    for high, low, _at in pairs:
-        systolic, diastolic = int(high), int(low)
-        if not (80 <= systolic <= 300 and 40 <= diastolic <= 200 and systolic > diastolic):
-            continue
+    for systolic, diastolic, high in _readings(text, norm):
         if systolic < 180 and diastolic < 120:
             continue
         if not context and not (systolic >= 150 and diastolic >= 90):
@@ -987,11 +1010,25 @@ def detect_rules(text: str, norm: str | None = None) -> CrisisMatch | None:
     return _best(found)
 
 
+def _word_classes() -> dict[str, tuple[str, ...]]:
+    """``crisis_concepts.CONCEPTS`` by normalized word, as messages are normalized."""
+    index: dict[str, list[str]] = {}
+    for kind, words in crisis_concepts.CONCEPTS.items():
+        for word in words.split():
+            for token in normalize(word).split(" "):
+                if token and kind not in index.setdefault(token, []):
+                    index[token].append(kind)
+    return {word: tuple(kinds) for word, kinds in index.items()}
+
+
+CONCEPT_INDEX: Final = _word_classes()
+
+
 @functools.cache
 def _scorer() -> Scorer:
     """The exported model, built on first use (training imports this module before a model
     of the current shape exists)."""
-    return Scorer(crisis_model.CLASSES, crisis_model.BIAS, crisis_model.WEIGHTS)
+    return Scorer(crisis_model.CLASSES, crisis_model.BIAS, crisis_model.WEIGHTS, CONCEPT_INDEX)
 
 
 MODEL_THRESHOLD: Final = crisis_model.THRESHOLD
@@ -1033,13 +1070,14 @@ def detect(text: str) -> CrisisMatch | None:
     alarm, probabilities = model_probabilities(text, norm)
     if alarm < MODEL_THRESHOLD:
         return None
-    if (
-        crisis_rules.HISTORY.search(norm)
-        or crisis_rules.HYPOTHETICAL.search(norm)
-        or crisis_rules.DENIAL.search(norm)
-    ):
+    if _HISTORY.search(norm) or _HYPOTHETICAL.search(norm) or _DENIAL.search(norm):
         return None
     category = max((c for c in probabilities if c != "none"), key=lambda c: probabilities[c])
+    if category == CrisisCategory.MEDICAL_EMERGENCY and _TWO_DIGITS.search(text):
+        readings = _readings(text, norm)
+        if readings and all(s < 180 and d < 120 for s, d, _ in readings):
+            # a reading below the line is the rule's to judge, not the model's
+            return None
     return CrisisMatch(CrisisCategory(category), "model", Tier.HIGH)
 
 
