@@ -84,7 +84,8 @@ LENA = DemoPatient(
 DEMO_PATIENTS = (MAYA, SAM, LENA)
 
 # Replies, one per question, in the order the flows ask them.
-POST_SESSION_OK = ("no", "no", "no", "no", "no")  # BP signs, dissociation, sleepy, nausea, drove
+# BP signs now, BP signs since the clinic, dissociation, sleepy, nausea, drove
+POST_SESSION_OK = ("no", "no", "no", "no", "no", "no")
 
 
 def post_session_replies(mood: int) -> tuple[str, ...]:

@@ -48,6 +48,15 @@ class Reason(StrEnum):
     CRAVINGS = "cravings"
     VERY_LOW_MOOD = "very_low_mood"
     PATIENT_NOTE = "patient_note"
+    BP_SIGNS_PASSED = "bp_signs_passed"
+    ASRM_POSITIVE = "asrm_positive"
+    COMMAND_HALLUCINATIONS = "command_hallucinations"
+    PSYCHOSIS_UNANSWERED = "psychosis_unanswered"
+    PSYCHOTIC_SYMPTOMS = "psychotic_symptoms"
+    HEMATURIA = "hematuria"
+    URINARY_SYMPTOMS = "urinary_symptoms"
+    ALCOHOL_RISK = "alcohol_risk"
+    SEDATIVE_MISUSE = "sedative_misuse"
 
 
 LABELS: dict[Reason, str] = {
@@ -76,7 +85,7 @@ LABELS: dict[Reason, str] = {
     Reason.BP_EMERGENCY_SIGNS: "Blood-pressure emergency signs after treatment",
     Reason.BP_SIGNS_UNANSWERED: "Blood-pressure warning-sign question not answered",
     Reason.CSSRS_UNANSWERED: "C-SSRS question not answered",
-    Reason.PROLONGED_DISSOCIATION: "Dissociation lasting over 24 h or severe",
+    Reason.PROLONGED_DISSOCIATION: "Dissociation lasting past the expected hours, or severe",
     Reason.DISSOCIATION_EPISODES: "Dissociation episodes between treatments",
     Reason.DISSOCIATION_SEVERE: "Severe dissociation",
     Reason.DROVE_AFTER_SESSION: "Drove before a night's sleep after treatment",
@@ -86,6 +95,15 @@ LABELS: dict[Reason, str] = {
     Reason.CRAVINGS: "Cravings",
     Reason.VERY_LOW_MOOD: "Very low mood",
     Reason.PATIENT_NOTE: "The patient left a note",
+    Reason.BP_SIGNS_PASSED: "Blood-pressure warning signs after treatment, now passed",
+    Reason.ASRM_POSITIVE: "Possible hypomania or mania (ASRM ≥ 6)",
+    Reason.COMMAND_HALLUCINATIONS: "Voices telling the patient to harm",
+    Reason.PSYCHOSIS_UNANSWERED: "Question on commanding voices not answered",
+    Reason.PSYCHOTIC_SYMPTOMS: "New psychotic symptoms",
+    Reason.HEMATURIA: "Blood in the urine (possible ketamine cystitis)",
+    Reason.URINARY_SYMPTOMS: "Urinary symptoms (possible ketamine cystitis)",
+    Reason.ALCOHOL_RISK: "Hazardous drinking likely (AUDIT-C ≥ 4)",
+    Reason.SEDATIVE_MISUSE: "Benzodiazepines or opioids not as prescribed",
 }
 
 

@@ -266,6 +266,12 @@ ENROLL_CASES: list[tuple[str, str, datetime, list[Row]]] = [
             ("gad7", utc(10, 19, 8), utc(10, 19, 12), utc(10, 21, 8), 1),
             ("phq9", utc(11, 2, 9), utc(11, 2, 13), utc(11, 4, 9), 2),
             ("gad7", utc(11, 16, 9), utc(11, 16, 13), utc(11, 18, 9), 2),
+            ("substance_use", utc(10, 15, 8), utc(10, 15, 12), utc(10, 17, 8), 1),
+            ("dissociation", utc(10, 15, 8), utc(10, 15, 12), utc(10, 17, 8), 1),
+            ("alcohol_sedatives", utc(10, 15, 8), utc(10, 15, 12), utc(10, 17, 8), 1),
+            ("substance_use", utc(11, 12, 9), utc(11, 12, 13), utc(11, 14, 9), 2),
+            ("dissociation", utc(11, 12, 9), utc(11, 12, 13), utc(11, 14, 9), 2),
+            ("alcohol_sedatives", utc(11, 12, 9), utc(11, 12, 13), utc(11, 14, 9), 2),
         ],
     ),
     (
@@ -277,6 +283,12 @@ ENROLL_CASES: list[tuple[str, str, datetime, list[Row]]] = [
             ("gad7", utc(3, 2, 15), utc(3, 2, 19), utc(3, 4, 15), 1),
             ("phq9", utc(3, 16, 14), utc(3, 16, 18), utc(3, 18, 14), 2),
             ("gad7", utc(3, 30, 14), utc(3, 30, 18), utc(4, 1, 14), 2),
+            ("substance_use", utc(3, 5, 15), utc(3, 5, 19), utc(3, 7, 15), 1),
+            ("dissociation", utc(3, 5, 15), utc(3, 5, 19), utc(3, 7, 15), 1),
+            ("alcohol_sedatives", utc(3, 5, 15), utc(3, 5, 19), utc(3, 7, 15), 1),
+            ("substance_use", utc(4, 2, 14), utc(4, 2, 18), utc(4, 4, 14), 2),
+            ("dissociation", utc(4, 2, 14), utc(4, 2, 18), utc(4, 4, 14), 2),
+            ("alcohol_sedatives", utc(4, 2, 14), utc(4, 2, 18), utc(4, 4, 14), 2),
         ],
     ),
     # monthly: Thursdays and Mondays every 4 weeks
@@ -426,11 +438,20 @@ async def test_replenish_indefinite_schedule_stays_bounded_and_never_backfills(
         )
     now = utc(10, 14, 12, year=2027)  # a Thursday; Berlin falls back on Oct 31 2027
     created = await _replenish(db, p, now)
-    assert sorted((c.flow_key, c.occurrence, c.due_at) for c in created) == [
+    found = sorted((c.flow_key, c.occurrence, c.due_at) for c in created)
+    # dissociation and alcohol_sedatives share the substance-use Thursdays
+    for twin in ("alcohol_sedatives", "dissociation"):
+        assert [(o, d) for f, o, d in found if f == twin] == [
+            (o, d) for f, o, d in found if f == "substance_use"
+        ]
+    assert [x for x in found if x[0] not in ("alcohol_sedatives", "dissociation")] == [
         ("gad7", 14, utc(10, 18, 8, year=2027)),
         ("gad7", 15, utc(11, 15, 9, year=2027)),
         ("phq9", 27, utc(10, 18, 8, year=2027)),
         ("phq9", 28, utc(11, 1, 9, year=2027)),
+        # the monthly Thursday screens: this morning's is still inside its 48 h window
+        ("substance_use", 14, utc(10, 14, 8, year=2027)),
+        ("substance_use", 15, utc(11, 11, 9, year=2027)),
     ]
     assert await _replenish(db, p, now + H) == []
 

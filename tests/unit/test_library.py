@@ -49,14 +49,18 @@ from flows.text import variants
 LIBRARY = Path(__file__).resolve().parents[2] / "flows" / "library"
 KEYS = sorted(p.stem for p in LIBRARY.glob("*.yaml"))
 EXPECTED_KEYS = [
+    "alcohol_sedatives",
+    "bladder_screen",
     "cssrs_screen",
     "daily_mood",
     "dissociation",
     "gad2",
     "gad7",
+    "mania_screen",
     "phq2",
     "phq9",
     "post_session",
+    "psychosis_screen",
     "substance_use",
 ]
 SPANISH_REQUIRED = ["phq2", "phq9", "gad2", "gad7", "daily_mood"]
@@ -283,7 +287,8 @@ def test_every_flow_has_reminder_expiry_greeting_and_closing(key: str) -> None:
 
 @pytest.mark.parametrize("key", EXPECTED_KEYS)
 def test_validated_only_for_validated_instruments(key: str) -> None:
-    assert flow(key).validated is (key in {"phq2", "phq9", "gad2", "gad7", "cssrs_screen"})
+    validated = {"phq2", "phq9", "gad2", "gad7", "cssrs_screen", "mania_screen"}
+    assert flow(key).validated is (key in validated)
 
 
 @pytest.mark.parametrize("key", EXPECTED_KEYS)
@@ -324,11 +329,16 @@ PATHS: dict[str, list[list[str]]] = {
     "cssrs_screen": [["yes"] * 7, ["no", "no", "no"]],
     "daily_mood": [["1", "2"], ["1", "0"], ["8"]],
     "post_session": [
-        ["no", "yes", "3", "3", "yes", "yes", "yes", "1", "I feel odd"],
+        ["no", "yes", "yes", "no", "3", "3", "yes", "yes", "yes", "1", "0", "I feel odd"],
+        ["no", "no", "no", "no", "no", "no", "2", "1"],
         ["yes"],
     ],
     "dissociation": [["yes", "3", "8"], ["no"]],
     "substance_use": [["yes", "3"]],
+    "mania_screen": [["4", "4", "4", "4", "4"]],
+    "psychosis_screen": [["yes", "yes", "yes", "yes"], ["no", "no", "no"]],
+    "bladder_screen": [["yes", "yes", "yes"]],
+    "alcohol_sedatives": [["4", "4", "4", "yes"], ["0", "no"]],
 }
 
 
@@ -1451,7 +1461,7 @@ def test_daily_mood_spanish() -> None:
 
 # -- post_session ------------------------------------------------------------------------------
 
-POST_OK = ["no", "no", "no", "no", "no", "8", "nothing"]
+POST_OK = ["no", "no", "no", "no", "no", "no", "8", "nothing"]
 
 
 def test_post_session_all_well_full_texts() -> None:
@@ -1460,7 +1470,8 @@ def test_post_session_all_well_full_texts() -> None:
         "info",
         "question",
         *qa(
-            ("bp_signs", False),
+            ("bp_now", False),
+            ("bp_since", False),
             ("dissociation", False),
             ("sedation", False),
             ("nausea", False),
@@ -1476,9 +1487,11 @@ def test_post_session_all_well_full_texts() -> None:
     assert t.messages == [
         "Hi Ana, this is Lakeside Clinic checking in the day after your treatment. A few quick "
         "questions.",
-        "Since your treatment, have you had a severe headache, chest pain, a change in your "
-        "vision, or confusion? YES or NO",
-        "Since your treatment, have you still felt detached or unreal, as if you or the world "
+        "Right now, do you have a severe headache, chest pain, a change in your vision, or "
+        "confusion? YES or NO",
+        "Since you left the clinic, did you have a severe headache, chest pain, a change in your "
+        "vision, or confusion that has now passed? YES or NO",
+        "Since you left the clinic, have you felt detached or unreal, as if you or the world "
         "around you were not real? YES or NO",
         "Are you still unusually sleepy or drowsy today? YES or NO",
         "Have you had nausea or vomiting since your treatment? YES or NO",
@@ -1490,12 +1503,12 @@ def test_post_session_all_well_full_texts() -> None:
     ]
 
 
-def test_post_session_bp_emergency_is_critical_and_ends() -> None:
-    t = run("post_session", ["yes"])
+def test_post_session_bp_signs_right_now_are_critical_and_end() -> None:
+    t = run("post_session", ["yes I have a bad headache"])
     assert t.trace == [
         "info",
         "question",
-        "bp_signs=yes",
+        "bp_now=yes",
         "critical:bp_emergency_signs",
         "escalation_reply",
         "end:completed",
@@ -1504,103 +1517,74 @@ def test_post_session_bp_emergency_is_critical_and_ends() -> None:
         "These can be signs of a dangerous rise in blood pressure. Call 911 now. Your care team "
         "at Lakeside Clinic has been alerted."
     )
-    assert t.summaries["bp_emergency_signs"] == (
-        "Day after ketamine/esketamine: severe headache, chest pain, vision change or confusion "
-        "reported (possible hypertensive emergency)."
-    )
+
+
+def test_post_session_bp_signs_that_passed_are_high_and_the_team_calls() -> None:
+    t = run("post_session", ["no", "yes", *POST_OK[2:]])
+    assert t.escalations == [("high", "bp_signs_passed")]
+    assert t.trace[4:7] == ["bp_since=yes", "high:bp_signs_passed", "escalation_reply"]
+    reply = t.messages[3]
+    assert "will call you" in reply and "on-call clinician is paged" in reply
+    assert "call 911 right away" in reply
+
+
+@pytest.mark.parametrize("position", [0, 1])
+def test_post_session_an_unanswered_bp_question_is_high_never_no(position: int) -> None:
+    replies = ["no", "no"]
+    replies[position : position + 1] = ["x", "x", "x"]
+    t = run("post_session", [*replies, *POST_OK[2:]])
+    assert t.escalations == [("high", "bp_signs_unanswered")]
 
 
 @pytest.mark.parametrize(
-    ("duration", "severity", "values", "escalations"),
+    ("replies", "escalated"),
     [
-        ("1", "1", ("under_1h", "mild"), []),
-        ("under an hour", "severe", ("under_1h", "severe"), ["high:prolonged_dissociation"]),
-        ("2", "2", ("several_hours", "moderate"), []),
-        ("several hours", "3", ("several_hours", "severe"), ["high:prolonged_dissociation"]),
-        ("3", "mild", ("over_24h", "mild"), ["high:prolonged_dissociation"]),
-        ("still now", "2", ("over_24h", "moderate"), ["high:prolonged_dissociation"]),
+        # still happening the next morning: high, whatever its strength
+        (["yes", "yes", "mild"], True),
+        # passed within two hours of leaving and mild: expected, recorded only
+        (["yes", "no", "1", "1"], False),
+        (["yes", "no", "most of the evening", "2"], False),
+        # lasted until sleep or later
+        (["yes", "no", "3", "mild"], True),
+        # severe however short
+        (["yes", "no", "1", "severe"], True),
     ],
 )
-def test_post_session_dissociation(
-    duration: str, severity: str, values: tuple[str, str], escalations: list[str]
+def test_post_session_dissociation_follows_the_real_timeline(
+    replies: list[str], escalated: bool
 ) -> None:
-    t = run("post_session", ["no", "yes", duration, severity, "no", "no", "no", "7", "no"])
-    d, s = values
-    assert t.trace == [
-        "info",
-        "question",
-        *qa(("bp_signs", False), ("dissociation", True), ("dissociation_duration", d))[:-1],
-        "question",
-        f"dissociation_severity={s}",
-        *escalations,
-        "question",
-        *qa(("sedation", False), ("nausea", False), ("drove", False), ("mood", 7))[:-1],
-        "question",
-        "anything=no",
-        "closing",
-        "end:completed",
-    ]
-    if escalations:
-        assert t.summaries["prolonged_dissociation"] == (
-            f"Day after ketamine/esketamine: lingering dissociation, duration {d}, severity {s}."
-        )
-    assert t.messages[3:5] == [
-        "How long has it lasted? 1 Under 1 hour, 2 Several hours, 3 Still now, more than 24 hours",
-        "How strong has it been? 1 Mild, 2 Moderate, 3 Severe",
-    ]
+    t = run("post_session", ["no", "no", *replies, "no", "no", "no", "7", "no"])
+    assert t.escalations == ([("high", "prolonged_dissociation")] if escalated else [])
 
 
 def test_post_session_dissociation_unanswered_details_do_not_escalate() -> None:
-    t = run("post_session", ["no", "yes", "x", "x", "x", "x", "x", "x", *POST_OK[2:]])
+    t = run("post_session", ["no", "no", "yes", "no", "x", "x", "x", "x", "x", "x", *POST_OK[3:]])
     assert t.answers["dissociation_duration"] is None
     assert t.answers["dissociation_severity"] is None
     assert t.escalations == []
 
 
-def test_post_session_sedation_nausea_driving_mood_and_note() -> None:
-    t = run("post_session", ["no", "no", "yes", "yes", "yes", "2", "Headache last night"])
-    assert t.trace == [
-        "info",
-        "question",
-        *qa(("bp_signs", False), ("dissociation", False))[:-1],
-        "question",
-        "sedation=yes",
+def test_post_session_sedation_nausea_driving_and_note() -> None:
+    t = run("post_session", ["no", "no", "no", "yes", "yes", "yes", "5", "Headache last night"])
+    assert [f"{s}:{r}" for s, r in t.escalations] == [
         "low:next_day_sedation",
-        "escalation_reply",
-        "question",
-        "nausea=yes",
-        "info",
-        "question",
-        "drove=yes",
         "low:drove_after_session",
-        "escalation_reply",
-        "question",
-        "mood=2",
-        "low:very_low_mood",
-        "question",
-        "anything=Headache last night",
         "low:patient_note",
-        "closing",
-        "end:completed",
     ]
-    assert t.messages[4:11] == [
-        "Please rest and do not drive or use machines until you feel fully awake.",
-        "Have you had nausea or vomiting since your treatment? YES or NO",
-        "Nausea usually passes within a day. Sip fluids and eat light food. If you cannot keep "
-        "fluids down, call Lakeside Clinic at 555-0100.",
-        "Did you drive before you had a full night of sleep after your treatment? YES or NO",
-        "Thanks for being honest. Please do not drive or use machines until the day after a "
-        "treatment, after a full night of sleep. Your reactions can be slower than you feel.",
-        "How is your mood today, from 0 (worst) to 10 (best)?",
-        "Anything else you want your care team to know? Reply in a few words, or NO if nothing.",
-    ]
-    assert t.summaries == {
-        "next_day_sedation": "Day after ketamine/esketamine: still unusually sleepy or drowsy.",
-        "drove_after_session": "Drove before a night's sleep after a ketamine/esketamine "
-        "treatment.",
-        "very_low_mood": "Day after ketamine/esketamine: mood 2/10.",
-        "patient_note": "Day-after note from the patient: Headache last night",
-    }
+    assert t.summaries["patient_note"] == "Day-after note from the patient: Headache last night"
+
+
+def test_post_session_low_mood_asks_item9_and_hands_over_to_the_cssrs() -> None:
+    t = run("post_session", ["no", "no", "no", "no", "no", "no", "2", "sometimes"])
+    assert [f"{s}:{r}" for s, r in t.escalations] == ["high:item9_positive"]
+    assert t.end.handover == "cssrs_screen"
+    assert "A few more questions follow" in t.messages[-1]
+
+
+def test_post_session_low_mood_with_item9_zero_is_low_and_goes_on() -> None:
+    t = run("post_session", ["no", "no", "no", "no", "no", "no", "1", "0", "no"])
+    assert t.escalations == [("low", "very_low_mood")]
+    assert t.end.handover is None
 
 
 @pytest.mark.parametrize("note", ["no", "No.", "NO", "Nothing", "nope", "nada", "No thanks"])
@@ -1610,12 +1594,12 @@ def test_post_session_nothing_else_is_not_escalated(note: str) -> None:
 
 
 def test_post_session_mood_three_is_not_low() -> None:
-    t = run("post_session", ["no", "no", "no", "no", "no", "3", "no"])
+    t = run("post_session", ["no", "no", "no", "no", "no", "no", "3", "no"])
     assert t.escalations == []
 
 
 def test_post_session_expired_is_low() -> None:
-    t = run("post_session", ["no", "no", Expired()])
+    t = run("post_session", ["no", "no", "no", Expired()])
     assert t.trace[-2:] == ["low:post_session_no_response", "end:expired"]
     assert t.escalations == [("low", "post_session_no_response")]
 
@@ -1636,8 +1620,9 @@ def test_dissociation_none_full_texts() -> None:
     t = run("dissociation", ["no"])
     assert t.trace == ["question", "episodes=no", "closing", "end:completed"]
     assert t.messages == [
-        "Hi Ana, this is Lakeside Clinic. Since your last treatment, have you had episodes of "
-        "feeling unreal, or detached from yourself or your surroundings? YES or NO",
+        "Hi Ana, this is Lakeside Clinic. Not counting the day of a treatment and the day after "
+        "it, have you had episodes of feeling unreal, or detached from yourself or your "
+        "surroundings? YES or NO",
         "Thank you, Ana. Your answers have been sent to your care team at Lakeside Clinic.",
     ]
 

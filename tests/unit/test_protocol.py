@@ -39,9 +39,19 @@ LIBRARY_FLOWS = frozenset(
         "dissociation",
         "substance_use",
         "daily_mood",
+        "mania_screen",
+        "psychosis_screen",
+        "bladder_screen",
+        "alcohol_sedatives",
     }
 )
-SHIPPED = ("ketamine_induction", "esketamine_maintenance", "maintenance_monthly")
+SHIPPED = (
+    "ketamine_induction",
+    "esketamine_induction",
+    "esketamine_maintenance",
+    "maintenance_monthly",
+    "relapse_watch",
+)
 
 
 def errors(text: str, known_flows: Collection[str] | None = None) -> list[Problem]:
@@ -71,10 +81,11 @@ def test_shipped_protocol_is_valid_and_named_after_its_file(key: str) -> None:
     assert problems == []
     assert protocol is not None
     assert protocol.key == key
-    assert protocol.supersede_on_new_treatment is True
+    # the relapse watch starts when treatments have stopped; every other one follows them
+    assert protocol.supersede_on_new_treatment is (key != "relapse_watch")
 
 
-def test_exactly_the_three_protocols_are_shipped() -> None:
+def test_exactly_the_shipped_protocols_are_shipped() -> None:
     assert sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml")) == sorted(SHIPPED)
 
 

@@ -491,10 +491,15 @@ def test_esketamine_maintenance_after_a_session() -> None:
     ]
 
 
+def questionnaires(plan: list[PlannedCheckin]) -> list[PlannedCheckin]:
+    """The Monday PHQ-9/GAD-7 series (the monthly Thursday screens are tested apart)."""
+    return [x for x in plan if x.flow in ("phq9", "gad7")]
+
+
 def test_esketamine_maintenance_enrollment_berlin_fall_back() -> None:
     p = shipped("esketamine_maintenance")
     start = utc(2025, 10, 20, 10, 0)  # Monday 12:00 CEST: 10:00 has passed, so next Monday
-    plan = plan_for_enrollment(p, start, BERLIN, QUIET, after=start, limit=3)
+    plan = questionnaires(plan_for_enrollment(p, start, BERLIN, QUIET, after=start, limit=3))
     assert dues(plan) == [
         ("phq9", utc(2025, 10, 27, 9, 0), 1),
         ("gad7", utc(2025, 10, 27, 9, 0), 1),
@@ -505,7 +510,9 @@ def test_esketamine_maintenance_enrollment_berlin_fall_back() -> None:
     ]
     assert plan[0].expires_at == utc(2025, 10, 29, 9, 0)  # 48h for questionnaires
     assert plan[0].remind_at == utc(2025, 10, 27, 13, 0)
-    top_up = plan_for_enrollment(p, start, BERLIN, QUIET, after=utc(2025, 11, 10, 9, 0), limit=2)
+    top_up = questionnaires(
+        plan_for_enrollment(p, start, BERLIN, QUIET, after=utc(2025, 11, 10, 9, 0), limit=2)
+    )
     assert dues(top_up) == [
         ("phq9", utc(2025, 11, 24, 9, 0), 3),
         ("gad7", utc(2025, 11, 24, 9, 0), 2),
@@ -517,12 +524,24 @@ def test_esketamine_maintenance_enrollment_berlin_fall_back() -> None:
 def test_esketamine_maintenance_enrollment_new_york_spring() -> None:
     p = shipped("esketamine_maintenance")
     start = utc(2025, 3, 1, 15, 0)  # Saturday
-    plan = plan_for_enrollment(p, start, NY, None, after=start, limit=2)
+    plan = questionnaires(plan_for_enrollment(p, start, NY, None, after=start, limit=2))
     assert dues(plan) == [
         ("phq9", utc(2025, 3, 3, 15, 0), 1),  # 10:00 EST
         ("gad7", utc(2025, 3, 3, 15, 0), 1),
         ("phq9", utc(2025, 3, 17, 14, 0), 2),  # 10:00 EDT
         ("gad7", utc(2025, 3, 31, 14, 0), 2),
+    ]
+
+
+def test_esketamine_maintenance_adds_the_monthly_thursday_screens() -> None:
+    p = shipped("esketamine_maintenance")
+    start = utc(2025, 3, 1, 15, 0)  # Saturday
+    plan = plan_for_enrollment(p, start, NY, None, after=start, limit=1)
+    thursday = [(x.flow, x.due_at) for x in plan if x.flow not in ("phq9", "gad7")]
+    assert thursday == [
+        ("substance_use", utc(2025, 3, 6, 15, 0)),
+        ("dissociation", utc(2025, 3, 6, 15, 0)),
+        ("alcohol_sedatives", utc(2025, 3, 6, 15, 0)),
     ]
 
 

@@ -406,5 +406,13 @@ def test_every_safety_question_in_the_library_escalates_when_unanswered() -> Non
             if isinstance(node, AskNode) and node.safety:
                 marked.add(f"{key}.{node.id}")
                 assert isinstance(nodes[node.unanswered or ""], EscalateNode)
-    assert {"phq9.q9", "daily_mood.q9", "post_session.bp_signs", "cssrs_screen.intent"} <= marked
+    assert {
+        "phq9.q9",
+        "daily_mood.q9",
+        "post_session.bp_now",
+        "post_session.bp_since",
+        "post_session.q9",
+        "psychosis_screen.commands",
+        "cssrs_screen.intent",
+    } <= marked
     assert {f"cssrs_screen.{q}" for q in ("wish_dead", "thoughts", "method", "plan")} <= marked

@@ -45,7 +45,7 @@ async def _last(h: Harness, patient_id: int) -> tuple[Escalation, Message]:
             "my family would be better off without me",
             "high",
             "concerning_language",
-            "reach out",
+            "the on-call clinician is paged",
         ),
         ("es", "voy a matar a mi padrastro", "critical", "crisis_language", "Llame"),
         (
@@ -53,7 +53,7 @@ async def _last(h: Harness, patient_id: int) -> tuple[Escalation, Message]:
             "siento que soy una carga para todos",
             "high",
             "concerning_language",
-            "se comunicara con usted",
+            "se avisa al medico de guardia",
         ),
     ],
 )

@@ -373,26 +373,29 @@ async def test_unvalidated_flow_maps_every_answer_type(h: Harness) -> None:
     assert q["name"] == "PostSession"
     items = {i["linkId"]: i for i in q["item"]}
     assert list(items) == [
-        "bp_signs",
+        "bp_now",
+        "bp_since",
         "dissociation",
+        "dissociation_now",
         "dissociation_duration",
         "dissociation_severity",
         "sedation",
         "nausea",
         "drove",
         "mood",
+        "q9",
         "anything",
     ]
-    assert items["bp_signs"]["type"] == "boolean"
-    assert "answerOption" not in items["bp_signs"]
+    assert items["bp_now"]["type"] == "boolean"
+    assert "answerOption" not in items["bp_now"]
     assert items["dissociation_duration"]["type"] == "choice"
     assert [
         (o["valueCoding"]["code"], o["valueCoding"]["display"])
         for o in items["dissociation_duration"]["answerOption"]
     ] == [
-        ("under_1h", "Under 1 hour"),
-        ("several_hours", "Several hours"),
-        ("over_24h", "Still now, more than 24 hours"),
+        ("under_2h", "Less than 2 hours"),
+        ("evening", "Most of the evening"),
+        ("overnight", "Until I went to sleep or later"),
     ]
     assert "extension" not in items["dissociation_duration"]["answerOption"][0]["valueCoding"]
     assert items["mood"]["type"] == "integer"

@@ -46,8 +46,10 @@ async def test_list_shows_library_as_version_1(h: Harness) -> None:
     protocols = await h.client.get("/api/v1/protocols", headers=_auth(token))
     assert {i["key"] for i in (await protocols.json())["items"]} == {
         "ketamine_induction",
+        "esketamine_induction",
         "esketamine_maintenance",
         "maintenance_monthly",
+        "relapse_watch",
     }
 
 
