@@ -296,6 +296,7 @@ class Message(Base):
             postgresql_where=text("status IN ('pending', 'sending')"),
         ),
         Index("ix_messages_checkin_id", "checkin_id"),
+        Index("ix_messages_escalation_id", "escalation_id"),
         # the texts of unknown senders, who have no patient; a patient's go by patient_id
         Index(
             "ix_messages_phone_unlinked",
@@ -309,6 +310,11 @@ class Message(Base):
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     checkin_id: Mapped[int | None] = mapped_column(ForeignKey("checkins.id", ondelete="SET NULL"))
+    # an on-call page: the escalation it is about (escalations point back at the text that
+    # raised them, so this key is created after both tables)
+    escalation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("escalations.id", ondelete="SET NULL", use_alter=True)
+    )
     direction: Mapped[Direction] = mapped_column(_enum(Direction, "direction"))
     phone: Mapped[str] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(Text)

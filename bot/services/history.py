@@ -58,6 +58,8 @@ class EscalationView:
     claimed_by: User | None
     resolved_by: User | None
     trigger: Message | None
+    # the on-call pages sent for it, with whom each went to, oldest first
+    pages: list[tuple[Message, User | None]]
 
 
 _TRENDS = (
@@ -121,6 +123,17 @@ async def escalation_view(*, session: AsyncSession, escalation_id: int) -> Escal
                 )
             ).all()
         )[::-1]
+    pages: list[tuple[Message, User | None]] = [
+        (m, u)
+        for m, u in (
+            await session.execute(
+                select(Message, User)
+                .outerjoin(User, User.id == Message.user_id)
+                .where(Message.escalation_id == escalation.id)
+                .order_by(Message.created_at, Message.id)
+            )
+        ).all()
+    ]
     claimed_by = await session.get(User, escalation.claimed_by) if escalation.claimed_by else None
     resolved_by = (
         await session.get(User, escalation.resolved_by) if escalation.resolved_by else None
@@ -136,6 +149,7 @@ async def escalation_view(*, session: AsyncSession, escalation_id: int) -> Escal
         claimed_by=claimed_by,
         resolved_by=resolved_by,
         trigger=trigger,
+        pages=pages,
     )
 
 

@@ -1,8 +1,8 @@
 """Stopping texts to a patient: the one function for STOP, a carrier opt-out, a pause and a
 discharge, so that each cancels the same things and tells clinicians the same way.
 
-An opt-out by the patient or the carrier means SMS can no longer reach someone the clinic
-is following, so it becomes an item that says to phone them: moderate, or high when it
+An opt-out by the patient or the carrier, or a pause by staff, means SMS can no longer
+reach someone the clinic is following, so it becomes an item that says to phone them: moderate, or high when it
 comes in the middle of a safety question or within 72 hours of a high or critical result
 (the patient most likely to stop answering is the one who was just asked about suicide).
 The item carries the answers given so far in the interrupted check-in.
@@ -52,6 +52,8 @@ _WHY = {
     StopCause.STOP: "The patient replied STOP: no more texts will be sent until they reply START.",
     StopCause.CARRIER: "The carrier reports the patient has blocked texts from this number "
     "(error 21610).",
+    # staff chose it, but answers to a safety question may be left hanging
+    StopCause.PAUSED: "Texts to the patient were paused by staff.",
 }
 _PHONE = " SMS can no longer reach them: phone them."
 # An opt-out this soon after a high or critical result is itself a warning sign.
@@ -67,9 +69,9 @@ async def stop_texting(
     message_id: int | None = None,
 ) -> int:
     """Cancel the patient's scheduled and running check-ins and unsent texts (crisis
-    resources still go out); an opt-out by the patient or carrier also marks them opted out
-    and raises an item for clinicians (see the module docstring). Returns the check-ins
-    cancelled."""
+    resources still go out); an opt-out by the patient or carrier also marks them opted out.
+    An opt-out or a pause raises an item for clinicians (see the module docstring); a
+    discharge, which ends care, does not. Returns the check-ins cancelled."""
     if cause in (StopCause.STOP, StopCause.CARRIER) and patient.opted_out_at is None:
         patient.opted_out_at = now
         patient.updated_at = now

@@ -62,6 +62,7 @@ def message_row(
     checkin_id: int | None = None,
     user_id: int | None = None,
     send_after: datetime | None = None,
+    escalation_id: int | None = None,
 ) -> dict[str, object]:
     """The column values of a new outbound row (bulk inserts use these directly)."""
     encoding, segments = gsm.measure(body)
@@ -70,6 +71,7 @@ def message_row(
         "patient_id": patient_id,
         "checkin_id": checkin_id,
         "user_id": user_id,
+        "escalation_id": escalation_id,
         "phone": phone,
         "body": body,
         "purpose": purpose,
@@ -93,6 +95,7 @@ def enqueue(
     checkin_id: int | None = None,
     user_id: int | None = None,
     send_after: datetime | None = None,
+    escalation_id: int | None = None,
 ) -> Message:
     """Add an outbound row to the session; the caller's transaction commits it."""
     message = Message(
@@ -105,6 +108,7 @@ def enqueue(
             checkin_id=checkin_id,
             user_id=user_id,
             send_after=send_after,
+            escalation_id=escalation_id,
         )
     )
     session.add(message)

@@ -105,6 +105,7 @@ async def page_due(
                         purpose="page",
                         now=now,
                         user_id=user.id,
+                        escalation_id=escalation.id,
                     )
                 )
             paged += 1

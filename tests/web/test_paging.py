@@ -369,3 +369,57 @@ async def test_when_nobody_can_be_paged_nothing_is_counted_and_it_retries(h: Har
     [body] = pages_to(h, "+12025550321")
     assert f"Critical alert #{eid}" in body
     assert (await get(h, eid)).page_count == 1
+
+
+async def _critical_item(h: Harness) -> int:
+    p = await h.patient("Maya")
+    async with h.db.write() as s:
+        found = raise_escalation(
+            session=s,
+            severity=Severity.CRITICAL,
+            reason="crisis_language",
+            summary="",
+            now=h.clock.now(),
+            patient_id=p.id,
+        )
+        await s.flush()
+        return found.id
+
+
+async def _page_states(h: Harness, eid: int) -> list[str]:
+    async with h.db.read() as s:
+        pages = (await s.scalars(select(Message).where(Message.escalation_id == eid))).all()
+    return sorted(str(m.status) for m in pages)
+
+
+async def test_a_page_that_cannot_be_sent_is_retried_and_shown_on_the_escalation(
+    h: Harness,
+) -> None:
+    await rota(h)
+    eid = await _critical_item(h)
+    # both on-call pages meet a 5xx: the outbox keeps them and tries again later
+    h.twilio.answer_next("error", 500)
+    h.twilio.answer_next("error", 500)
+    assert await tick(h) == 1
+    assert await _page_states(h, eid) == ["pending", "pending"]
+    await h.login(await h.user(Role.CLINICIAN))
+    page = await (await h.client.get(f"/escalations/{eid}")).text()
+    assert "Page delivery" in page and "retrying" in page
+    h.clock.advance(minutes=5)
+    await h.send_outbox()
+    assert "pending" not in await _page_states(h, eid)
+    page = await (await h.client.get(f"/escalations/{eid}")).text()
+    assert "retrying" not in page and "did not reach" not in page
+
+
+async def test_a_page_that_fails_for_good_says_to_phone_the_on_call(h: Harness) -> None:
+    await rota(h)
+    eid = await _critical_item(h)
+    # 21211: not a valid phone number, a permanent error
+    h.twilio.answer_next("error", 400, 21211)
+    assert await tick(h) == 1
+    assert (await _page_states(h, eid)).count("failed") == 1
+    await h.login(await h.user(Role.CLINICIAN))
+    page = await (await h.client.get(f"/escalations/{eid}")).text()
+    assert "error 21211" in page
+    assert "A page did not reach its clinician: phone the on-call." in page

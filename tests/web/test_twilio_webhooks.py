@@ -551,3 +551,31 @@ async def test_an_escalation_outside_a_check_in_shows_the_senders_own_texts(h: H
         assert view is not None
         bodies = [m.body if m.direction is Direction.IN else None for m in view.messages]
         assert bodies == texts, patient_id
+
+
+async def test_a_pause_by_staff_in_the_cssrs_is_a_high_item_and_a_discharge_none(
+    h: Harness,
+) -> None:
+    from bot.services import patients as patient_service
+    from db.enums import PatientStatus
+
+    p = await h.patient()
+    await h.start(p, "cssrs_screen")
+    await h.sms(p.phone, "yes")
+    async with h.db.write() as s:
+        patient = await s.get(Patient, p.id)
+        assert patient is not None
+        await patient_service.set_status(
+            session=s, patient=patient, status=PatientStatus.PAUSED, now=h.clock.now()
+        )
+    other = await h.patient("Ana")
+    async with h.db.write() as s:
+        patient = await s.get(Patient, other.id)
+        assert patient is not None
+        await patient_service.set_status(
+            session=s, patient=patient, status=PatientStatus.DISCHARGED, now=h.clock.now()
+        )
+    async with h.db.read() as s:
+        items = (await s.scalars(select(Escalation).where(Escalation.reason == "opted_out"))).all()
+    assert [(e.patient_id, e.severity) for e in items] == [(p.id, Severity.HIGH)]
+    assert "paused by staff" in items[0].summary and "→ yes" in items[0].summary

@@ -10,7 +10,7 @@ from bot.services import history, holds, queue
 from bot.web import charts
 from bot.web.pages.common import form_with_csrf, path_int, record, render, require_user, waiting
 from bot.web.reasons import plain
-from db.enums import Disposition, EscalationStatus, Severity
+from db.enums import Disposition, EscalationStatus, MessageStatus, Severity
 from db.models import Patient, User
 
 DISPOSITIONS = {
@@ -151,6 +151,10 @@ async def escalation_page(request: web.Request) -> web.Response:
             },
             "dispositions": DISPOSITIONS,
             "hold": hold,
+            "pages_failed": any(
+                m.status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED)
+                for m, _u in view.pages
+            ),
             "mine": e.claimed_by == user.user_id,
             "error": request.query.get("error", ""),
         },
