@@ -52,6 +52,35 @@ _CONTAINER = r"(?:bottle|pack|packet|box|supply|prescription|script|blister|stas
 _PERSON = r"(?:him|her|them|my (?:husband|wife|partner|boyfriend|girlfriend|ex|son|daughter|kids?|baby|mom|mother|dad|father|brother|sister|stepdad|stepmom|boss|coworker|neighbou?r|roommate|landlord|family)|the (?:baby|kids?|guy|man|woman|neighbou?r|boss)|someone|somebody|people|everyone|a (?:lo|la|los|las|mi)|lo|la|los|las|mi (?:esposo|esposa|marido|mujer|pareja|novio|novia|hijo|hija|bebe|mama|papa|hermano|hermana|padrastro|madrastra|jefe|vecino|vecina|companero|suegra|suegro|cunado|cunada|ex)|alguien|la gente|todos)"
 
 _GROUPS: Final = (
+    # ------------------------------------------------- newer euphemisms and plain acts
+    _r(
+        "suicide_euphemism",
+        S,
+        HI,
+        r"\b(?:sewer ?slide[a-z]*|sewerslid[a-z]*|self delet(?:e|ing|ion)|toaster bath|forever nap)\b",
+    ),
+    _r(
+        "car_running_in_garage",
+        S,
+        C,
+        r"\b(?:garage|garaje|cochera)\b.{0,80}\b(?:engine|motor|car) (?:running|on|andando|prendido|encendido)\b",
+        r"\b(?:engine|motor|car) (?:running|on|andando|prendido|encendido)\b.{0,80}\b(?:garage|garaje|cochera)\b",
+    ),
+    _r(
+        "took_them_all",
+        OD,
+        C,
+        rf"\b{_PILLS}\b.{{0,80}}\b(?:took|tok|taken|swalowed|downed|popped|ate) (?:them|em|it|those|these|all of them) al\b",
+        rf"\b{_PILLS}\b.{{0,80}}\bme (?:los|las|la|lo) (?:tome|trague|tomo) tod[oa]s?\b",
+        r"\b(?:took|tok|taken|swalowed|downed) (?:like )?(?:several |a few |a couple |a couple of |two |three |some )?handfuls? of\b",
+        r"\b(?:far|way|much|a lot|a lot) more (?:[a-z]+ ){0,2}than (?:im |i am |i was |what i was |what im |what is )?prescribed\b",
+    ),
+    _r(
+        "weapon_to_use_on_someone",
+        X,
+        C,
+        r"\b(?:gun|knife|pistol|rifle|pistola|arma|cuchillo|machete)\b.{0,80}\b(?:use it on|use it against|usarla (?:contra|con)|usarlo (?:contra|con))\b",
+    ),
     # ---------------------------------------------------------------- suicidal, critical
     _r(
         "plan_or_means_now",
@@ -135,7 +164,7 @@ _GROUPS: Final = (
         C,
         r"\b(?:puse|ya tengo) fecha\b",
         r"\besta (?:es )?(?:mi )?ultima semana\b",
-        rf"\b(?:esta noche|hoy|manana|el domingo|este fin de semana|el fin) {W}(?:me mato|lo hago|termino con todo|me voy para siempre|se acaba todo|me quito la vida|me voy)\b",
+        rf"\b(?:esta noche|hoy|manana|el domingo|este fin de semana|el fin) {W}(?:me mato|lo hago|termino con todo|me voy para siempre|se acaba todo|me quito la vida|me voy (?:de este mundo|ya))\b",
         rf"\b(?:me mato|lo hago|termino con todo|me voy para siempre|se acaba todo|me quito la vida|acabo con todo) {W}(?:esta noche|hoy|manana|el domingo|este fin|ya|ahorita)\b",
         rf"\b(?:decidi|ya decidi) {W}(?:me mato|matarme|irme|acabar|terminar|quitarme)\b",
         r"\bya (?:tengo|esta) todo (?:listo|preparado)\b",
@@ -717,7 +746,7 @@ RULES: Final[tuple[Rule, ...]] = tuple(rule for group in _GROUPS for rule in gro
 # ---------------------------------------------------------------------- frames
 
 HISTORY: Final = re.compile(
-    r"\b(?:years ago|yrs ago|year ago|months ago|used to|in (?:19|20)[0-9][0-9]|as a (?:kid|teen|baby|child)|when i was (?:a kid|young|younger|a teen|in|[0-9])|in high school|in college|back then|at [0-9]+|a long time ago|long ago|once in|history of|none since|not anymore|anymore now|clean for|free of it|[0-9]+ years clean|years clean|in the past|previous|after my attempt|hace (?:[0-9]+|un|una|dos|tres|cuatro|cinco|seis|diez|once|muchos|varios) (?:anos|ano|meses)|de (?:nina|nino|chica|chico|adolescente|joven)|en la (?:prepa|secundaria|uni|universidad)|ya no (?:lo hago|me pasa|pienso|siento)|hace tiempo|era por|fue una etapa|desde entonces|en el pasado|last (?:year|month|spring|summer|fall|winter)|the old me|the new me|my teens|in my (?:teens|twenties|twenties)|came back|(?:doing|feeling|im) (?:great|good|well|better|ok|okay|fine) now|now i (?:dont|know|am|feel)|these days|for a long time|when i first came|recovering|in rehab|doing rehab|el ano pasado|antes (?:pensaba|queria|sentia)|de joven|cuando era)\b"
+    r"\b(?:years ago|yrs ago|year ago|months ago|used to|in (?:19|20)[0-9][0-9]|as a (?:kid|teen|baby|child)|when i was (?:a kid|young|younger|a teen|in|[0-9])|in high school|in college|back then|at [0-9]+|a long time ago|long ago|once in|history of|none since|not anymore|anymore now|clean for|free of it|[0-9]+ years clean|years clean|in the past|previous|after my attempt|hace (?:[0-9]+|un|una|dos|tres|cuatro|cinco|seis|diez|once|muchos|varios) (?:anos|ano|meses)|de (?:nina|nino|chica|chico|adolescente|joven)|en la (?:prepa|secundaria|uni|universidad)|ya no (?:lo hago|me pasa|pienso|siento)|hace tiempo|era por|fue una etapa|desde entonces|en el pasado|last (?:year|month|spring|summer|fall|winter)|the old me|the new me|my teens|in my (?:teens|twenties|twenties)|came back|(?:doing|feeling|im) (?:great|good|well|better|ok|okay|fine) now|now i (?:dont|know|am|feel)|these days|for a long time|when i first came|recovering|in rehab|doing rehab|el ano pasado|antes (?:pensaba|queria|sentia)|de joven|cuando era|cuando tenia [0-9]+|en el (?:19|20)[0-9][0-9]|the year i|desde que me internaron|llevo (?:[0-9]+|un|una|dos|tres|mas de) (?:dias|dia|semanas|meses|mes|anos|ano) (?:limpi[oa]|sin)|(?:days|months|years) (?:clean|sober|free) of|limpi[oa] de)\b"
 )
 HYPOTHETICAL: Final = re.compile(
     r"\b(?:actor|actress|singer|celebrity|character|died by suicide|overdosed? on (?!(?:my |his |her |the |some |a |all |every |her )?(?:pills?|pils|meds|medication|drugs|heroin|fent|fentanyl|xanax|tylenol|insulin|sleeping))|sobredosis de (?!(?:pastillas|medicamentos|pildoras|droga|insulina))|thought i was (?:going to|gona|gonna) die|gave me a heart attack|almost (?:died|had a heart attack)|casi me (?:muero|desmayo|da un infarto|dio un infarto)|me muero de|queme las neuronas|jump rope|hard no|shaving|at the gym|by accident|accidentally|while cooking|working out|ironing|through my nose|stuffy|allergies|congested|cutting down|end it with (?:him|her|them)|go out today|what (?:should|do) i do if|if i ever|in case i ever|what happens if|is it normal|is it safe|resources|prevention|prevencion|thesis|tesis|class|clase|podcast|documentary|documental|movie|pelicula|series|serie|show|book|libro|novel|novela|game|juego|que debo hacer si|si alguna vez|que hago si|a que numero llamo|how do i help|como ayudo|(?:is|are|es|son) (?:the |a |el |la |un |una )?(?:worst |real |total |peor )?(?:headache|pain in the|dolor de cabeza)|morir(?:me)? de (?:viejo|vieja|aburrimiento|hambre|sueno|frio|calor|risa|verguenza|envidia|ganas)|(?:not wake up|no despertar) (?:until|til|hasta)|(?:killing|kiling|kills|mata|matando) (?:my|mi|me el|me la) (?:soul|vibe|alma|paciencia)|(?:suspense|waiting|wait|traffic|commute|heat|cold|homework|job|trafico|espera|calor|tarea) (?:is|es|esta) (?:killing|matando)|to my (?:younger|older|future|past|teenage|[0-9]+ (?:yr|year) old) self|a mi yo (?:del pasado|de [0-9]+|joven|mas joven)|what (?:does )?[a-z]+ means|que significa)\b"

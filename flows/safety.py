@@ -932,6 +932,36 @@ _HYPOTHETICAL: Final = re.compile(_squeeze_pattern(crisis_rules.HYPOTHETICAL.pat
 _DENIAL: Final = re.compile(_squeeze_pattern(crisis_rules.DENIAL.pattern))
 
 
+# A clause that is only an answer word right after the match: "ideas de hacerme daño: no",
+# "self harm? nope".
+_ANSWERED_NO: Final = frozenset(
+    map(
+        _sq,
+        (
+            "no",
+            "nope",
+            "none",
+            "nah",
+            "never",
+            "nunca",
+            "ninguna",
+            "ninguno",
+            "tampoco",
+            "cero",
+            "zero",
+        ),
+    )
+)
+
+
+def _answered_no(words: list[str], i: int) -> bool:
+    end = i
+    while end < len(words) and words[end] != "|":
+        end += 1
+    rest = words[end + 1 : end + 3]
+    return bool(rest) and rest[0] in _ANSWERED_NO and (len(rest) == 1 or rest[1] == "|")
+
+
 def _framed(words: list[str], i: int, match: CrisisMatch, laughing: bool) -> bool:
     """True when the match sits in a clause that tells history, asks a hypothetical, or
     laughs off hyperbole: the clause itself and the one after it are read. Someone else's
@@ -946,7 +976,7 @@ def _framed(words: list[str], i: int, match: CrisisMatch, laughing: bool) -> boo
             clauses += 1
         end += 1
     window = " ".join(words[start:end])
-    if _HISTORY.search(window) or _HYPOTHETICAL.search(window):
+    if _HISTORY.search(window) or _HYPOTHETICAL.search(window) or _answered_no(words, i):
         return True
     return laughing and match.category in _HYPERBOLE
 

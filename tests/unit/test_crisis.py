@@ -74,6 +74,16 @@ def test_categories_and_tiers(text: str, category: CrisisCategory, tier: Tier) -
         "mood 2/5 today",
         "thought i was gonna die in spin class lol",
         "headache last night",
+        # an answer word after the question it answers
+        "thoughts of hurting myself? nope",
+        # history told with an age, a year or a count of days
+        "cuando tenia 19 intente matarme, hoy estoy bien y tengo dos hijas",
+        "escribi sobre la vez que me corte en el 2015, ya lo supere",
+        "llevo 300 dias limpia de autolesiones",
+        # a plan that is only dinner
+        "hoy cumplo 30 y me voy a cenar con mi familia",
+        "we took them all to the zoo on saturday",
+        "the car is in the garage, engine light is on again",
     ],
 )
 def test_idioms_denials_history_and_questions_do_not_alarm(text: str) -> None:
@@ -202,3 +212,23 @@ def test_flow_replies_say_when_with_the_services_settings() -> None:
     # wish to be dead only (moderate): read during clinic hours
     assert "during clinic hours (Mon-Fri 9-5)" in last_text(["yes", "no", "no"])
     assert during_clinic_hours("es-MX", "") == "en horario de la clinica"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "i want to die. no one would even notice",
+        "hoy me voy de este mundo, ya no aguanto",
+        "self harm: yes, last night again",
+        # newer euphemisms and plain acts
+        "feelin real sewer slidey lately",
+        "had leftover percs from my knee, took em all",
+        "encontre las pastillas de mi mama y me las tome todas",
+        "took a couple handfuls of my meds",
+        "took way more klonopin than im prescribed",
+        "brought the gun to the office, gonna use it on my boss",
+        "sitting in the garage with the engine running",
+    ],
+)
+def test_an_answer_word_or_a_date_never_hides_present_danger(text: str) -> None:
+    assert detect(text) is not None, text
