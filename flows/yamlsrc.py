@@ -116,7 +116,8 @@ def load(text: str | bytes, *, max_bytes: int = MAX_SOURCE_BYTES) -> Source:
     if node is None:
         raise SourceError([Problem(1, 1, "document is empty")])
     problems: list[Problem] = []
-    src.data = _build(node, (), src, problems, 0)
+    # a constructor per document: one shared across loads keeps every node it ever built
+    src.data = _build(node, (), src, problems, 0, yaml.constructor.SafeConstructor())
     if problems:
         raise SourceError(problems)
     return src
@@ -165,7 +166,14 @@ def _reject_anchors(text: str) -> None:
         return  # compose() reports it with a better message
 
 
-def _build(node: yaml.Node, path: Path, src: Source, problems: list[Problem], depth: int) -> Any:
+def _build(
+    node: yaml.Node,
+    path: Path,
+    src: Source,
+    problems: list[Problem],
+    depth: int,
+    constructor: yaml.constructor.SafeConstructor,
+) -> Any:
     src.positions[path] = _mark(node)
     if depth > MAX_DEPTH:
         line, col = _mark(node)
@@ -190,28 +198,34 @@ def _build(node: yaml.Node, path: Path, src: Source, problems: list[Problem], de
                 )
                 continue
             src.key_positions[(*path, key)] = _mark(key_node)
-            out[key] = _build(value_node, (*path, key), src, problems, depth + 1)
+            out[key] = _build(value_node, (*path, key), src, problems, depth + 1, constructor)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _build(item, (*path, i), src, problems, depth + 1) for i, item in enumerate(node.value)
+            _build(item, (*path, i), src, problems, depth + 1, constructor)
+            for i, item in enumerate(node.value)
         ]
     assert isinstance(node, yaml.ScalarNode)
-    return _scalar(node)
-
-
-_constructor = yaml.SafeLoader("")  # used only for its scalar constructors
+    try:
+        return _scalar(node, constructor)
+    except ValueError:
+        # Python refuses ints of thousands of digits; no flow needs one
+        line, col = _mark(node)
+        problems.append(
+            Problem(line, col, "number is too long; write a smaller number", path=_dotted(path))
+        )
+        return None
 
 
 _YAML12_BOOLS = frozenset({"true", "false"})
 
 
-def _scalar(node: yaml.ScalarNode) -> Any:
+def _scalar(node: yaml.ScalarNode, constructor: yaml.constructor.SafeConstructor) -> Any:
     # YAML 1.1 reads yes/no/on/off as booleans (the "Norway problem"); flows list
     # words like "yes" and "no" as synonyms, so only true/false are booleans here.
     if node.tag == "tag:yaml.org,2002:bool" and node.value.lower() not in _YAML12_BOOLS:
         return node.value
-    return _constructor.construct_object(node, deep=True)
+    return constructor.construct_object(node, deep=True)
 
 
 def dump(data: Mapping[str, Any]) -> str:

@@ -300,6 +300,38 @@ def test_tab_indentation() -> None:
     assert p.message == "tabs are not allowed for indentation; use spaces"
 
 
+def test_a_number_too_long_for_python_is_a_problem_not_a_crash() -> None:
+    digits = "9" * 5000
+    text = edit("title: Check", f"title: Check\nretries: {digits}")
+    p = only_error(text)
+    assert (p.line, p.column) == at(text, digits)
+    assert p.message == "number is too long; write a smaller number"
+
+
+def test_loading_many_flows_keeps_memory_flat() -> None:
+    """The YAML loader builds each document with its own constructor: nothing is kept
+    from one load to the next."""
+    import gc
+    import tracemalloc
+
+    from flows.yamlsrc import load
+
+    for _ in range(20):  # warm every cache first
+        load(BASE)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(1000):
+            load(BASE)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # a leak of one node per scalar would be megabytes; allow a little allocator noise
+    assert after - before < 256 * 1024
+
+
 def test_yaml_aliases_rejected() -> None:
     text = edit("title: Check", "title: &t Check\ndescription: *t")
     p = only_error(text)
