@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -34,6 +35,8 @@ from db.session import Database
 
 CLIENT_MAX_SIZE = 1024 * 1024
 
+log = logging.getLogger(__name__)
+
 
 def create_app(
     settings: Settings,
@@ -64,6 +67,8 @@ def create_app(
     app[SENDER_LOCKS] = KeyedLocks()
     if settings.twilio_auth_token:  # what ``settings.verify_signatures`` means
         app[TWILIO_VALIDATOR] = RequestValidator(settings.twilio_auth_token)
+    elif not settings.demo:
+        log.warning("TWILIO_AUTH_TOKEN is not set: Twilio webhooks (/twilio/*) answer 403")
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         if database is not None:

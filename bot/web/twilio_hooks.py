@@ -58,7 +58,13 @@ async def _read_form(request: web.Request) -> MultiDict[str] | web.Response:
 
     aiohttp reads and parses the body; a clone of the request carries this endpoint's own
     size limit, so a chunked body is refused as soon as it passes it.
+
+    Outside ``aftercare demo`` a webhook is refused when no auth token is set: nothing
+    unsigned is ever written (a forged "crisis" text would otherwise create records).
     """
+    settings = request.app[SETTINGS]
+    if not settings.verify_signatures and not settings.demo:
+        return _plain(403, "webhooks are refused: TWILIO_AUTH_TOKEN is not set")
     if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
         return _plain(413, f"request body over {MAX_WEBHOOK_BYTES} bytes")
     form: MultiDict[str] | None = None
@@ -72,7 +78,6 @@ async def _read_form(request: web.Request) -> MultiDict[str] | web.Response:
         else:
             # a urlencoded body has only text values; the filter is for the type checker
             form = MultiDict((k, v) for k, v in posted.items() if isinstance(v, str))
-    settings = request.app[SETTINGS]
     if settings.verify_signatures:
         url = signature.public_url(settings.public_base_url, request.raw_path)
         if form is None or not signature.is_valid(

@@ -43,7 +43,7 @@ def new_sid() -> str:
     return f"SM{next(_sids):032d}"
 
 
-def settings_for(db_url: str, twilio_base: str, **extra: str) -> Settings:
+def settings_for(db_url: str, twilio_base: str, *, demo: bool = False, **extra: str) -> Settings:
     env = {
         "DATABASE_URL": db_url,
         "SMS_TRANSPORT": "twilio",
@@ -58,7 +58,7 @@ def settings_for(db_url: str, twilio_base: str, **extra: str) -> Settings:
         "SMS_SEND_TIMEOUT": "1",
         **extra,
     }
-    return load_settings(env)
+    return load_settings(env, demo=demo)
 
 
 @dataclass
@@ -217,14 +217,16 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(db_url: str, **settings_extra: str) -> AsyncIterator[Harness]:
+async def harness(
+    db_url: str, *, demo: bool = False, **settings_extra: str
+) -> AsyncIterator[Harness]:
     twilio = FakeTwilio()
     await twilio.start()
     clock = FrozenClock(START)
     db = Database(db_url)
     async with db.write() as s:
         await seed_library(session=s, now=clock.now())
-    settings = settings_for(db_url, twilio.base_url, **settings_extra)
+    settings = settings_for(db_url, twilio.base_url, demo=demo, **settings_extra)
     holder: dict[str, Transport] = {}
 
     def make_transport() -> Transport:

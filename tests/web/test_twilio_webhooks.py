@@ -225,8 +225,9 @@ def test_the_validator_is_the_apps_own(h: Harness) -> None:
 
 @pytest.fixture
 async def unsigned(db_url: str):  # type: ignore[no-untyped-def]
-    """No auth token, so no signature check: the body checks answer for themselves."""
-    async with harness(db_url, SMS_TRANSPORT="console", TWILIO_AUTH_TOKEN="") as hh:
+    """The demo without an auth token, so no signature check: the body checks answer for
+    themselves."""
+    async with harness(db_url, demo=True, SMS_TRANSPORT="console", TWILIO_AUTH_TOKEN="") as hh:
         assert not hh.settings.verify_signatures and TWILIO_VALIDATOR not in hh.app
         yield hh
 
@@ -579,3 +580,19 @@ async def test_a_pause_by_staff_in_the_cssrs_is_a_high_item_and_a_discharge_none
         items = (await s.scalars(select(Escalation).where(Escalation.reason == "opted_out"))).all()
     assert [(e.patient_id, e.severity) for e in items] == [(p.id, Severity.HIGH)]
     assert "paused by staff" in items[0].summary and "→ yes" in items[0].summary
+
+
+@pytest.mark.parametrize("path", ["/twilio/sms", "/twilio/status"])
+async def test_without_an_auth_token_outside_the_demo_webhooks_are_refused(
+    db_url: str, path: str
+) -> None:
+    async with harness(db_url, SMS_TRANSPORT="console", TWILIO_AUTH_TOKEN="") as hh:
+        p = await hh.patient()
+        body = urlencode(
+            {"MessageSid": new_sid(), "From": p.phone, "Body": "i want to kill myself"}
+        )
+        resp = await hh.client.post(path, data=body, headers={"Content-Type": FORM})
+        assert resp.status == 403
+        assert "TWILIO_AUTH_TOKEN is not set" in await resp.text()
+        assert await _count(hh, Message) == 0
+        assert await _count(hh, Escalation) == 0
