@@ -9,21 +9,14 @@ in a way the author did not write down.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
-from flows.durations import parse_duration
+from flows.durations import duration_seconds
 from flows.model import AnswerValue, Condition, Score, ScoreFlag
 from flows.scoring import ScoreHistory, Total, band_for, compute_total
 
 _NO_HISTORY = ScoreHistory()
 DEFAULT_BEST_WITHIN = "12w"
-
-
-@lru_cache(maxsize=64)
-def _seconds(duration: str) -> float:
-    return parse_duration(duration).total_seconds()
-
 
 RESPONSE_RATIO = 0.5
 """A response is a total at or below half the baseline (a ≥50% reduction)."""
@@ -105,7 +98,7 @@ class Facts:
 
     def _window(self, name: str) -> float:
         score = self.scores.get(name)
-        return _seconds(score.best_within if score is not None else DEFAULT_BEST_WITHIN)
+        return duration_seconds(score.best_within if score is not None else DEFAULT_BEST_WITHIN)
 
 
 def _is_number(value: object) -> bool:

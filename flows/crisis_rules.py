@@ -73,7 +73,7 @@ _GROUPS: Final = (
         rf"\b{_PILLS}\b.{{0,80}}\b(?:took|tok|taken|swalowed|downed|popped|ate) (?:them|em|it|those|these|all of them) al\b",
         rf"\b{_PILLS}\b.{{0,80}}\bme (?:los|las|la|lo) (?:tome|trague|tomo) tod[oa]s?\b",
         r"\b(?:took|tok|taken|swalowed|downed) (?:like )?(?:several |a few |a couple |a couple of |two |three |some )?handfuls? of\b",
-        r"\b(?:far|way|much|a lot|a lot) more (?:[a-z]+ ){0,2}than (?:im |i am |i was |what i was |what im |what is )?prescribed\b",
+        r"\b(?:far|way|much|a lot) more (?:[a-z]+ ){0,2}than (?:im |i am |i was |what i was |what im |what is )?prescribed\b",
     ),
     _r(
         "weapon_to_use_on_someone",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 DURATION_PATTERN = r"^(?=\d)(?:(\d{1,4})w)?(?:(\d{1,4})d)?(?:(\d{1,5})h)?(?:(\d{1,6})m)?$"
 _DURATION = re.compile(DURATION_PATTERN)
@@ -25,6 +26,12 @@ def parse_duration(text: str) -> timedelta:
     if value <= timedelta(0):
         raise ValueError(f"invalid duration {text!r}: it must be longer than zero")
     return value
+
+
+@lru_cache(maxsize=256)
+def duration_seconds(text: str) -> int:
+    """Whole seconds of a (valid) duration, memoized: flows name the same few many times."""
+    return int(parse_duration(text).total_seconds())
 
 
 def format_duration(value: timedelta) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -31,7 +30,7 @@ from bot.settings import Settings
 from db.enums import CheckinStatus, Severity
 from db.models import Checkin, Patient, Score
 from flows import engine
-from flows.durations import parse_duration
+from flows.durations import duration_seconds
 from flows.engine import ConversationState, Input, Outcome, ScoreHistory, Step
 from flows.model import AnswerValue, Flow
 from flows.reasons import Reason
@@ -59,11 +58,6 @@ class Applied:
         self.claimed.extend(other.claimed)
         self.escalations.extend(other.escalations)
         self.started.extend(other.started)
-
-
-@lru_cache(maxsize=256)
-def _seconds(duration: str) -> int:
-    return int(parse_duration(duration).total_seconds())
 
 
 def build_history(rows: list[tuple[str, float, datetime]]) -> dict[str, ScoreHistory]:
@@ -142,9 +136,9 @@ def start_columns(
 ) -> dict[str, Any]:
     """The check-in columns that change when it starts ``now`` (ORM and bulk paths share it)."""
     if expiry_after_s is None:
-        expiry_after_s = _seconds(flow.expiry.after) if flow.expiry else DEFAULT_EXPIRY_S
+        expiry_after_s = duration_seconds(flow.expiry.after) if flow.expiry else DEFAULT_EXPIRY_S
     if reminder_after_s is None and flow.reminder is not None:
-        reminder_after_s = _seconds(flow.reminder.after)
+        reminder_after_s = duration_seconds(flow.reminder.after)
     reminder_at, expires_at = start_windows(patient, now, reminder_after_s, expiry_after_s)
     return {
         "flow_version": version,

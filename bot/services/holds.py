@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from db.enums import SEVERITY_RANK, EscalationStatus, Severity
 from db.models import Checkin, Escalation
 
-HOLD_SEVERITIES = (Severity.CRITICAL, Severity.HIGH)
 _HOLD_RANK = SEVERITY_RANK[Severity.HIGH]
 
 
@@ -49,14 +48,6 @@ class Hold:
     escalation_id: int
     severity: Severity
     since: datetime
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "escalation_id": self.escalation_id,
-            "severity": str(self.severity),
-            "since": self.since.isoformat().replace("+00:00", "Z"),
-            "lifted_by": "a clinician claiming or resolving the escalation",
-        }
 
 
 async def holds(

@@ -2,9 +2,10 @@
 discharge, so that each cancels the same things and tells clinicians the same way.
 
 An opt-out by the patient or the carrier, or a pause by staff, means SMS can no longer
-reach someone the clinic is following, so it becomes an item that says to phone them: moderate, or high when it
-comes in the middle of a safety question or within 72 hours of a high or critical result
-(the patient most likely to stop answering is the one who was just asked about suicide).
+reach someone the clinic is following, so it becomes an item that says to phone them:
+moderate, or high when it comes in the middle of a safety question or within 72 hours of a
+high or critical result (the patient most likely to stop answering is the one who was just
+asked about suicide).
 The item carries the answers given so far in the interrupted check-in.
 """
 

@@ -371,21 +371,6 @@ async def test_when_nobody_can_be_paged_nothing_is_counted_and_it_retries(h: Har
     assert (await get(h, eid)).page_count == 1
 
 
-async def _critical_item(h: Harness) -> int:
-    p = await h.patient("Maya")
-    async with h.db.write() as s:
-        found = raise_escalation(
-            session=s,
-            severity=Severity.CRITICAL,
-            reason="crisis_language",
-            summary="",
-            now=h.clock.now(),
-            patient_id=p.id,
-        )
-        await s.flush()
-        return found.id
-
-
 async def _page_states(h: Harness, eid: int) -> list[str]:
     async with h.db.read() as s:
         pages = (await s.scalars(select(Message).where(Message.escalation_id == eid))).all()
@@ -396,7 +381,7 @@ async def test_a_page_that_cannot_be_sent_is_retried_and_shown_on_the_escalation
     h: Harness,
 ) -> None:
     await rota(h)
-    eid = await _critical_item(h)
+    eid = await raised(h, Severity.CRITICAL, "crisis_language")
     # both on-call pages meet a 5xx: the outbox keeps them and tries again later
     h.twilio.answer_next("error", 500)
     h.twilio.answer_next("error", 500)
@@ -414,7 +399,7 @@ async def test_a_page_that_cannot_be_sent_is_retried_and_shown_on_the_escalation
 
 async def test_a_page_that_fails_for_good_says_to_phone_the_on_call(h: Harness) -> None:
     await rota(h)
-    eid = await _critical_item(h)
+    eid = await raised(h, Severity.CRITICAL, "crisis_language")
     # 21211: not a valid phone number, a permanent error
     h.twilio.answer_next("error", 400, 21211)
     assert await tick(h) == 1

@@ -29,6 +29,17 @@ def iso_utc(value: datetime | None) -> str | None:
     return iso(value.astimezone(UTC))
 
 
+def risk_hold(hold: Hold | None) -> dict[str, Any] | None:
+    if hold is None:
+        return None
+    return {
+        "escalation_id": hold.escalation_id,
+        "severity": str(hold.severity),
+        "since": iso(hold.since),
+        "lifted_by": "a clinician claiming or resolving the escalation",
+    }
+
+
 def patient(p: Patient, hold: Hold | None = None) -> dict[str, Any]:
     quiet = (
         {"start": p.quiet_start.strftime("%H:%M"), "end": p.quiet_end.strftime("%H:%M")}
@@ -46,7 +57,7 @@ def patient(p: Patient, hold: Hold | None = None) -> dict[str, Any]:
         "status": str(p.status),
         "opted_out_at": iso(p.opted_out_at),
         "unreachable_at": iso(p.unreachable_at),
-        "risk_hold": hold.as_json() if hold is not None else None,
+        "risk_hold": risk_hold(hold),
         "created_at": iso(p.created_at),
         "updated_at": iso(p.updated_at),
     }
