@@ -17,7 +17,6 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/aftercare migrate
 	$(VENV)/bin/aftercare demo
 
 lint: install

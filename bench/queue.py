@@ -180,7 +180,6 @@ async def seed(db_url: str, args: argparse.Namespace, now: datetime) -> Seeded:
                 password_hash,
                 False,
                 True,
-                0,
                 now,
             )
             for i in range(CLINICIANS)
@@ -195,7 +194,6 @@ async def seed(db_url: str, args: argparse.Namespace, now: datetime) -> Seeded:
                 "password_hash",
                 "on_call",
                 "active",
-                "failed_logins",
                 "created_at",
             ],
         )

@@ -69,9 +69,16 @@ def cmd_worker(_args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bot.demo import run_demo
+    from bot.demo import NotADemoDatabase, run_demo
 
-    asyncio.run(run_demo(host=args.host, port=args.port))
+    try:
+        asyncio.run(run_demo(host=args.host, port=args.port))
+    except NotADemoDatabase as exc:
+        print(f"aftercare demo: {exc}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:
+        print(f"aftercare demo: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -145,6 +152,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
                         on_call=args.on_call,
                     ),
                     now=_now(),
+                    clinic_name=settings.clinic_name,
                 )
                 print(f"created {user.role} {user.email} (id {user.id})")
         except (AccountError, PasswordRejected) as exc:
@@ -168,7 +176,11 @@ def cmd_create_token(args: argparse.Namespace) -> int:
         try:
             async with db.write() as session:
                 _user, token = await create_token(
-                    session=session, email=args.email, label=args.label or "", now=_now()
+                    session=session,
+                    email=args.email,
+                    label=args.label or "",
+                    now=_now(),
+                    days=args.days,
                 )
         except AccountError as exc:
             print(f"aftercare: {exc}", file=sys.stderr)
@@ -179,6 +191,26 @@ def cmd_create_token(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from bot.cli_accounts import user_command
+
+    return user_command(args, _settings(require_secret=False))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from bot.cli_accounts import token_command
+
+    return token_command(args, _settings(require_secret=False))
+
+
+def add_account_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from bot.cli_accounts import add_parsers
+
+    add_parsers(sub)
+    sub.choices["user"].set_defaults(func=cmd_user)
+    sub.choices["token"].set_defaults(func=cmd_token)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the scheduler/dispatcher only")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("demo", help="SQLite, console SMS, demo data; serves web + worker")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p = sub.add_parser(
+        "demo", help="its own SQLite file, console SMS, demo data; serves web + worker"
+    )
+    p.add_argument("--host", help="default: HOST, else 127.0.0.1")
+    p.add_argument("--port", type=int, help="default: PORT, else 8080")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="chat with a flow in the terminal")
@@ -233,7 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("create-token", help="print a new API token for a user, once")
     p.add_argument("--email", required=True)
     p.add_argument("--label")
+    p.add_argument(
+        "--days", type=int, default=90, help="the token expires after this many days (90)"
+    )
     p.set_defaults(func=cmd_create_token)
+
+    add_account_parsers(sub)
     return parser
 
 

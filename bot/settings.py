@@ -6,6 +6,7 @@ what was wrong and what is accepted, rather than failing later mid-request.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -55,6 +56,8 @@ class Settings:
     page_high_after_minutes: int = 60
     # when messages are read, told to patients who text outside a check-in
     clinic_hours: str = ""
+    # reverse proxies whose X-Forwarded-For names the client (none by default)
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def verify_signatures(self) -> bool:
@@ -164,6 +167,8 @@ def load_settings(
     if len(clinic_hours) > 60:
         problems.append("CLINIC_HOURS: at most 60 characters, e.g. 'Mon-Fri 08:00-18:00'")
 
+    trusted_proxies = _networks(env, "TRUSTED_PROXIES", problems)
+
     if problems:
         raise SettingsError(problems)
     return Settings(
@@ -188,7 +193,25 @@ def load_settings(
         outbox_concurrency=outbox_concurrency,
         page_high_after_minutes=page_high_after,
         clinic_hours=clinic_hours,
+        trusted_proxies=trusted_proxies,
     )
+
+
+def _networks(
+    env: Mapping[str, str], name: str, problems: list[str]
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    out = []
+    for item in (_opt(env, name) or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            out.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            problems.append(
+                f"{name}: not an IP address or CIDR: {item.strip()!r} "
+                "(write e.g. 10.0.0.0/8,127.0.0.1)"
+            )
+    return tuple(out)
 
 
 def _int(

@@ -12,22 +12,36 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from bot.security.passwords import dummy_hash, hash_password, needs_rehash, verify_password
+from bot.security.passwords import (
+    dummy_hash,
+    hash_password_async,
+    needs_rehash,
+    verify_password_async,
+)
 from db import audit
 from db.enums import Role
 from db.models import LoginAttempt, User, WebSession
+from db.session import Database
 
 IDLE_TIMEOUT = timedelta(minutes=15)
 ABSOLUTE_TIMEOUT = timedelta(hours=12)
 TOUCH_EVERY = timedelta(seconds=30)
+# failures for one email from one client address: another address is never locked out
 ACCOUNT_FAILURES = 5
+# failures from one client address, whatever the email
 ADDRESS_FAILURES = 20
 THROTTLE_WINDOW = timedelta(minutes=15)
-LOCKOUT = timedelta(minutes=15)
+
+REFUSED = "Email or password is not right."
+THROTTLED = (
+    "Too many failed sign-ins. Wait 15 minutes and try again, or ask an admin to unlock "
+    "your account."
+)
 
 
 def token_hash(token: str, secret: str = "") -> str:
@@ -53,13 +67,6 @@ class SessionUser:
         return bool(candidate) and hmac.compare_digest(self.csrf_token, candidate or "")
 
 
-class LoginError(Exception):
-    def __init__(self, message: str, *, throttled: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.throttled = throttled
-
-
 @dataclass(frozen=True, slots=True)
 class LoginOutcome:
     token: str | None = None
@@ -68,104 +75,108 @@ class LoginOutcome:
     throttled: bool = False
 
 
+def _failures(since: datetime) -> Select[Any]:
+    return (
+        select(func.count())
+        .select_from(LoginAttempt)
+        .where(LoginAttempt.success.is_(False), LoginAttempt.at >= since)
+    )
+
+
 async def login(
     *,
-    session: AsyncSession,
+    db: Database,
     email: str,
     password: str,
     address: str,
     now: datetime,
     secret: str = "",
+    replacing: str | None = None,
 ) -> LoginOutcome:
-    """Check throttles and the password. Failures are recorded too, so the caller commits
-    whatever the outcome."""
-    try:
-        token, user = await _login(
-            session=session, email=email, password=password, address=address, now=now, secret=secret
-        )
-    except LoginError as exc:
-        return LoginOutcome(error=exc.message, throttled=exc.throttled)
-    return LoginOutcome(token=token, user=user)
+    """Check the throttles and the password; record the attempt either way.
 
-
-async def _login(
-    *, session: AsyncSession, email: str, password: str, address: str, now: datetime, secret: str
-) -> tuple[str, SessionUser]:
+    Every refusal costs one argon2 verification, run in a thread and outside any
+    transaction, and a throttled or unknown email is answered exactly like a wrong
+    password for a real one, so neither timing nor words tell which emails have
+    accounts. ``replacing`` is the session a fresh sign-in ends (no fixation)."""
     email = email.strip().lower()[:254]
     since = now - THROTTLE_WINDOW
-    address_failures = await session.scalar(
-        select(func.count())
-        .select_from(LoginAttempt)
-        .where(
-            LoginAttempt.source_address == address,
-            LoginAttempt.success.is_(False),
-            LoginAttempt.at >= since,
+    async with db.read() as session:
+        user = await session.scalar(select(User).where(User.email == email))
+        by_address = await session.scalar(
+            _failures(since).where(LoginAttempt.source_address == address)
         )
-    )
-    if (address_failures or 0) >= ADDRESS_FAILURES:
-        raise LoginError(
-            "Too many failed sign-ins from this address. Wait 15 minutes and try again.",
-            throttled=True,
+        by_account_query = _failures(since).where(
+            LoginAttempt.source_address == address, LoginAttempt.email == email
         )
-    user = await session.scalar(select(User).where(User.email == email))
-    if user is not None and user.locked_until is not None and user.locked_until > now:
-        _attempt(session, email, address, False, now)
-        raise LoginError(
-            "This account is locked after repeated failed sign-ins. Try again in 15 minutes "
-            "or ask an admin.",
-            throttled=True,
+        if user is not None and user.unlocked_at is not None:
+            by_account_query = by_account_query.where(LoginAttempt.at > user.unlocked_at)
+        by_account = await session.scalar(by_account_query)
+    throttled = (by_address or 0) >= ADDRESS_FAILURES or (by_account or 0) >= ACCOUNT_FAILURES
+    stored = user.password_hash if user is not None else dummy_hash()
+    ok = await verify_password_async(stored, password)
+    ok = ok and not throttled and user is not None and user.active
+    async with db.write() as session:
+        session.add(LoginAttempt(email=email, source_address=address, success=ok, at=now))
+        if not ok or user is None:
+            audit.record(
+                session=session,
+                action="login.throttled" if throttled else "login.failure",
+                at=now,
+                actor_id=user.id if user else None,
+                subject_type="user",
+                subject_id=user.id if user else "",
+                source_address=address,
+                details={"email_known": user is not None},
+            )
+            return LoginOutcome(error=THROTTLED if throttled else REFUSED, throttled=throttled)
+        if replacing is not None:
+            await logout(session=session, session_id=replacing, now=now, address=address)
+        values: dict[str, object] = {"last_login_at": now}
+        if needs_rehash(user.password_hash):
+            values["password_hash"] = await hash_password_async(password)
+        await session.execute(update(User).where(User.id == user.id).values(**values))
+        token = secrets.token_urlsafe(32)
+        row = WebSession(
+            id=token_hash(token, secret),
+            user_id=user.id,
+            csrf_token=secrets.token_urlsafe(32),
+            created_at=now,
+            last_seen_at=now,
+            idle_expires_at=now + IDLE_TIMEOUT,
+            absolute_expires_at=now + ABSOLUTE_TIMEOUT,
+            source_address=address,
         )
-    ok = verify_password(user.password_hash if user else dummy_hash(), password)
-    if user is None or not ok or not user.active:
-        _attempt(session, email, address, False, now)
+        session.add(row)
         audit.record(
             session=session,
-            action="login.failure",
+            action="login.success",
             at=now,
-            actor_id=user.id if user else None,
+            actor_id=user.id,
             subject_type="user",
-            subject_id=user.id if user else "",
+            subject_id=user.id,
             source_address=address,
-            details={"email_known": user is not None},
         )
-        if user is not None:
-            user.failed_logins += 1
-            if user.failed_logins >= ACCOUNT_FAILURES:
-                user.locked_until = now + LOCKOUT
-                user.failed_logins = 0
-        raise LoginError("Email or password is not right.")
-    if needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
-    user.failed_logins = 0
-    user.locked_until = None
-    user.last_login_at = now
-    _attempt(session, email, address, True, now)
-    token = secrets.token_urlsafe(32)
-    row = WebSession(
-        id=token_hash(token, secret),
-        user_id=user.id,
-        csrf_token=secrets.token_urlsafe(32),
-        created_at=now,
-        last_seen_at=now,
-        idle_expires_at=now + IDLE_TIMEOUT,
-        absolute_expires_at=now + ABSOLUTE_TIMEOUT,
-        source_address=address,
+    return LoginOutcome(
+        token=token,
+        user=SessionUser(row.id, user.id, user.email, user.name, user.role, row.csrf_token),
     )
-    session.add(row)
-    audit.record(
-        session=session,
-        action="login.success",
-        at=now,
-        actor_id=user.id,
-        subject_type="user",
-        subject_id=user.id,
-        source_address=address,
-    )
-    return token, SessionUser(row.id, user.id, user.email, user.name, user.role, row.csrf_token)
 
 
-def _attempt(session: AsyncSession, email: str, address: str, success: bool, now: datetime) -> None:
-    session.add(LoginAttempt(email=email, source_address=address, success=success, at=now))
+async def locked_addresses(
+    *, session: AsyncSession, email: str, unlocked_at: datetime | None, now: datetime
+) -> int:
+    """How many client addresses are throttled for this email now (``user list``)."""
+    failures = _failures(now - THROTTLE_WINDOW).where(LoginAttempt.email == email)
+    if unlocked_at is not None:
+        failures = failures.where(LoginAttempt.at > unlocked_at)
+    per_address = (
+        failures.with_only_columns(LoginAttempt.source_address)
+        .group_by(LoginAttempt.source_address)
+        .having(func.count() >= ACCOUNT_FAILURES)
+        .subquery()
+    )
+    return int(await session.scalar(select(func.count()).select_from(per_address)) or 0)
 
 
 _LOOKUP = (
@@ -253,7 +264,7 @@ async def logout(*, session: AsyncSession, session_id: str, now: datetime, addre
 
 
 async def revoke_all(*, session: AsyncSession, user_id: int, now: datetime) -> None:
-    """Deactivation ends every session of the user at once."""
+    """Deactivation and a password reset end every session of the user at once."""
     await session.execute(
         update(WebSession)
         .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None))

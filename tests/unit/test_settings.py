@@ -78,3 +78,41 @@ def test_all_problems_reported_at_once() -> None:
     with pytest.raises(SettingsError) as info:
         _load(PORT="x", SMS_TRANSPORT="y")
     assert len(info.value.problems) == 2
+
+
+def test_trusted_proxies_are_cidrs() -> None:
+    settings = _load(TRUSTED_PROXIES="10.0.0.0/8, 127.0.0.1,::1")
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+    assert _load().trusted_proxies == ()
+    with pytest.raises(SettingsError, match="TRUSTED_PROXIES: not an IP address or CIDR: 'proxy'"):
+        _load(TRUSTED_PROXIES="10.0.0.0/8,proxy")
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("203.0.113.5", ["198.51.100.1"], "203.0.113.5"),  # untrusted peer: header ignored
+        ("10.0.0.2", ["198.51.100.1"], "198.51.100.1"),
+        ("10.0.0.2", ["6.6.6.6, 198.51.100.1"], "198.51.100.1"),  # left hops are the client's
+        ("10.0.0.2", ["198.51.100.1, 10.0.0.3"], "198.51.100.1"),  # two proxies in a row
+        ("10.0.0.2", ["198.51.100.1", "10.0.0.3"], "198.51.100.1"),  # repeated headers
+        ("10.0.0.2", ["garbage, 10.0.0.3"], "10.0.0.3"),  # a malformed hop stops the walk
+        ("10.0.0.2", [], "10.0.0.2"),
+    ],
+)
+def test_client_address_through_trusted_proxies(
+    peer: str, forwarded: list[str], expected: str
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+    from multidict import CIMultiDict
+
+    from bot.appkeys import SETTINGS
+    from bot.web.client_address import client_address
+
+    app = web.Application()
+    app[SETTINGS] = _load(TRUSTED_PROXIES="10.0.0.0/8")
+    headers = CIMultiDict(("X-Forwarded-For", value) for value in forwarded)
+    request = make_mocked_request("GET", "/", headers=headers, app=app)
+    request._transport_peername = (peer, 1234)
+    assert client_address(request) == expected

@@ -192,8 +192,12 @@ class Harness:
             )
         return token
 
-    async def login(self, email: str, password: str = "") -> ClientResponse:
-        """Sign in through the form, as a browser would; the client keeps the cookie."""
+    async def login(
+        self, email: str, password: str = "", *, forwarded_for: str | None = None
+    ) -> ClientResponse:
+        """Sign in through the form, as a browser would; the client keeps the cookie.
+        ``forwarded_for`` sends ``X-Forwarded-For``, as a reverse proxy would."""
+        headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
         page = await self.client.get("/login")
         html = await page.text()
         match = re.search(r'name="login_csrf" value="([^"]+)"', html)
@@ -206,6 +210,7 @@ class Harness:
                 "login_csrf": match.group(1),
                 "next": "/",
             },
+            headers=headers,
             allow_redirects=False,
         )
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
-from bot.services import sessions
+from bot.services import accounts, sessions
 from bot.services.escalations import raise_escalation
 from db.enums import EscalationStatus, Role, Severity
 from db.models import AuditEvent, Escalation, User, WebSession
@@ -55,15 +56,26 @@ async def test_wrong_password_and_unknown_email_look_the_same(h: Harness) -> Non
     assert (await _audit_actions(h)).count("login.failure") == 2
 
 
-async def test_account_lockout_after_repeated_failures(h: Harness) -> None:
+async def test_account_throttle_answers_like_an_unknown_email(h: Harness) -> None:
     email = await h.user()
     for _ in range(sessions.ACCOUNT_FAILURES):
         assert (await h.login(email, "wrong-password-xyz")).status == 401
+        assert (await h.login("nobody@example.org", "wrong-password-xyz")).status == 401
     locked = await h.login(email)  # even the right password
-    assert locked.status == 429
-    assert "locked" in await locked.text()
+    unknown = await h.login("nobody@example.org")
+    assert locked.status == unknown.status == 429
+    locked_text, unknown_text = await locked.text(), await unknown.text()
+    assert sessions.THROTTLED.split(".")[0] in locked_text
+    # the same words whether or not the account exists: no enumeration
+    assert _alert(locked_text) == _alert(unknown_text)
     h.clock.advance(minutes=16)
     assert (await h.login(email)).status == 303
+
+
+def _alert(html: str) -> str:
+    match = re.search(r'role="alert"[^>]*>(.*?)<', html, re.S)
+    assert match, html
+    return match.group(1).strip()
 
 
 async def test_address_rate_limit(h: Harness) -> None:
@@ -72,7 +84,55 @@ async def test_address_rate_limit(h: Harness) -> None:
     email = await h.user()
     resp = await h.login(email)
     assert resp.status == 429
-    assert "Too many failed sign-ins from this address" in await resp.text()
+    assert sessions.THROTTLED in await resp.text()
+
+
+async def test_an_admins_unlock_lets_the_user_in_at_once(h: Harness) -> None:
+    email = await h.user()
+    for _ in range(sessions.ACCOUNT_FAILURES):
+        await h.login(email, "wrong-password-xyz")
+    assert (await h.login(email)).status == 429
+    async with h.db.write() as session:
+        user = await accounts.find_user(session, email)
+        await accounts.unlock(session=session, user=user, change=accounts.Change(h.clock.now()))
+    assert (await h.login(email)).status == 303
+
+
+async def test_forwarded_for_is_ignored_from_an_untrusted_peer(h: Harness) -> None:
+    """Without TRUSTED_PROXIES a client cannot pick a fresh address per guess."""
+    email = await h.user()
+    for i in range(sessions.ACCOUNT_FAILURES):
+        await h.login(email, "wrong-password-xyz", forwarded_for=f"198.51.100.{i}")
+    assert (await h.login(email, forwarded_for="198.51.100.99")).status == 429
+
+
+async def test_behind_a_trusted_proxy_one_address_cannot_lock_out_another(db_url: str) -> None:
+    async with harness(db_url, TRUSTED_PROXIES="127.0.0.0/8") as hp:
+        email = await hp.user()
+        attacker, nurse = "203.0.113.7", "198.51.100.20"
+        for i in range(sessions.ADDRESS_FAILURES):
+            await hp.login(
+                email if i % 2 else f"x{i}@example.org",
+                "wrong-password-xyz",
+                forwarded_for=attacker,
+            )
+        assert (await hp.login(email, forwarded_for=attacker)).status == 429
+        # a spoofed left-most hop does not help: the proxy's own hop is what counts
+        assert (await hp.login(email, forwarded_for=f"10.9.9.9, {attacker}")).status == 429
+        assert (await hp.login(email, forwarded_for=nurse)).status == 303
+        async with hp.db.read() as session:
+            rows = (
+                (
+                    await session.execute(
+                        select(AuditEvent.source_address).where(
+                            AuditEvent.action == "login.success"
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert rows == [nurse]
 
 
 async def test_idle_and_absolute_timeouts(h: Harness) -> None:
@@ -172,6 +232,43 @@ async def test_security_headers(h: Harness) -> None:
     assert resp.headers["Cache-Control"] == "no-store"
     html = await resp.text()
     assert "<script>" not in html and "onclick" not in html
+
+
+async def test_no_versions_in_server_and_hsts_on_https(h: Harness) -> None:
+    """The harness's PUBLIC_BASE_URL is https: every response, static files and errors
+    included, says so and names no software version."""
+    static = re.search(
+        r'href="(/static/app\.css[^"]*)"', await (await h.client.get("/login")).text()
+    )
+    assert static
+    for path in ["/login", "/healthz", static.group(1), "/no/such/page", "/api/v1/patients/1"]:
+        resp = await h.client.get(path)
+        assert resp.headers["Server"] == "aftercare", path
+        assert resp.headers["Strict-Transport-Security"].startswith("max-age="), path
+
+
+async def test_no_hsts_over_plain_http(db_url: str) -> None:
+    async with harness(db_url, PUBLIC_BASE_URL="http://127.0.0.1:8080") as hp:
+        resp = await hp.client.get("/login")
+        assert "Strict-Transport-Security" not in resp.headers
+        assert resp.headers["Server"] == "aftercare"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/login", {"GET", "POST"}),
+        ("PUT", "/logout", {"POST"}),
+        ("DELETE", "/api/v1/patients", {"POST"}),
+        ("PUT", "/healthz", {"GET"}),
+    ],
+)
+async def test_405_names_the_allowed_methods(
+    h: Harness, method: str, path: str, allowed: set[str]
+) -> None:
+    resp = await h.client.request(method, path, allow_redirects=False)
+    assert resp.status == 405
+    assert allowed <= {m.strip() for m in resp.headers["Allow"].split(",")}
 
 
 async def test_open_redirect_after_login_is_refused(h: Harness) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from bot.web.api import escalations, exports, flows, openapi, patients
+from bot.web.api import escalations, exports, flows, openapi, patients, users
 from bot.web.api.errors import api_errors
 
 
@@ -18,4 +18,5 @@ def setup(app: web.Application) -> None:
     escalations.setup(app)
     flows.setup(app)
     exports.setup(app)
+    users.setup(app)
     openapi.setup(app)

@@ -25,6 +25,7 @@ _TOKEN = (
     .where(
         ApiToken.token_hash == bindparam("token_hash"),
         ApiToken.revoked_at.is_(None),
+        ApiToken.expires_at > bindparam("now"),
         User.active.is_(True),
     )
 )
@@ -48,7 +49,8 @@ async def authenticate(request: web.Request, conn: AsyncConnection | None = None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-    params = {"token_hash": hash_token(token.strip())}
+    now = request.app[CLOCK].now()
+    params = {"token_hash": hash_token(token.strip()), "now": now}
     db = request.app[DATABASE]
     if conn is None:
         async with db.plain_reads() as own:
@@ -57,10 +59,9 @@ async def authenticate(request: web.Request, conn: AsyncConnection | None = None
         row = (await conn.execute(_TOKEN, params)).first()
     if row is None:
         raise ApiError(
-            401, "unauthorized", "the token is unknown, revoked, or its user is inactive"
+            401, "unauthorized", "the token is unknown, revoked or expired, or its user is inactive"
         )
     token_id, last_used, user_id, email, role = row
-    now = request.app[CLOCK].now()
     if last_used is None or now - last_used > LAST_USED_GRANULARITY:
         async with db.write() as session:
             await session.execute(

@@ -10,7 +10,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bot.web.pages import admin, auth, demo_phone, flows_admin, patients, queue
+from bot.web.pages import admin, auth, demo_phone, flows_admin, patients, queue, users
 from bot.web.pages.common import page_session
 from bot.web.reasons import plain
 
@@ -54,6 +54,7 @@ def setup(app: web.Application) -> None:
     queue.setup(app)
     patients.setup(app)
     admin.setup(app)
+    users.setup(app)
     flows_admin.setup(app)
     demo_phone.setup(app)
 

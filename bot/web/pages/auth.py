@@ -75,22 +75,16 @@ async def login_submit(request: web.Request) -> web.Response:
         return _login_page(
             request, error="The sign-in form expired. Please try again.", email=email, status=403
         )
-    now = request.app[CLOCK].now()
-    async with request.app[DATABASE].write() as session:
-        outcome = await sessions.login(
-            session=session,
-            email=email,
-            password=password,
-            address=source(request),
-            now=now,
-            secret=session_secret(request),
-        )
-        old = current_user(request)
-        if outcome.token is not None and old is not None:
-            # a fresh session ID at every login; the old one ends (no fixation)
-            await sessions.logout(
-                session=session, session_id=old.session_id, now=now, address=source(request)
-            )
+    old = current_user(request)
+    outcome = await sessions.login(
+        db=request.app[DATABASE],
+        email=email,
+        password=password,
+        address=source(request),
+        now=request.app[CLOCK].now(),
+        secret=session_secret(request),
+        replacing=old.session_id if old is not None else None,
+    )
     if outcome.token is None:
         return _login_page(
             request, error=outcome.error, email=email, status=429 if outcome.throttled else 401
