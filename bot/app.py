@@ -95,6 +95,7 @@ def create_app(
     app.cleanup_ctx.append(background.background_ctx)
     if with_worker:
         app.cleanup_ctx.append(_worker_ctx)
+    security.setup(app)
     health.setup(app)
     metrics_view.setup(app)
     twilio_hooks.setup(app)

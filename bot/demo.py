@@ -52,6 +52,8 @@ DEMO_USERS = (
     NewUser("doctor@demo.aftercare", Role.CLINICIAN, DEMO_PASSWORD, "Dev Doctor", "+12025550102"),
 )
 CLINIC_NUMBER = "+12025550100"
+# the demo's own file, in the directory it is started from; DATABASE_URL is never used
+DEMO_DATABASE_URL = "sqlite+aiosqlite:///aftercare-demo.db"
 """The clinic's texting number in the demo (the ``To`` of the demo phone's texts)."""
 
 
@@ -102,13 +104,18 @@ def demo_settings(
     *,
     host: str | None = None,
     port: int | None = None,
+    database_url: str = DEMO_DATABASE_URL,
 ) -> Settings:
     """Demo settings: console SMS, a random Twilio token and secret key unless given.
 
-    ``PUBLIC_BASE_URL`` defaults to the address the demo listens on, so the demo phone's
-    signatures, page links and paging texts point at this server.
+    The database is the demo's own SQLite file, never ``DATABASE_URL``: the demo adds
+    users with a published password and shows transcripts on its demo phone page, which
+    must never happen on a clinic's real database. ``PUBLIC_BASE_URL`` defaults to the
+    address the demo listens on, so the demo phone's signatures, page links and paging
+    texts point at this server.
     """
     values = dict(os.environ if env is None else env)
+    values["DATABASE_URL"] = database_url
     values.setdefault("CLINIC_NAME", "Aftercare Demo Clinic")
     values.setdefault("CLINIC_PHONE", CLINIC_NUMBER)
     values["SMS_TRANSPORT"] = "console"
@@ -342,14 +349,25 @@ async def _seed_sam(s: _Seeder, now: datetime) -> None:
 SCENARIOS = ((MAYA, _seed_maya), (LENA, _seed_lena), (SAM, _seed_sam))
 
 
+class NotADemoDatabase(RuntimeError):
+    """The database has users the demo did not create: it is somebody's real data."""
+
+
 async def seed_demo(db: Database, settings: Settings, now: datetime) -> None:
     """Idempotent: running the demo twice keeps one copy of everything.
 
     A patient whose phone number is already there is left as it is (their story was told).
+    Raises :class:`NotADemoDatabase`, changing nothing, on a database with other users.
     """
     async with db.write() as session:
-        await seed_library(session=session, now=now)
         existing = set((await session.scalars(select(User.email))).all())
+        foreign = existing - {u.email for u in DEMO_USERS}
+        if foreign:
+            raise NotADemoDatabase(
+                f"{len(foreign)} user(s) here were not made by the demo; it runs only on its "
+                "own database. Move or delete the demo's file, or run `aftercare serve` instead."
+            )
+        await seed_library(session=session, now=now)
         for new in DEMO_USERS:
             if new.email not in existing:
                 await create_user(session=session, new=new, now=now)
@@ -393,7 +411,7 @@ def banner(settings: Settings) -> str:
     )
 
 
-async def run_demo(*, host: str, port: int) -> None:
+async def run_demo(*, host: str | None, port: int | None) -> None:
     settings = demo_settings(host=host, port=port)
     await upgrade_async(settings.database_url)
     db = Database(settings.database_url)

@@ -18,7 +18,7 @@ from pydantic_core import ErrorDetails
 from flows import yamlsrc
 from flows.durations import parse_duration
 from flows.model import ID_PATTERN, LANG_PATTERN, Flow
-from flows.problems import Problem, SourceError
+from flows.problems import MAX_PROBLEMS, Problem, SourceError, TooManyProblems, capped
 from flows.validate import check_flow
 
 __all__ = ["load_flow", "validate_flow_source"]
@@ -48,20 +48,22 @@ def validate_flow_source(
     try:
         flow = Flow.model_validate(src.data)
     except ValidationError as exc:
-        return None, _sorted(_from_pydantic(exc, src))
-    problems = _sorted(check_flow(flow, src, known_flows=known_flows))
+        errors = exc.errors(include_url=False)
+        # each description may search for a "did you mean": describe only what is shown
+        described = [_problem(err, src) for err in errors[:MAX_PROBLEMS]]
+        return None, _sorted(described, more=len(errors) - len(described))
+    try:
+        problems = _sorted(check_flow(flow, src, known_flows=known_flows))
+    except TooManyProblems as stop:
+        problems = _sorted(stop.problems, more=None)
     if any(p.is_error for p in problems):
         return None, problems
     return flow, problems
 
 
-def _sorted(problems: list[Problem]) -> list[Problem]:
+def _sorted(problems: list[Problem], more: int | None = 0) -> list[Problem]:
     unique = {(p.line, p.column, p.message): p for p in problems}
-    return sorted(unique.values(), key=lambda p: (p.line, p.column, p.message))
-
-
-def _from_pydantic(exc: ValidationError, src: yamlsrc.Source) -> list[Problem]:
-    return [_problem(err, src) for err in exc.errors(include_url=False)]
+    return capped(list(unique.values()), more)
 
 
 def _data_path(loc: Sequence[str | int], data: Any) -> tuple[list[str | int], bool]:

@@ -41,6 +41,33 @@ class Problem:
         }
 
 
+MAX_PROBLEMS = 100
+"""Collecting stops here: a draft with thousands of mistakes gets the first hundred and a
+count, not a per-problem search that would keep the server busy."""
+
+
+class TooManyProblems(Exception):
+    """Raised by a collector that reached ``MAX_PROBLEMS``; its caller reports what it has."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(f"more than {MAX_PROBLEMS} problems")
+        self.problems = problems
+
+
+def capped(problems: list[Problem], more: int | None = 0) -> list[Problem]:
+    """At most ``MAX_PROBLEMS`` problems, by position, then one saying how many were left
+    out: those past the cap plus ``more`` already left out by the collector (None: it gave
+    up early and did not count)."""
+    ordered = sorted(problems, key=lambda p: (p.line, p.column, p.message))
+    shown = ordered[:MAX_PROBLEMS]
+    left = len(ordered) - len(shown) + (more or 0)
+    if not shown or (left == 0 and more is not None):
+        return shown
+    what = "and more problems" if more is None else f"and {left} more problems"
+    last = shown[-1]
+    return [*shown, Problem(last.line, last.column, f"{what} not shown; fix these first")]
+
+
 class SourceError(Exception):
     """Raised when a source cannot be read at all (bad YAML, too large, unsafe)."""
 

@@ -35,7 +35,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from flows import yamlsrc
-from flows.problems import Problem, Severity, SourceError
+from flows.problems import MAX_PROBLEMS, Problem, Severity, SourceError, capped
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]*$"
 DURATION_SCHEMA_PATTERN = r"^(?=[0-9])([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?$"
@@ -478,18 +478,21 @@ def validate_protocol_source(
         return None, list(exc.problems)
     problems: list[Problem] = []
     protocol: Protocol | None = None
+    more = 0
     try:
         protocol = Protocol.model_validate(src.data)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
+        errors = exc.errors(include_url=False)
+        for error in errors[:MAX_PROBLEMS]:
             problems.extend(_problems_from(error, src))
+        more = len(errors) - min(len(errors), MAX_PROBLEMS)
         for rel, key, message in _partial_window_blame(src.data):
             problems.append(src.problem(rel, f"{_label(rel)}: {message}", key=key))
     if known_flows is not None:
         problems.extend(_unknown_flows(src, known_flows))
     if protocol is not None:
         problems.extend(_warnings(protocol, src))
-    problems = sorted(set(problems), key=lambda p: (p.line, p.column, p.message))
+    problems = capped(list(set(problems)), more)
     if any(p.is_error for p in problems):
         return None, problems
     return protocol, problems

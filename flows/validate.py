@@ -31,7 +31,7 @@ from flows.model import (
     YesNoSpec,
 )
 from flows.parsing import NO_WORDS, YES_WORDS, phrase
-from flows.problems import Problem, Severity
+from flows.problems import MAX_PROBLEMS, Problem, Severity, TooManyProblems
 from flows.text import DOTTED_PREFIXES, GLOBAL_VARIABLES, parse, stray_brace
 from flows.yamlsrc import Source
 
@@ -53,10 +53,15 @@ class _Check:
     flags: set[str] = field(default_factory=set)
 
     def error(self, path: Path, message: str, *, key: bool = False) -> None:
-        self.problems.append(self.src.problem(path, message, key=key))
+        self._add(self.src.problem(path, message, key=key))
 
     def warn(self, path: Path, message: str) -> None:
-        self.problems.append(self.src.problem(path, message, severity=Severity.WARNING))
+        self._add(self.src.problem(path, message, severity=Severity.WARNING))
+
+    def _add(self, problem: Problem) -> None:
+        self.problems.append(problem)
+        if len(self.problems) > MAX_PROBLEMS:
+            raise TooManyProblems(self.problems)
 
 
 def check_flow(

@@ -8,6 +8,7 @@ versions n and n+1, or one of them a clean conflict.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import hashlib
 from collections.abc import Collection
@@ -68,13 +69,19 @@ async def published_flow_keys(*, session: AsyncSession) -> set[str]:
 
 
 async def validate(*, session: AsyncSession, kind: Kind, key: str, source: str) -> list[Problem]:
-    """Every problem of ``source``, including a key that does not match the URL."""
+    """Every problem of ``source``, including a key that does not match the URL.
+
+    Parsing and checking are CPU work that grows with the draft: they run in a thread, so
+    one large draft never stalls the server's other requests."""
+    known = await published_flow_keys(session=session)
+    return await asyncio.to_thread(check_source, kind, key, source, known)
+
+
+def check_source(kind: Kind, key: str, source: str, known: set[str]) -> list[Problem]:
     if kind == "flow":
-        known = await published_flow_keys(session=session) | {key}
-        parsed, problems = validate_flow_source(source, known_flows=known)
+        parsed, problems = validate_flow_source(source, known_flows=known | {key})
         parsed_key = parsed.key if parsed is not None else None
     else:
-        known = await published_flow_keys(session=session)
         protocol, problems = validate_protocol_source(source, known_flows=known)
         parsed_key = protocol.key if protocol is not None else None
     if parsed_key is not None and parsed_key != key:

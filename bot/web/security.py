@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from bot.appkeys import SETTINGS
 from bot.web.api.errors import Handler
 
 CSP = (
@@ -12,6 +13,8 @@ CSP = (
     "object-src 'none'"
 )
 PUBLIC_PATHS = ("/static/", "/healthz")
+SERVER = "aftercare"  # no versions: they only help an attacker pick an exploit
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 @web.middleware
@@ -35,3 +38,15 @@ def _apply(request: web.Request, response: web.StreamResponse) -> None:
     if not request.path.startswith(PUBLIC_PATHS):
         h["Cache-Control"] = "no-store"
         h.setdefault("Pragma", "no-cache")
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response, also those no middleware sees (static files, early errors)."""
+    response.headers["Server"] = SERVER
+    if request.app[SETTINGS].public_base_url.startswith("https://"):
+        # browsers keep to https for a year once they have seen the site over https
+        response.headers["Strict-Transport-Security"] = HSTS
+
+
+def setup(app: web.Application) -> None:
+    app.on_response_prepare.append(_on_prepare)

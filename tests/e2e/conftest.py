@@ -180,13 +180,13 @@ async def demo_live(tmp_path: Path) -> AsyncIterator[Live]:
     await upgrade_async(url)
     settings = demo_settings(
         {
-            "DATABASE_URL": url,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "PUBLIC_BASE_URL": base_url,
             "SECRET_KEY": "e2e-" + "d" * 40,
         },
         host="127.0.0.1",
         port=port,
+        database_url=url,
     )
     db = Database(url)
     await seed_demo(db, settings, datetime.now(UTC))

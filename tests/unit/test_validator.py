@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from flows.definition import load_flow, validate_flow_source
-from flows.problems import Problem, SourceError
+from flows.problems import MAX_PROBLEMS, Problem, SourceError
 
 BASE = """\
 key: check
@@ -448,3 +450,63 @@ def test_every_safety_question_in_the_library_escalates_when_unanswered() -> Non
         "cssrs_screen.intent",
     } <= marked
     assert {f"cssrs_screen.{q}" for q in ("wish_dead", "thoughts", "method", "plan")} <= marked
+
+
+def test_thousands_of_unknown_keys_stop_at_the_cap_with_a_count() -> None:
+    extra = "".join(f"    junk_key_{i}: 1\n" for i in range(5_000))
+    text = edit('    type: ask\n    text: "Hi', "    type: ask\n" + extra + '    text: "Hi')
+    found = problems(text)
+    assert len(found) == MAX_PROBLEMS + 1
+    assert all("unknown key" in p.message for p in found[:MAX_PROBLEMS])
+    assert found[-1].message == "and 4900 more problems not shown; fix these first"
+    assert found[:MAX_PROBLEMS] == sorted(found[:MAX_PROBLEMS], key=lambda p: (p.line, p.column))
+
+
+def test_thousands_of_semantic_problems_stop_collecting() -> None:
+    nodes = "".join(
+        f'  - id: n{i}\n    type: say\n    text: "x"\n    next: nowhere_{i}\n' for i in range(400)
+    )
+    found = problems(BASE + nodes)
+    assert len(found) == MAX_PROBLEMS + 1
+    assert found[-1].message == "and more problems not shown; fix these first"
+
+
+def test_protocol_problems_are_capped_too() -> None:
+    from flows.protocol import validate_protocol_source
+
+    extra = "".join(f"junk_{i}: 1\n" for i in range(2_000))
+    _, found = validate_protocol_source("key: p\ntitle: P\n" + extra)
+    assert len(found) == MAX_PROBLEMS + 1
+    assert found[-1].message.startswith("and ") and "more problems not shown" in found[-1].message
+
+
+async def test_drafts_are_checked_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check runs in a worker thread, so the loop keeps answering other requests."""
+    import threading
+
+    from bot.services import flow_admin
+
+    seen: list[int] = []
+    real = flow_admin.check_source
+
+    def spy(*args: Any) -> list[Problem]:
+        seen.append(threading.get_ident())
+        return real(*args)
+
+    class NoDatabase:
+        async def execute(self, *_a: Any, **_k: Any) -> Any:
+            class Rows:
+                def all(self) -> list[Any]:
+                    return []
+
+            return Rows()
+
+    monkeypatch.setattr(flow_admin, "check_source", spy)
+    found = await flow_admin.validate(
+        session=NoDatabase(),  # type: ignore[arg-type]
+        kind="flow",
+        key="check",
+        source=BASE,
+    )
+    assert found == [] or not any(p.is_error for p in found)
+    assert seen and seen[0] != threading.get_ident()

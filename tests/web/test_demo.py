@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -17,13 +18,16 @@ from sqlalchemy import func, select
 from bot.app import create_app
 from bot.appkeys import BACKGROUND
 from bot.demo import (
+    DEMO_DATABASE_URL,
     DEMO_PASSWORD,
     LENA,
     MAYA,
     SAM,
+    NotADemoDatabase,
     demo_settings,
     seed_demo,
 )
+from bot.services.accounts import NewUser, create_user
 from bot.settings import Settings
 from bot.web.api.errors import Handler
 from db.enums import CheckinStatus, Direction, EscalationStatus, MessageStatus, Role, Severity
@@ -49,13 +53,13 @@ NOW = datetime(2026, 3, 9, 14, 0, tzinfo=UTC)  # a Monday, the day after US cloc
 def _settings(db_url: str, port: int, *, demo: bool = True) -> Settings:
     settings = demo_settings(
         {
-            "DATABASE_URL": db_url,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "SECRET_KEY": "d" * 40,
             "PUBLIC_BASE_URL": PUBLIC_BASE,
         },
         host="127.0.0.1",
         port=port,
+        database_url=db_url,
     )
     return settings if demo else settings.with_overrides(demo=False)
 
@@ -469,3 +473,67 @@ async def test_an_unknown_number_and_a_check_in_sent_now(demo: Demo) -> None:
         await demo.client.get("/demo/phone/messages", params={"phone": MAYA.phone})
     ).text()
     assert "2/9 Feeling down" in fragment
+
+
+# --- the demo keeps to its own database -----------------------------------------------------
+
+
+def test_demo_never_uses_database_url() -> None:
+    settings = demo_settings({"DATABASE_URL": "postgresql+asyncpg://clinic@db.internal/prod"})
+    assert settings.database_url == DEMO_DATABASE_URL
+    assert settings.database_url.startswith("sqlite+aiosqlite:///")
+
+
+def test_demo_honours_host_and_port() -> None:
+    settings = demo_settings({"HOST": "0.0.0.0", "PORT": "8093"})
+    assert (settings.host, settings.port) == ("0.0.0.0", 8093)
+    assert settings.public_base_url == "http://127.0.0.1:8093"
+
+
+async def test_demo_refuses_a_database_with_users_it_did_not_create(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        async with db.write() as session:
+            await create_user(
+                session=session,
+                new=NewUser("head.nurse@clinic.example", Role.ADMIN, "amber walrus lantern 7"),
+                now=NOW,
+            )
+        settings = _settings(db_url, unused_port())
+        with pytest.raises(NotADemoDatabase, match="not made by the demo"):
+            await seed_demo(db, settings, NOW)
+        async with db.read() as session:
+            assert await session.scalar(select(func.count()).select_from(User)) == 1
+            assert await session.scalar(select(func.count()).select_from(Patient)) == 0
+    finally:
+        await db.dispose()
+
+
+def test_the_demo_command_refuses_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+    from bot.migrations import upgrade
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'clinic.db'}")
+    url = DEMO_DATABASE_URL  # relative: the file in the working directory
+    upgrade(url)
+
+    async def add_user() -> None:
+        db = Database(url)
+        try:
+            async with db.write() as session:
+                await create_user(
+                    session=session,
+                    new=NewUser("someone@clinic.example", Role.CLINICIAN, "amber walrus lantern 7"),
+                    now=NOW,
+                )
+        finally:
+            await db.dispose()
+
+    asyncio.run(add_user())
+    assert main(["demo", "--port", str(unused_port())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not made by the demo" in err
+    assert not (tmp_path / "clinic.db").exists()  # DATABASE_URL was never touched

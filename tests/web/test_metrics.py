@@ -34,8 +34,25 @@ async def _scrape(h: Harness) -> str:
 
 
 async def test_metrics_need_the_token(h: Harness) -> None:
-    assert (await h.client.get("/metrics")).status == 403
-    assert (await h.client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status == 403
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}):
+        resp = await h.client.get("/metrics", headers=headers)
+        assert resp.status == 401
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer métrica-token-0123456789",  # non-ASCII: was a 500
+        "Bearer",
+        "Basic dXNlcjpwYXNz",
+        "metrics-token-0123456789",
+        "Bearer tab\there",
+    ],
+)
+async def test_a_malformed_authorization_header_is_401(h: Harness, header: str) -> None:
+    resp = await h.client.get("/metrics", headers={"Authorization": header})
+    assert resp.status == 401
 
 
 async def test_metrics_move_with_traffic(h: Harness) -> None:
@@ -63,3 +80,13 @@ async def test_metrics_without_token_are_loopback_only(db_url: str) -> None:
     async with harness(db_url) as h:
         # the test client connects from 127.0.0.1
         assert (await h.client.get("/metrics")).status == 200
+        bad = await h.client.get("/metrics", headers={"Authorization": "Bearer é"})
+        assert bad.status == 401
+
+
+async def test_metrics_are_refused_through_a_trusted_proxy_on_loopback(db_url: str) -> None:
+    """Behind a proxy on the same host every request comes from loopback: without a token,
+    a request relayed by the proxy is somebody else's."""
+    async with harness(db_url, TRUSTED_PROXIES="127.0.0.1") as h:
+        resp = await h.client.get("/metrics", headers={"X-Forwarded-For": "127.0.0.1"})
+        assert resp.status == 403
