@@ -3,39 +3,47 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+PIP := $(PY) -m pip install --quiet --quiet --disable-pip-version-check
 
-.PHONY: install demo test lint typecheck pytest fmt bench clean
+.PHONY: install install-dev demo test lint typecheck pytest fmt bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# the demo needs only what the service runs on; the developer tools come with `make test`
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) --upgrade pip
+	$(PIP) -e .
 	touch $(STAMP)
 
+$(DEV_STAMP): pyproject.toml $(STAMP)
+	$(PIP) -e '.[dev]'
+	touch $(DEV_STAMP)
+
 install: $(STAMP)
+install-dev: $(DEV_STAMP)
 
 demo: install
 	$(VENV)/bin/aftercare demo
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: install
+typecheck: install-dev
 	$(VENV)/bin/mypy
 
-pytest: install
+pytest: install-dev
 	$(PY) -m pytest
 
 test: lint typecheck pytest
 
-fmt: install
+fmt: install-dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install
+bench: install-dev
 	$(PY) bench/engine.py
 
 clean:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from bot.settings import Settings, SettingsError, load_settings
 
@@ -21,6 +22,18 @@ def _settings(*, require_secret: bool = True, demo: bool = False) -> Settings:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _until_stopped(main: Coroutine[Any, Any, None]) -> int:
+    """Run a server; a reason it cannot start is one line and exit 2, never a traceback."""
+    from bot.startup import StartupError
+
+    try:
+        asyncio.run(main)
+    except StartupError as exc:
+        print(f"aftercare: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
@@ -57,26 +70,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["host"] = args.host
     if args.port:
         overrides["port"] = args.port
-    asyncio.run(serve(settings.with_overrides(**overrides), with_worker=args.with_worker))
-    return 0
+    return _until_stopped(serve(settings.with_overrides(**overrides), with_worker=args.with_worker))
 
 
 def cmd_worker(_args: argparse.Namespace) -> int:
     from bot.server import run_worker
 
-    asyncio.run(run_worker(_settings(require_secret=False)))
-    return 0
+    return _until_stopped(run_worker(_settings(require_secret=False)))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from bot.demo import NotADemoDatabase, run_demo
+    from bot.startup import StartupError
 
     try:
         asyncio.run(run_demo(host=args.host, port=args.port))
-    except NotADemoDatabase as exc:
-        print(f"aftercare demo: {exc}", file=sys.stderr)
-        return 2
-    except SettingsError as exc:
+    except (NotADemoDatabase, SettingsError, StartupError) as exc:
         print(f"aftercare demo: {exc}", file=sys.stderr)
         return 2
     return 0

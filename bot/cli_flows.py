@@ -51,11 +51,30 @@ def _flow_key(text: str) -> str | None:
     return key if isinstance(key, str) else None
 
 
-def validate_command(paths: Sequence[str], out: TextIO) -> int:
-    """Print ``file:line:col: message`` for every problem; 1 if any is an error, else 0."""
-    sources: list[tuple[str, str]] = []
+def _yaml_files(paths: Sequence[str], out: TextIO) -> tuple[list[str], bool]:
+    """Files as given, and each directory's ``*.yaml``/``*.yml`` files (recursively)."""
+    files: list[str] = []
     failed = False
     for path in paths:
+        if not Path(path).is_dir():
+            files.append(path)
+            continue
+        found = sorted(
+            str(p) for p in Path(path).rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
+        )
+        if not found:
+            out.write(f"{path}: no .yaml or .yml files in this directory\n")
+            failed = True
+        files.extend(found)
+    return files, failed
+
+
+def validate_command(paths: Sequence[str], out: TextIO) -> int:
+    """Print ``file:line:col: message`` for every problem and ``file: ok`` for a file
+    without errors; 1 if any is an error, else 0. A directory means its YAML files."""
+    sources: list[tuple[str, str]] = []
+    files, failed = _yaml_files(paths, out)
+    for path in files:
         try:
             text = Path(path).read_text("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -77,6 +96,9 @@ def validate_command(paths: Sequence[str], out: TextIO) -> int:
             _, problems = validate_flow_source(text, known_flows=known)
         for problem in problems:
             out.write(problem.format(path) + "\n")
+        if not any(p.is_error for p in problems):
+            warnings = f" ({len(problems)} warnings)" if problems else ""
+            out.write(f"{path}: ok{warnings}\n")
         failed = failed or any(p.is_error for p in problems)
     return EXIT_PROBLEMS if failed else EXIT_OK
 

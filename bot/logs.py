@@ -13,8 +13,11 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 _PHONE = re.compile(r"\+?\d[\d\s().-]{8,}\d")
+# dates and times are not phone numbers: "2026-12-03 14:50:07" must stay readable
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}(?::\d{2}){0,2})?$|\d{2}:\d{2}")
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
     "asctime",
@@ -34,8 +37,15 @@ def mask_phone(phone: str | None) -> str:
     return digits[:keep_head] + "*" * (len(digits) - keep_head - 4) + digits[-4:]
 
 
+def _mask_match(match: re.Match[str]) -> str:
+    found = match.group(0)
+    if _DATE_TIME.match(found) or _DATE_TIME.match(match.string, match.end()):
+        return found
+    return mask_phone(re.sub(r"[^\d+]", "", found))
+
+
 def mask_text(text: str) -> str:
-    return _PHONE.sub(lambda m: mask_phone(re.sub(r"[^\d+]", "", m.group(0))), text)
+    return _PHONE.sub(_mask_match, text)
 
 
 class PhoneMaskingFilter(logging.Filter):
@@ -74,8 +84,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return mask_text(super().format(record))
+    """Masks the message and traceback, never the timestamp the line starts with."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
+        record.message = mask_text(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - stdlib name
+        return mask_text(super().formatException(ei))
 
 
 def handler(stream: object = None, *, fmt: str = "json") -> logging.Handler:

@@ -32,6 +32,10 @@ class AccountError(ValueError):
     pass
 
 
+class NoSuchAccount(AccountError):
+    """The user or token named does not exist (a 404 on the pages)."""
+
+
 def hash_token(token: str) -> str:
     """Tokens are stored as SHA-256: they are long random strings, so no salt or KDF is needed."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -148,14 +152,14 @@ async def create_token(
 async def find_user(session: AsyncSession, email: str) -> User:
     user = await session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None:
-        raise AccountError(f"no user with email {email.strip().lower()}")
+        raise NoSuchAccount(f"no user with email {email.strip().lower()}")
     return user
 
 
 async def get_user(session: AsyncSession, user_id: int) -> User:
     user = await session.get(User, user_id)
     if user is None:
-        raise AccountError(f"no user with id {user_id}")
+        raise NoSuchAccount(f"no user with id {user_id}")
     return user
 
 
@@ -316,7 +320,7 @@ async def list_tokens(*, session: AsyncSession, email: str | None = None) -> lis
 async def revoke_token(*, session: AsyncSession, token_id: int, change: Change) -> None:
     token = await session.get(ApiToken, token_id)
     if token is None:
-        raise AccountError(f"no token with id {token_id}")
+        raise NoSuchAccount(f"no token with id {token_id}")
     if token.revoked_at is None:
         token.revoked_at = change.now
     audit.record(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.settings import Settings
-from bot.sms.console import ConsoleTransport
+from bot.sms.console import ConsoleTransport, stdout_echo
 from bot.sms.transport import Transport
 
 
@@ -22,4 +22,6 @@ def build_transport(settings: Settings) -> Transport:
             timeout_s=settings.send_timeout_s,
             api_base=settings.twilio_api_base,
         )
-    return ConsoleTransport()
+    # the demo's operator reads what would be sent (to their own terminal, never the log);
+    # elsewhere the console transport logs only that a text went, masked
+    return ConsoleTransport(echo=stdout_echo() if settings.demo else None)

@@ -55,3 +55,18 @@ def test_the_suite_scanner_finds_what_it_must() -> None:
     assert scan_for_phi('{"msg": "from +12025550123"}')
     assert scan_for_phi('{"msg": "body: I want to die"}')
     assert not scan_for_phi('{"msg": "from +1*******0123"}')
+
+
+def test_masking_never_touches_timestamps() -> None:
+    stream = io.StringIO()
+    log = logging.getLogger("test.logs.text")
+    log.handlers[:] = [handler(stream, fmt="text")]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.info("due 2026-12-03T14:00:00+00:00 at 07:24:08 for +12025550123")
+    line = stream.getvalue()
+    stamp = line.split(" INFO ")[0]
+    assert "*" not in stamp and stamp[:4].isdigit()  # "2026-12-03 07:24:08,123"
+    assert "2026-12-03T14:00:00+00:00" in line and "07:24:08" in line
+    assert "+12025550123" not in line and "+1******0123" in line
+    assert mask_text("call 555-123-4567 on 2026-12-03") == "call ******4567 on 2026-12-03"

@@ -69,6 +69,34 @@ def test_validate_command(tmp_path: Path) -> None:
     assert any(ln.startswith(f"{tmp_path / 'missing.yaml'}:1:1: cannot read") for ln in lines)
 
 
+def test_validate_says_ok_per_file_and_reads_directories(tmp_path: Path) -> None:
+    flows_dir = tmp_path / "flows"
+    (flows_dir / "nested").mkdir(parents=True)
+    (flows_dir / "screen.yaml").write_text(SCREEN.replace("handover: mini_phq", "handover: phq9"))
+    (flows_dir / "nested" / "mini.yml").write_text(MINI_PHQ)
+    (flows_dir / "notes.txt").write_text("not a flow")
+    out = io.StringIO()
+    assert validate_command([str(flows_dir)], out) == 0
+    assert out.getvalue().splitlines() == [
+        f"{flows_dir / 'nested' / 'mini.yml'}: ok",
+        f"{flows_dir / 'screen.yaml'}: ok",
+    ]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = io.StringIO()
+    assert validate_command([str(empty)], out) == 1
+    assert "no .yaml or .yml files" in out.getvalue()
+
+
+def test_the_shipped_library_validates_as_a_directory() -> None:
+    from bot.cli_flows import __file__ as cli_file
+
+    library = Path(cli_file).resolve().parent.parent / "flows" / "library"
+    out = io.StringIO()
+    assert validate_command([str(library)], out) == 0, out.getvalue()
+    assert out.getvalue().count(": ok") >= 10
+
+
 def test_validate_command_knows_flows_on_the_command_line(tmp_path: Path) -> None:
     screen = tmp_path / "screen.yaml"
     screen.write_text(SCREEN.replace("handover: mini_phq", "handover: other_flow"))

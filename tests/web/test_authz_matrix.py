@@ -24,7 +24,7 @@ from bot import library
 from bot.services.accounts import create_token
 from bot.services.escalations import raise_escalation
 from db.enums import EscalationStatus, Role, Severity
-from db.models import Escalation, Patient, User
+from db.models import ApiToken, Escalation, Patient, User
 from tests.web.harness import START, Harness, harness, new_sid
 
 RoleName = Literal["anon", "clinician", "admin"]
@@ -381,6 +381,44 @@ async def _page_version_action(ctx: Ctx) -> Req:
     return Req("POST", f"/admin/flows/{await draft(ctx)}/discard", form={})
 
 
+async def _fresh_user(ctx: Ctx) -> int:
+    email = await ctx.h.user(Role.CLINICIAN)
+    async with ctx.h.db.read() as s:
+        found = await s.scalar(select(User.id).where(User.email == email))
+    assert found is not None
+    return found
+
+
+async def _page_user_create(ctx: Ctx) -> Req:
+    form = {
+        "email": f"{ctx.unique('made')}@example.org",
+        "role": "clinician",
+        "password": "amber walrus lantern 7",
+    }
+    return Req("POST", "/admin/users", form=form)
+
+
+def _page_user_action(action: str, **form: str) -> Make:
+    async def make(ctx: Ctx) -> list[Req]:
+        return [Req("POST", f"/admin/users/{await _fresh_user(ctx)}/{action}", form=form)]
+
+    return make
+
+
+async def _page_user_password(ctx: Ctx) -> Req:
+    form = {"password": "amber walrus lantern 7"}
+    return Req("POST", f"/admin/users/{await _fresh_user(ctx)}/password", form=form)
+
+
+async def _page_token_revoke(ctx: Ctx) -> Req:
+    email = await ctx.h.user(Role.CLINICIAN)
+    async with ctx.h.db.write() as s:
+        user, _ = await create_token(session=s, email=email, label="r", now=ctx.h.clock.now())
+        await s.flush()
+        token_id = await s.scalar(select(ApiToken.id).where(ApiToken.user_id == user.id))
+    return Req("POST", f"/admin/tokens/{token_id}/revoke", form={})
+
+
 async def _login(_ctx: Ctx) -> list[Req]:
     return [Req("POST", "/login")]  # sent by _check_login with the form's own token
 
@@ -408,6 +446,7 @@ TABLE: dict[tuple[str, str], Rule] = {
         "api", one(_api_enrollment), CLINICIAN_DENIED
     ),
     ("GET", "/api/v1/escalations"): Rule("api", fixed(Req("GET", "/api/v1/escalations"))),
+    ("GET", "/api/v1/users"): Rule("api", fixed(Req("GET", "/api/v1/users")), CLINICIAN_DENIED),
     ("GET", "/api/v1/escalations/{id}"): Rule("api", one(_api_escalation)),
     ("POST", "/api/v1/escalations/{id}/claim"): Rule("api", one(_api_claim)),
     ("POST", "/api/v1/escalations/{id}/release"): Rule("api", one(_api_release)),
@@ -466,6 +505,27 @@ TABLE: dict[tuple[str, str], Rule] = {
         CLINICIAN_DENIED,
     ),
     ("GET", "/admin/flows"): Rule("page", fixed(Req("GET", "/admin/flows")), CLINICIAN_DENIED),
+    ("GET", "/admin/users"): Rule("page", fixed(Req("GET", "/admin/users")), CLINICIAN_DENIED),
+    ("POST", "/admin/users"): Rule("page", one(_page_user_create), CLINICIAN_DENIED),
+    ("POST", "/admin/users/{id}/deactivate"): Rule(
+        "page", _page_user_action("deactivate"), CLINICIAN_DENIED
+    ),
+    ("POST", "/admin/users/{id}/reactivate"): Rule(
+        "page", _page_user_action("reactivate"), CLINICIAN_DENIED
+    ),
+    ("POST", "/admin/users/{id}/unlock"): Rule(
+        "page", _page_user_action("unlock"), CLINICIAN_DENIED
+    ),
+    ("POST", "/admin/users/{id}/role"): Rule(
+        "page", _page_user_action("role", role="admin"), CLINICIAN_DENIED
+    ),
+    ("POST", "/admin/users/{id}/on-call"): Rule(
+        "page", _page_user_action("on-call", phone="+12025550177", on_call="on"), CLINICIAN_DENIED
+    ),
+    ("POST", "/admin/users/{id}/password"): Rule(
+        "page", one(_page_user_password), CLINICIAN_DENIED
+    ),
+    ("POST", "/admin/tokens/{id}/revoke"): Rule("page", one(_page_token_revoke), CLINICIAN_DENIED),
     ("GET", "/admin/flows/new"): Rule(
         "page",
         fixed(Req("GET", "/admin/flows/new"), Req("GET", "/admin/flows/new?key=matrix_new")),

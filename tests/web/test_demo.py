@@ -537,3 +537,19 @@ def test_the_demo_command_refuses_in_one_line(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not made by the demo" in err
     assert not (tmp_path / "clinic.db").exists()  # DATABASE_URL was never touched
+
+
+async def test_the_demo_console_prints_the_text_it_would_send(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The operator sees each text, the number masked; outside the demo only the log line."""
+    from bot.sms.factory import build_transport
+
+    demo = build_transport(demo_settings({"TWILIO_AUTH_TOKEN": AUTH_TOKEN}))
+    await demo.send(to="+12025550143", body="Hi Maya, how is your mood today?")
+    printed = capsys.readouterr().out
+    assert "Hi Maya, how is your mood today?" in printed
+    assert "+12025550143" not in printed and "0143" in printed
+    plain = build_transport(demo_settings({}).with_overrides(demo=False))
+    await plain.send(to="+12025550143", body="Hi Maya")
+    assert "Hi Maya" not in capsys.readouterr().out

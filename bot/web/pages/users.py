@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.appkeys import CLOCK, DATABASE, SETTINGS
 from bot.security.passwords import PasswordRejected
 from bot.services import accounts
-from bot.services.accounts import AccountError, Change, NewUser
+from bot.services.accounts import AccountError, Change, NewUser, NoSuchAccount
 from bot.web.audit_log import source
 from bot.web.pages.common import form_with_csrf, path_int, render, require_user
 from db.enums import Role
@@ -99,17 +99,23 @@ ACTIONS: dict[str, Act] = {
 }
 
 
-async def user_action(request: web.Request) -> web.Response:
+def _user_action(action: Act) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        return await user_action(request, action)
+
+    return handle
+
+
+async def user_action(request: web.Request, action: Act) -> web.Response:
     admin = require_user(request, admin=True)
     fields = await form_with_csrf(request, admin)
     user_id = path_int(request)
-    action = ACTIONS.get(request.match_info["action"])
-    if action is None:
-        raise web.HTTPNotFound(text="Not found.")
     try:
         async with request.app[DATABASE].write() as session:
             user = await accounts.get_user(session, user_id)
             notice = await action(session, user, _change(request, admin.user_id), fields)
+    except NoSuchAccount:
+        raise web.HTTPNotFound(text="No such user or token.") from None
     except AccountError as exc:
         return await users_page(request, error=str(exc), status=422)
     raise web.HTTPSeeOther(f"/admin/users?notice={notice}")
@@ -129,6 +135,8 @@ async def reset_password(request: web.Request) -> web.Response:
                 change=_change(request, admin.user_id),
                 clinic_name=request.app[SETTINGS].clinic_name,
             )
+    except NoSuchAccount:
+        raise web.HTTPNotFound(text="No such user.") from None
     except (AccountError, PasswordRejected) as exc:
         return await users_page(request, error=str(exc), status=422)
     raise web.HTTPSeeOther("/admin/users?notice=password")
@@ -170,6 +178,8 @@ async def revoke_token(request: web.Request) -> web.Response:
             await accounts.revoke_token(
                 session=session, token_id=path_int(request), change=_change(request, admin.user_id)
             )
+    except NoSuchAccount:
+        raise web.HTTPNotFound(text="No such user or token.") from None
     except AccountError as exc:
         return await users_page(request, error=str(exc), status=422)
     raise web.HTTPSeeOther("/admin/users?notice=revoked")
@@ -179,5 +189,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/admin/users", users_page)
     app.router.add_post("/admin/users", create_user)
     app.router.add_post("/admin/users/{id}/password", reset_password)
-    app.router.add_post("/admin/users/{id}/{action}", user_action)
+    for name, action in ACTIONS.items():
+        app.router.add_post(f"/admin/users/{{id}}/{name}", _user_action(action))
     app.router.add_post("/admin/tokens/{id}/revoke", revoke_token)
