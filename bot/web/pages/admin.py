@@ -8,10 +8,12 @@ from aiohttp import web
 from sqlalchemy import select
 
 from bot.appkeys import DATABASE
+from bot.web.audit_log import about_patient
 from bot.web.pages.common import render, require_user
 from db.models import AuditEvent, User
 
 AUDIT_LIMIT = 500
+FILTERS = ("action", "actor", "patient", "subject", "from", "to")
 
 
 def _day(value: str) -> datetime | None:
@@ -21,12 +23,22 @@ def _day(value: str) -> datetime | None:
         return None
 
 
+def _id(value: str, prefix: str = "") -> int | None:
+    """A whole-number id, also written ``<prefix>:<id>``; ``None`` if it is not one."""
+    if prefix and value.lower().startswith(prefix + ":"):
+        value = value[len(prefix) + 1 :].strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        return None
+    return int(value)
+
+
 async def audit_page(request: web.Request) -> web.Response:
+    """Newest events first, filtered by action (a prefix), actor (email or user id), patient
+    (the events whose subject is the patient, and those on the patient's escalations and
+    check-ins), subject (``type`` or ``type:id``) and UTC days."""
     require_user(request, admin=True)
-    f = {
-        k: request.query.get(k, "").strip()[:120]
-        for k in ("action", "actor", "subject", "from", "to")
-    }
+    f = {k: request.query.get(k, "").strip()[:120] for k in FILTERS}
+    errors: list[str] = []
     query = (
         select(AuditEvent, User.email)
         .outerjoin(User, User.id == AuditEvent.actor_id)
@@ -36,7 +48,17 @@ async def audit_page(request: web.Request) -> web.Response:
     if f["action"]:
         query = query.where(AuditEvent.action.like(f"{f['action']}%"))
     if f["actor"]:
-        query = query.where(User.email.ilike(f"%{f['actor']}%"))
+        actor_id = _id(f["actor"], "user")
+        if actor_id is not None:
+            query = query.where(AuditEvent.actor_id == actor_id)
+        else:
+            query = query.where(User.email.ilike(f"%{f['actor']}%"))
+    if f["patient"]:
+        patient_id = _id(f["patient"], "patient")
+        if patient_id is None:
+            errors.append("Patient: enter the patient's number, like 12.")
+        else:
+            query = query.where(about_patient(patient_id))
     if f["subject"]:
         kind, _, ident = f["subject"].partition(":")
         query = query.where(AuditEvent.subject_type == kind)
@@ -47,9 +69,15 @@ async def audit_page(request: web.Request) -> web.Response:
         query = query.where(AuditEvent.at >= start)
     if end:
         query = query.where(AuditEvent.at < end + timedelta(days=1))
-    async with request.app[DATABASE].read() as session:
-        rows = (await session.execute(query)).all()
-    return render(request, "audit.html", {"rows": rows, "f": f, "limit": AUDIT_LIMIT})
+    rows = []
+    if not errors:
+        async with request.app[DATABASE].read() as session:
+            rows = list((await session.execute(query)).all())
+    return render(
+        request,
+        "audit.html",
+        {"rows": rows, "f": f, "limit": AUDIT_LIMIT, "errors": errors},
+    )
 
 
 def setup(app: web.Application) -> None:

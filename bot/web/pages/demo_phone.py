@@ -22,8 +22,10 @@ from bot.appkeys import CLOCK, DATABASE, SETTINGS, TRANSPORT
 from bot.services import outbox, scheduling
 from bot.services.conversations import start_checkin
 from bot.services.flow_store import FlowUnavailableError
+from bot.services.sessions import SessionUser
 from bot.settings import Settings, is_e164
 from bot.sms import signature
+from bot.web import audit_log
 from bot.web.pages.common import current_user, form_with_csrf, record, render, require_user
 from db.enums import CheckinStatus, Direction, EscalationStatus, PatientStatus, VersionStatus
 from db.models import Checkin, Escalation, FlowVersion, Message, Patient, of_sender
@@ -97,7 +99,10 @@ def _chosen(request: web.Request) -> str:
     return raw if len(raw) <= 20 and is_e164(raw) else ""
 
 
-async def _conversation(request: web.Request, phone: str) -> list[dict[str, Any]]:
+async def _conversation(
+    request: web.Request, phone: str
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """The number's patient (``None`` for an unknown sender) and its latest texts."""
     async with request.app[DATABASE].read() as session:
         patient_id = await session.scalar(select(Patient.id).where(Patient.phone == phone))
         # the patient's texts, and any this number sent before it was a patient's
@@ -112,7 +117,7 @@ async def _conversation(request: web.Request, phone: str) -> list[dict[str, Any]
                 .limit(SHOWN)
             )
         ).all()
-    return [
+    return patient_id, [
         {
             "mine": m.direction is Direction.IN,
             "body": m.body,
@@ -132,8 +137,27 @@ def _conversation_html(request: web.Request, context: dict[str, Any]) -> str:
     return "".join(template.blocks["conversation"](ctx))
 
 
+async def _audit_view(
+    request: web.Request,
+    user: SessionUser,
+    phone: str,
+    patient_id: int | None,
+    messages: int,
+    **details: object,
+) -> None:
+    """``demo.phone.view``: the patient whose texts are shown (an unknown sender's number
+    masked in the details), and how many."""
+    if phone:
+        details["messages"] = messages
+        if patient_id is None:
+            details["phone"] = audit_log.masked_query(phone)
+    subject = "" if patient_id is None else patient_id
+    await audit_log.write(request, user, "demo.phone.view", "patient", subject, details)
+
+
 async def phone_page(request: web.Request) -> web.Response:
-    require_user(request)
+    """Audited ``demo.phone.view`` (it lists the patients and shows a transcript)."""
+    user = require_user(request)
     phone = _chosen(request)
     typed = request.query.get("number", "") or request.query.get("phone", "")
     async with request.app[DATABASE].read() as session:
@@ -171,6 +195,8 @@ async def phone_page(request: web.Request) -> web.Response:
                     )
                 ).all()
             )
+    patient_id, messages = await _conversation(request, phone) if phone else (None, [])
+    await _audit_view(request, user, phone, patient_id, len(messages), patients=len(patients))
     return render(
         request,
         "demo_phone.html",
@@ -183,7 +209,7 @@ async def phone_page(request: web.Request) -> web.Response:
             "open_escalations": open_escalations,
             "flows": flows,
             "default_flow": DEFAULT_FLOW if DEFAULT_FLOW in flows else "",
-            "messages": await _conversation(request, phone) if phone else [],
+            "messages": messages,
             "refresh": _here(phone).replace(PATH, PATH + "/messages", 1) if phone else "",
             "notice": request.query.get("notice", ""),
             "error": request.query.get("error", ""),
@@ -192,13 +218,16 @@ async def phone_page(request: web.Request) -> web.Response:
 
 
 async def messages_fragment(request: web.Request) -> web.Response:
-    """The conversation alone (HTML), polled by the page every 2 s."""
-    if current_user(request) is None:
+    """The conversation alone (HTML), polled by the page every 2 s; audited as the page is."""
+    user = current_user(request)
+    if user is None:
         raise web.HTTPUnauthorized(text="Sign in again.")
     phone = _chosen(request)
     if not phone:
         raise web.HTTPNotFound(text="Choose a phone number.")
-    html = _conversation_html(request, {"messages": await _conversation(request, phone)})
+    patient_id, messages = await _conversation(request, phone)
+    await _audit_view(request, user, phone, patient_id, len(messages), refresh=True)
+    html = _conversation_html(request, {"messages": messages})
     return web.Response(text=html, content_type="text/html")
 
 

@@ -7,7 +7,8 @@ from sqlalchemy import select
 
 from bot.appkeys import CLOCK, DATABASE
 from bot.services import history, holds, queue
-from bot.web import charts
+from bot.services.sessions import SessionUser
+from bot.web import audit_log, charts
 from bot.web.pages.common import form_with_csrf, path_int, record, render, require_user, waiting
 from bot.web.reasons import plain
 from db.enums import Disposition, EscalationStatus, MessageStatus, Severity
@@ -22,8 +23,19 @@ DISPOSITIONS = {
 }
 
 
-async def _rows(request: web.Request) -> tuple[list[dict[str, object]], dict[str, str], bool]:
-    """The rows shown (at most ``queue.QUEUE_LIMIT``), the filters, and whether more match."""
+def _about(patient_id: int | None) -> dict[str, object]:
+    """An escalation event's details: its patient, for the audit page's patient filter."""
+    return {"patient_id": patient_id} if patient_id is not None else {}
+
+
+async def _rows(
+    request: web.Request, user: SessionUser, *, refresh: bool = False
+) -> tuple[list[dict[str, object]], dict[str, str], bool]:
+    """The rows shown (at most ``queue.QUEUE_LIMIT``), the filters, and whether more match.
+
+    Audited ``escalation.list`` (one event per request, also the refresh script's): the
+    subject is the patient when the list is filtered to one, the details the count and the
+    filters applied."""
     filters = {k: request.query.get(k, "") for k in ("severity", "status", "patient")}
     statuses = [EscalationStatus.OPEN, EscalationStatus.CLAIMED]
     if filters["status"] in {s.value for s in EscalationStatus}:
@@ -77,6 +89,13 @@ async def _rows(request: web.Request) -> tuple[list[dict[str, object]], dict[str
             if users
             else {}
         )
+    details: dict[str, object] = {"count": len(rows), "status": [str(s) for s in statuses]}
+    if severity is not None:
+        details["severity"] = str(severity)
+    if refresh:
+        details["refresh"] = True
+    subject = "" if patient_id is None else patient_id
+    await audit_log.write(request, user, "escalation.list", "patient", subject, details)
     out = []
     for e in rows:
         overdue = (
@@ -98,8 +117,8 @@ async def _rows(request: web.Request) -> tuple[list[dict[str, object]], dict[str
 
 
 async def queue_page(request: web.Request) -> web.Response:
-    require_user(request)
-    rows, filters, more = await _rows(request)
+    user = require_user(request)
+    rows, filters, more = await _rows(request, user)
     return render(
         request,
         "queue.html",
@@ -116,8 +135,8 @@ async def queue_page(request: web.Request) -> web.Response:
 
 async def queue_rows(request: web.Request) -> web.Response:
     """The table body alone, for the page's refresh script."""
-    require_user(request)
-    rows, _filters, more = await _rows(request)
+    user = require_user(request)
+    rows, _filters, more = await _rows(request, user, refresh=True)
     return render(
         request, "_queue_rows.html", {"rows": rows, "more": more, "limit": queue.QUEUE_LIMIT}
     )
@@ -132,7 +151,15 @@ async def escalation_page(request: web.Request) -> web.Response:
             raise web.HTTPNotFound(text="No such escalation.")
         patient_id = view.escalation.patient_id
         hold = await holds.hold_of(session, patient_id) if patient_id is not None else None
-        record(request, session, user, "escalation.view", "escalation", escalation_id)
+        record(
+            request,
+            session,
+            user,
+            "escalation.view",
+            "escalation",
+            escalation_id,
+            **_about(patient_id),
+        )
     now = request.app[CLOCK].now()
     e = view.escalation
     return render(
@@ -169,11 +196,11 @@ async def _act(request: web.Request, action: str) -> web.Response:
     try:
         async with request.app[DATABASE].write() as session:
             if action == "claim":
-                await queue.claim(
+                found = await queue.claim(
                     session=session, escalation_id=escalation_id, user_id=user.user_id, now=now
                 )
             elif action == "release":
-                await queue.release(
+                found = await queue.release(
                     session=session,
                     escalation_id=escalation_id,
                     user_id=user.user_id,
@@ -186,7 +213,7 @@ async def _act(request: web.Request, action: str) -> web.Response:
                     raise web.HTTPSeeOther(
                         f"/escalations/{escalation_id}?error=Choose+a+disposition"
                     ) from None
-                await queue.resolve(
+                found = await queue.resolve(
                     session=session,
                     escalation_id=escalation_id,
                     user_id=user.user_id,
@@ -195,7 +222,15 @@ async def _act(request: web.Request, action: str) -> web.Response:
                     note=form.get("note", "")[:4000],
                     now=now,
                 )
-            record(request, session, user, f"escalation.{action}", "escalation", escalation_id)
+            record(
+                request,
+                session,
+                user,
+                f"escalation.{action}",
+                "escalation",
+                escalation_id,
+                **_about(found.patient_id),
+            )
     except queue.QueueError as exc:
         if exc.status == 404:
             raise web.HTTPNotFound(text="No such escalation.") from exc
