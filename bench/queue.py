@@ -19,7 +19,7 @@ page session (``POST /login`` with the login CSRF cookie and field), and times
 
 N requests each at a fixed concurrency after a warm-up, printing p50/p99/max
 and the rate. Finally it prints ``EXPLAIN (ANALYZE, BUFFERS)`` of the exact
-SQL that ``queue_rows_query``, ``history.timeline`` and ``history.trends`` run
+SQL that ``queue_rows_query``, ``conversation_view.conversation_page`` and ``history.trends`` run
 (captured from SQLAlchemy). The server is stopped and the database dropped at
 the end, also on error or Ctrl-C / SIGTERM. Run:
 
@@ -677,7 +677,7 @@ async def explain(db_url: str, patient_id: int) -> None:
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    from bot.services import history, queue
+    from bot.services import conversation_view, history, queue
     from db.session import Database
 
     captured: list[tuple[str, Any]] = []
@@ -695,7 +695,7 @@ async def explain(db_url: str, patient_id: int) -> None:
                 await session.execute(query, params)
                 q_sql = list(captured)
                 captured.clear()
-                await history.timeline(session=session, patient_id=patient_id)
+                await conversation_view.conversation_page(session=session, patient_id=patient_id)
                 t_sql = list(captured)
                 captured.clear()
                 await history.trends(session=session, patient_id=patient_id)
@@ -708,7 +708,7 @@ async def explain(db_url: str, patient_id: int) -> None:
     try:
         for title, stmts in (
             ("queue_rows_query() (default filters)", q_sql),
-            (f"history.timeline(patient {patient_id})", t_sql),
+            (f"conversation_page(patient {patient_id})", t_sql),
             (f"history.trends(patient {patient_id})", tr_sql),
         ):
             for statement, params in stmts:

@@ -170,11 +170,11 @@ async def test_clinician_works_a_critical_escalation_in_the_browser(
         assert done.disposition is Disposition.SENT_TO_EMERGENCY_CARE
         assert done.note == "Called her, EMS on the way."
 
-        # the patient's page, with the same trend and the new escalation in the timeline
+        # the patient's page, with the same trend and the escalation on its conversation
         await page.goto(f"{live.base_url}/patients/{patient_id}")
         await page.wait_for_selector("svg.trend")
-        timeline = await page.inner_text("ol.timeline")
-        assert "Critical escalation" in timeline and CRISIS in timeline
+        conversations = await page.inner_text("#conversations")
+        assert "critical" in conversations.lower() and CRISIS in conversations
         await page.screenshot(path=str(artifacts / "patient.png"), full_page=True)
         assert errors == [], (errors, failed)  # no CSP violations or script errors
     finally:

@@ -138,7 +138,7 @@ async def test_admin_pauses_and_resumes(h: Harness) -> None:
         )
     assert CheckinStatus.SCHEDULED in statuses
     html = await (await h.client.get(f"/patients/{p.id}")).text()
-    assert "ketamine_induction" in html and "Timeline" in html
+    assert "ketamine_induction" in html and "Conversations" in html
 
 
 async def test_treatment_date_out_of_range_is_a_clear_error(h: Harness) -> None:

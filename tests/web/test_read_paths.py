@@ -9,16 +9,13 @@ import re
 from datetime import timedelta
 from urllib.parse import quote
 
-import jinja2
 import pytest
 from sqlalchemy import func, select, update
 
 from bot import library
-from bot.services import history, queue, sessions
+from bot.services import conversation_view, queue, sessions
 from bot.web.api import serialize
-from bot.web.pages import patients as patient_pages
 from db.enums import (
-    Direction,
     Disposition,
     EscalationStatus,
     MessageStatus,
@@ -225,122 +222,119 @@ async def test_a_revoked_token_or_deactivated_user_is_refused_at_once(h: Harness
 
 # -- the patient page ------------------------------------------------------------------------
 
-# what patient.html looked like when it rendered ``history.timeline`` items itself
-_REFERENCE = jinja2.Environment(autoescape=True).from_string(
-    """{% for i in items %}<li class="{{ i.kind }} {{ i.css }}">
-      <span class="when">{{ i.at.strftime('%Y-%m-%d %H:%M UTC') }}</span>
-      <span class="title">{% if i.link %}<a href="{{ i.link }}">{{ i.title }}</a>{% else %}{{ i.title }}{% endif %}</span>
-      {%- if i.detail %}
-      <span class="detail">{{ i.detail }}</span>{% endif %}
-      {%- if i.extra.get('status') %}
-      <span class="status">{{ i.extra['status'] }}</span>{% endif %}
-    </li>{% if not loop.last %}
-    {% endif %}{% endfor %}"""
-)
+
+def _blocks(html: str) -> list[str]:
+    section = html.split('<section class="card" id="conversations">', 1)[1].split("</section>")[0]
+    return re.findall(r'<article class="block.*?</article>', section, re.S)
 
 
-async def test_the_timeline_is_the_template_rendering_of_the_items(h: Harness) -> None:
-    """The page's items are ``history.timeline``'s, rendered and escaped as they always were."""
+async def test_each_reply_sits_under_the_question_it_answered(h: Harness) -> None:
+    """The misreading this view exists to prevent: in a newest-first list the reply to item 8
+    sat under item 9. Here each check-in is a block, oldest message first, and each reply
+    says which question it answered and what it was read as."""
+    p = await h.patient("Maya")
+    await h.start(p, "phq9")
+    for reply in ["1", "2", "0", "1", "0", "3", "1", "2", "1"]:
+        await h.sms(p.phone, reply)
+    await h.login(await h.user())
+    blocks = _blocks(await _page(h, p.id))
+    assert len(blocks) == 2  # newest first: item 9 handed over to the C-SSRS
+    assert "C-SSRS" in blocks[0]
+    block = blocks[1]
+    assert "PHQ-9" in block and "phq9 v1" in block
+    items = re.findall(r"<li class=\"(in|out)[^\"]*\">(.*?)</li>", block, re.S)
+    kinds = [k for k, _ in items]
+    assert kinds[:2] == ["out", "out"] or kinds[0] == "out"  # the opening texts come first
+    # every reply directly follows the question it answered, and reads as that question
+    for i, (kind, text) in enumerate(items):
+        if kind != "in":
+            continue
+        asked = items[i - 1][1]
+        number = re.search(r"q(\d): ", text)
+        assert number, text
+        assert f"{number.group(1)}/9" in asked
+    q9 = next(t for k, t in items if k == "in" and "q9: " in t)
+    assert "1 — Several days" in q9
+    assert re.search(r'<li class="in safety">', block)
+
+
+async def test_a_reply_that_was_not_understood_shows_the_reask(h: Harness) -> None:
+    p = await h.patient("Ana")
+    await h.start(p, "phq9")
+    await h.sms(p.phone, "banana")
+    await h.sms(p.phone, "2")
+    await h.login(await h.user())
+    block = _blocks(await _page(h, p.id))[0]
+    assert "not understood; asked again" in block
+    assert 'class="out reask"' in block and "Asked again" in block
+    assert "2 — More than half the days" in block
+
+
+async def test_texts_outside_check_ins_and_treatments_are_their_own_blocks(h: Harness) -> None:
+    p = await h.patient("Sam")
+    await h.start(p, "phq2")
+    await h.sms(p.phone, "0")
+    await h.sms(p.phone, "0")
+    h.clock.advance(hours=3)
+    await h.sms(p.phone, "can I move my appointment?")
+    async with h.db.write() as s:
+        s.add(Treatment(patient_id=p.id, kind="ketamine infusion", administered_at=h.clock.now()))
+    h.clock.advance(minutes=5)
+    await h.sms(p.phone, "I want to die")  # crisis words outside a check-in
+    await h.login(await h.user())
+    html = await _page(h, p.id)
+    blocks = _blocks(html)
+    assert "Texts outside a check-in" in blocks[0]
+    assert "I want to die" in blocks[0] and 'class="badge sev-critical"' in blocks[0]
+    assert "Treatment:</strong> ketamine infusion" in html
+    assert "PHQ-2" in blocks[-1] or "phq2" in blocks[-1]
+
+
+async def test_conversations_are_escaped(h: Harness) -> None:
     payload = "<img src=x onerror=\"alert('1')\"> & ñ"
     p = await h.patient("Maya")
     await h.start(p, "phq9")
     await h.sms(p.phone, payload)
-    await h.sms(p.phone, "I want to die")  # an escalation, with a link
     async with h.db.write() as s:
         s.add(Treatment(patient_id=p.id, kind=payload, administered_at=h.clock.now()))
-    async with h.db.read() as s:
-        items = await history.timeline(session=s, patient_id=p.id)
-        rows = await history.timeline_rows(session=s, patient_id=p.id)
     await h.login(await h.user())
-    kinds = {i.kind for i in items}
-    assert {"checkin", "message-in", "message-out", "escalation", "treatment"} <= kinds
-    assert patient_pages.timeline_items(rows) == items
-    html = _REFERENCE.render(items=items)
-    assert "<img" not in html and "&lt;img src=x" in html
     page = await _page(h, p.id)
-    assert html in page
-    assert "<img" not in page
+    assert "<img" not in page and "&lt;img src=x" in page
 
 
-async def test_timeline_pages_cover_every_item_once_newest_first(h: Harness) -> None:
-    """Pages of ``TIMELINE_LIMIT`` items, walked through their "Older entries" links: every
-    item once, in order, also where many items share one timestamp (a page boundary among
-    them) and where a check-in's time is not its due time."""
-    p = await h.patient("Ana")
-    await h.start(p, "phq9")
-    await h.sms(p.phone, "2")
-    same = h.clock.now() - timedelta(days=1)
-    async with h.db.write() as s:
-        s.add_all(
-            Message(
-                patient_id=p.id,
-                direction=Direction.OUT if i % 2 else Direction.IN,
-                phone=p.phone,
-                body=f"m{i}",
-                status=MessageStatus.DELIVERED,
-                created_at=same if i < 150 else same - timedelta(minutes=i),
-            )
-            for i in range(230)
-        )
-        s.add_all(Treatment(patient_id=p.id, kind=f"t{i}", administered_at=same) for i in range(20))
-    async with h.db.read() as s:
-        everything = (await s.execute(history._timeline_query(p.id, 10_000, older=False))).all()
-    expected = [(r.kind, r.id) for r in everything]
-    assert len(expected) > 2 * history.TIMELINE_LIMIT
-    # the service: cursor after cursor, every item once and in order
-    seen: list[tuple[str, int]] = []
-    tokens: list[str] = []
-    before = None
-    while True:
-        async with h.db.read() as s:
-            page = await history.timeline_page(session=s, patient_id=p.id, before=before)
-        assert 0 < len(page.rows) <= history.TIMELINE_LIMIT
-        seen += [(r.kind, r.id) for r in page.rows]
-        if page.older is None:
-            break
-        tokens.append(page.older.token())
-        before = history.TimelineCursor.parse(tokens[-1])  # through its text, as a link does
-    assert seen == expected
-    assert len(tokens) == -(-len(expected) // history.TIMELINE_LIMIT) - 1
-    # the page: the same pages, linked by "Older entries"
+async def test_pages_go_by_check_in_and_cover_each_once(h: Harness) -> None:
+    per_page = conversation_view.CHECKINS_PER_PAGE
+    p = await h.patient("Lee")
+    for i in range(per_page + 5):
+        h.clock.advance(days=1)
+        await h.start(p, "phq2")
+        await h.sms(p.phone, "0")
+        await h.sms(p.phone, "1" if i % 2 else "0")
     await h.login(await h.user())
-    url, counts = f"/patients/{p.id}", []
-    for token in [*tokens, None]:
-        html = await _page_at(h, url)
-        counts.append(html.split('<ol class="timeline">', 1)[1].split("</ol>")[0].count("<li "))
-        older = re.search(r'<a rel="next" href="([^"]+)"', html)
-        if token is None:
-            assert older is None and "Newest entries" in html
-            break
-        assert older is not None
-        href = older.group(1).replace("&amp;", "&")
-        assert href == f"/patients/{p.id}?before={quote(token, safe='')}#timeline"
-        url = href.split("#")[0]
-    assert sum(counts) == len(expected)
+    url, seen = f"/patients/{p.id}", 0
+    html = await _page_at(h, url)
+    first = _blocks(html)
+    assert len(first) == per_page
+    older = re.search(r'<a rel="next" href="([^"]+)"', html)
+    assert older is not None
+    html = await _page_at(h, older.group(1).replace("&amp;", "&").split("#")[0])
+    second = _blocks(html)
+    seen = len(first) + len(second)
+    assert seen == per_page + 5
+    assert "Newest check-ins" in html and 'rel="next"' not in html
+    assert not set(first) & set(second)
 
 
-async def test_a_changed_item_shows_at_the_next_view(h: Harness) -> None:
-    """A new delivery status shows at once."""
+async def test_a_changed_delivery_status_shows_at_the_next_view(h: Harness) -> None:
     p = await h.patient()
-    async with h.db.write() as s:
-        msg = Message(
-            patient_id=p.id,
-            direction=Direction.OUT,
-            phone=p.phone,
-            body="How are you?",
-            status=MessageStatus.SENT,
-            created_at=h.clock.now(),
-        )
-        s.add(msg)
+    await h.start(p, "phq2")
     await h.login(await h.user())
-    assert '<span class="status">sent</span>' in await _page(h, p.id)
-    async with h.db.write() as s:
-        await s.execute(
-            update(Message).where(Message.id == msg.id).values(status=MessageStatus.DELIVERED)
-        )
     page = await _page(h, p.id)
-    assert '<span class="status">delivered</span>' in page
-    assert '<span class="status">sent</span>' not in page
+    assert "mark-queued" in page and "mark-delivered" not in page
+    async with h.db.write() as s:
+        await s.execute(update(Message).values(status=MessageStatus.DELIVERED))
+    page = await _page(h, p.id)
+    assert "mark-delivered" in page and "mark-queued" not in page
 
 
 async def test_a_malformed_older_link_is_a_clear_400(h: Harness) -> None:
@@ -348,18 +342,17 @@ async def test_a_malformed_older_link_is_a_clear_400(h: Harness) -> None:
     await h.login(await h.user())
     for bad in (
         "x",
-        "2026-01-01T00:00:00~message~1",
-        "2026-01-01T00:00:00+00:00~sms~1",
-        "2026-01-01T00:00:00+00:00~message~-1",
-        "nope~message~1",
-        "0001-01-01T00:00:00+05:00~message~1",
-        "9999-12-31T23:59:59-05:00~message~1",
+        "2026-01-01T00:00:00~1",
+        "2026-01-01T00:00:00+00:00~-1",
+        "nope~1",
+        "0001-01-01T00:00:00+05:00~1",
+        "9999-12-31T23:59:59-05:00~1",
     ):
         resp = await h.client.get(f"/patients/{p.id}", params={"before": bad})
         assert resp.status == 400, bad
-        assert "older entries is malformed" in await resp.text()
-    ok = history.TimelineCursor(h.clock.now(), "message", 7)
-    assert history.TimelineCursor.parse(ok.token()) == ok
+        assert "older check-ins is malformed" in await resp.text()
+    ok = conversation_view.Cursor(h.clock.now(), 7)
+    assert conversation_view.Cursor.parse(ok.token()) == ok
     resp = await h.client.get(f"/patients/{p.id}", params={"before": ok.token()})
     assert resp.status == 200 and "Nothing older." in await resp.text()
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import time as clock_time
-from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -15,19 +13,18 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.appkeys import CLOCK, DATABASE
-from bot.services import history, holds, scheduling
+from bot.services import conversation_view, history, holds, scheduling
 from bot.services import patients as patient_service
 from bot.services.flow_store import FlowUnavailableError
 from bot.services.patients import PatientConflictError, PatientFields
 from bot.services.protocol_store import ProtocolUnavailableError
 from bot.settings import is_e164
-from bot.web import charts
+from bot.web import audit_log, charts
 from bot.web.api.schemas import MAX_YEAR, MIN_YEAR
 from bot.web.pages.common import (
     form_with_csrf,
     path_int,
     record,
-    record_view,
     render,
     require_user,
 )
@@ -41,10 +38,21 @@ def _back(patient_id: int, message: str = "", error: str = "") -> web.HTTPSeeOth
 
 
 async def list_page(request: web.Request) -> web.Response:
-    require_user(request)
+    """The list, or a search (name, phone or reference); audited ``patient.list`` or
+    ``patient.search`` with the count and the query (digits masked)."""
+    user = require_user(request)
     q = request.query.get("q", "")
     async with request.app[DATABASE].read() as session:
         patients = await history.search_patients(session=session, q=q)
+    searched = q.strip()[:80]  # what search_patients matched on
+    await audit_log.write(
+        request,
+        user,
+        audit_log.list_action("patient", searched),
+        "patient",
+        "",
+        audit_log.search_details(searched, len(patients)),
+    )
     return render(request, "patients.html", {"patients": patients, "q": q})
 
 
@@ -83,75 +91,39 @@ class ActiveEnrollment:
     protocol_version: int
 
 
-def timeline_items(rows: Sequence[Any]) -> list[history.TimelineItem]:
-    """``history.timeline_page`` rows ``(kind, at, id, a, b, c, d)`` as the items
-    ``history.timeline`` makes of its rows, for the template (which escapes them). The page
-    pages through older entries, which ``history.timeline`` does not."""
-    items: list[history.TimelineItem] = []
-    for kind, at, id_, a, b, c, d in rows:
-        if kind == "checkin":
-            detail = b + (f" ({c})" if c else "")
-            items.append(
-                history.TimelineItem(at, "checkin", f"Check-in {a}", detail, css=f"status-{b}")
-            )
-        elif kind == "message":
-            items.append(
-                history.TimelineItem(
-                    at,
-                    f"message-{a}",
-                    "Patient" if a == "in" else "Sent",
-                    b,
-                    css=f"msg-{a}",
-                    extra={"status": c},
-                )
-            )
-        elif kind == "escalation":
-            items.append(
-                history.TimelineItem(
-                    at,
-                    "escalation",
-                    f"{a.capitalize()} escalation",
-                    b,
-                    link=f"/escalations/{id_}",
-                    css=f"sev-{a}",
-                    extra={"status": c, "reason": d},
-                )
-            )
-        else:
-            items.append(history.TimelineItem(at, "treatment", f"Treatment: {a}", css="treatment"))
-    return items
-
-
-def _before(request: web.Request) -> history.TimelineCursor | None:
-    """The ``before`` cursor of an "Older entries" link (400 if it is not one)."""
+def _before(request: web.Request) -> conversation_view.Cursor | None:
+    """The ``before`` cursor of an "Older check-ins" link (400 if it is not one)."""
     token = request.query.get("before", "")
     if not token:
         return None
     try:
-        return history.TimelineCursor.parse(token)
+        return conversation_view.Cursor.parse(token)
     except ValueError as exc:
         raise web.HTTPBadRequest(
-            text=f"The link to older entries is malformed ({exc}); open the patient page again."
+            text=f"The link to older check-ins is malformed ({exc}); open the patient page again."
         ) from exc
 
 
 async def detail_page(request: web.Request) -> web.Response:
-    """One autocommit connection for the patient with its active enrolments, the timeline,
-    the trends, the pickers and the view's audit row."""
+    """The patient with its active enrolments, the conversations (a page of check-ins),
+    the trends, the pickers and the view's audit row, in one read."""
     user = require_user(request)
     patient_id = path_int(request)
     db = request.app[DATABASE]
     params = {"patient_id": patient_id}
     before = _before(request)
-    async with db.plain_reads() as conn:
+    async with db.read() as session:
+        conn = await session.connection()
         rows = (await conn.execute(_PATIENT, params)).all()
         if not rows:
             raise web.HTTPNotFound(text="No such patient.")
-        page = await history.timeline_page(session=conn, patient_id=patient_id, before=before)
+        page = await conversation_view.conversation_page(
+            session=session, patient_id=patient_id, before=before
+        )
         trends = await history.trends(session=conn, patient_id=patient_id)
         flows, protocols = await _choices(conn)
         hold = await holds.hold_of(conn, patient_id)
-        await record_view(request, conn, user, "patient.view", "patient", patient_id)
+    await audit_log.write(request, user, "patient.view", "patient", patient_id)
     enrollments = [
         ActiveEnrollment(r.enrolled_key, r.enrolled_version)
         for r in rows
@@ -162,7 +134,8 @@ async def detail_page(request: web.Request) -> web.Response:
         "patient.html",
         {
             "p": rows[0],
-            "timeline": timeline_items(page.rows),
+            "blocks": page.blocks,
+            "truncated": page.truncated,
             "older": page.older.token() if page.older is not None else None,
             "paged": before is not None,
             "charts": {name: charts.trend_svg(name, pts) for name, pts in trends.items()},
@@ -354,12 +327,14 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def edit_page(request: web.Request) -> web.Response:
-    require_user(request, admin=True)
+    """The edit form shows the patient's name and phone: audited ``patient.view``."""
+    user = require_user(request, admin=True)
     patient_id = path_int(request)
     async with request.app[DATABASE].read() as session:
         p = await session.get(Patient, patient_id)
     if p is None:
         raise web.HTTPNotFound(text="No such patient.")
+    await audit_log.write(request, user, "patient.view", "patient", patient_id, {"page": "edit"})
     form = {
         "first_name": p.first_name,
         "phone": p.phone,
