@@ -5,16 +5,14 @@ A patient's conversations are ``bot.services.conversation_view``'s."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import (
-    bindparam,
-    or_,
-    select,
-)
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from bot.services import flow_store
+from db.enums import Direction, EscalationStatus
 from db.models import (
     Answer,
     Checkin,
@@ -25,6 +23,8 @@ from db.models import (
     User,
     of_sender,
 )
+from flows import describe
+from flows.reasons import Reason
 
 TREND_LIMIT = 104
 
@@ -45,6 +45,15 @@ class EscalationView:
     trigger: Message | None
     # the on-call pages sent for it, with whom each went to, oldest first
     pages: list[tuple[Message, User | None]]
+    # the patient's own words that raised it and the question they answered, if any
+    words: Message | None = None
+    words_question: str = ""
+    # each answer with its question's text and what it was read as
+    readings: list[tuple[Answer, str, str]] = field(default_factory=list)
+    # the patient's other escalations not yet resolved, most severe first
+    others: list[Escalation] = field(default_factory=list)
+    # for "not responding": what was sent since the patient last wrote, oldest first
+    unanswered_sends: list[Message] = field(default_factory=list)
 
 
 _TRENDS = (
@@ -119,6 +128,28 @@ async def escalation_view(*, session: AsyncSession, escalation_id: int) -> Escal
             )
         ).all()
     ]
+    words, question, readings = await _words_and_readings(
+        session, escalation, checkin, messages, answers
+    )
+    others: list[Escalation] = []
+    sends: list[Message] = []
+    if patient is not None:
+        others = list(
+            (
+                await session.scalars(
+                    select(Escalation)
+                    .where(
+                        Escalation.patient_id == patient.id,
+                        Escalation.id != escalation.id,
+                        Escalation.status != EscalationStatus.RESOLVED,
+                    )
+                    .order_by(Escalation.severity_rank.desc(), Escalation.created_at)
+                    .limit(20)
+                )
+            ).all()
+        )
+        if escalation.reason == Reason.NOT_RESPONDING:
+            sends = await _sent_since_last_reply(session, patient.id, escalation.created_at)
     claimed_by = await session.get(User, escalation.claimed_by) if escalation.claimed_by else None
     resolved_by = (
         await session.get(User, escalation.resolved_by) if escalation.resolved_by else None
@@ -135,7 +166,87 @@ async def escalation_view(*, session: AsyncSession, escalation_id: int) -> Escal
         resolved_by=resolved_by,
         trigger=trigger,
         pages=pages,
+        words=words,
+        words_question=question,
+        readings=readings,
+        others=others,
+        unanswered_sends=sends,
     )
+
+
+async def _words_and_readings(
+    session: AsyncSession,
+    escalation: Escalation,
+    checkin: Checkin | None,
+    messages: list[Message],
+    answers: list[Answer],
+) -> tuple[Message | None, str, list[tuple[Answer, str, str]]]:
+    """The text that raised the escalation (its own, else the check-in's last reply before
+    it) with the question it answered; and every answer with its question and reading."""
+    words = None
+    if escalation.message_id is not None:
+        words = next((m for m in messages if m.id == escalation.message_id), None)
+        if words is None:
+            words = await session.get(Message, escalation.message_id)
+    if words is None:
+        replies = [
+            m
+            for m in messages
+            if m.direction is Direction.IN and m.created_at <= escalation.created_at
+        ]
+        words = replies[-1] if replies else None
+    known: dict[str, describe.Question] = {}
+    if checkin is not None and checkin.flow_version is not None:
+        try:
+            flow = await flow_store.pinned(
+                session=session,
+                key=checkin.flow_key,
+                version=checkin.flow_version,
+                checksum=checkin.flow_checksum,
+            )
+            known = describe.questions(flow)
+        except flow_store.FlowUnavailableError:
+            known = {}
+    readings = []
+    question = ""
+    for a in answers:
+        q = known.get(a.question_key)
+        text = q.text if q else a.question_key
+        readings.append((a, text, describe.reading(q.spec if q else None, a.value)))
+        if words is not None and a.message_id == words.id:
+            question = text
+    if words is not None and not question:
+        # no answer was recorded from it (crisis words, a free text): the text before it
+        asked = [
+            m
+            for m in messages
+            if m.direction is Direction.OUT and m.created_at <= words.created_at and m.id < words.id
+        ]
+        question = asked[-1].body if asked else ""
+    return words, question, readings
+
+
+async def _sent_since_last_reply(
+    session: AsyncSession, patient_id: int, until: datetime
+) -> list[Message]:
+    """The texts sent to a patient since they last wrote (at most the last 30)."""
+    last_in = await session.scalar(
+        select(func.max(Message.created_at)).where(
+            Message.patient_id == patient_id,
+            Message.direction == Direction.IN,
+            Message.created_at <= until,
+        )
+    )
+    query = select(Message).where(
+        Message.patient_id == patient_id,
+        Message.direction == Direction.OUT,
+        Message.escalation_id.is_(None),
+        Message.created_at <= until,
+    )
+    if last_in is not None:
+        query = query.where(Message.created_at > last_in)
+    rows = (await session.scalars(query.order_by(Message.created_at.desc()).limit(30))).all()
+    return list(rows)[::-1]
 
 
 async def search_patients(*, session: AsyncSession, q: str, limit: int = 200) -> list[Patient]:

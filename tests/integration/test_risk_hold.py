@@ -175,7 +175,7 @@ async def test_the_api_and_the_pages_show_the_hold_and_how_it_lifts(h: Harness) 
     page = await (await h.client.get(f"/patients/{p.id}")).text()
     assert "on hold since" in page and f"/escalations/{item.id}" in page
     page = await (await h.client.get(f"/escalations/{item.id}")).text()
-    assert "because of this item: claiming or resolving it lifts the hold" in page
+    assert "because of this item: any clinician who claims or resolves it lifts the hold" in page
     page = await (await h.client.get("/")).text()
     assert "check-ins on hold" in page
 

@@ -585,8 +585,8 @@ async def test_escalation_detail_after_a_real_phq9(h: Harness) -> None:
     # each answer and the score
     answers = html.split('<table class="answers">', 1)[1].split("</table>", 1)[0]
     for n in range(1, 10):
-        assert f"<td>q{n}</td>" in answers
-    assert "<td>nearly every day</td><td>3</td>" in answers
+        assert f"<td>{n}/9 " in answers  # the question as asked
+    assert "<td>nearly every day</td><td>3 — Nearly every day</td>" in answers
     assert re.search(r"<strong>phq9</strong>: 22 \(severe\)", html)
     # the trend chart: inline, well-formed SVG with both PHQ-9 totals and the bands
     svg = re.search(r"<svg.*?</svg>", html, re.S)
