@@ -27,11 +27,12 @@ from db.models import Escalation, User
 
 
 class QueueError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.details = details
 
 
 # The API's escalation fields, in this order, as plain values: enum columns as their
@@ -269,4 +270,47 @@ async def resolve(
     current.resolved_at = now
     current.disposition = disposition
     current.note = note
+    return current
+
+
+async def assign(
+    *,
+    session: AsyncSession,
+    escalation_id: int,
+    to_user_id: int,
+    by_user_id: int,
+    is_admin: bool,
+    now: datetime,
+    take_over: bool = False,
+) -> Escalation:
+    """Hand an escalation to another clinician (a shift change, a specialist).
+
+    An open item may be assigned by anyone on staff; a claimed one by the clinician holding
+    it or an admin, or taken over (``take_over``: ``to_user_id`` is the caller) by anyone,
+    which the audit trail records as such. The item stays claimed, so a hold stays lifted."""
+    current = await session.get(Escalation, escalation_id, with_for_update=True)
+    if current is None:
+        raise QueueError(404, "not_found", "escalation not found")
+    if current.status is EscalationStatus.RESOLVED:
+        raise QueueError(409, "resolved", "this escalation is already resolved")
+    if (
+        current.status is EscalationStatus.CLAIMED
+        and current.claimed_by != by_user_id
+        and not is_admin
+        and not take_over
+    ):
+        raise QueueError(
+            403, "forbidden", "only the clinician holding it (or an admin) can hand it on"
+        )
+    target = await session.get(User, to_user_id)
+    if target is None or not target.active:
+        raise QueueError(
+            422,
+            "invalid",
+            "user_id: no active clinician with this id",
+            [{"field": "user_id", "message": "no active clinician with this id"}],
+        )
+    current.status = EscalationStatus.CLAIMED
+    current.claimed_by = to_user_id
+    current.claimed_at = now
     return current

@@ -11,7 +11,7 @@ from datetime import datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import protocol_store
@@ -153,12 +153,27 @@ async def record_treatment(
     )
     session.add(treatment)
     await session.flush()
+    created = await _plan_treatment(session, patient, treatment, now, supersede=True)
+    return treatment, created
+
+
+async def _plan_treatment(
+    session: AsyncSession,
+    patient: Patient,
+    treatment: Treatment,
+    now: datetime,
+    *,
+    supersede: bool,
+    kept: frozenset[tuple[int, int, int | None]] = frozenset(),
+) -> list[Checkin]:
+    """Each active protocol's check-ins relative to ``treatment``; ``kept`` are (enrollment,
+    item, occurrence) already there (started before a correction), not planned again."""
     created: list[Checkin] = []
     for enrollment in await _active_enrollments(session, patient.id):
         protocol = await protocol_store.pinned(
             session=session, key=enrollment.protocol_key, version=enrollment.protocol_version
         )
-        if protocol.supersede_on_new_treatment:
+        if supersede and protocol.supersede_on_new_treatment:
             await session.execute(
                 update(Checkin)
                 .where(
@@ -173,11 +188,13 @@ async def record_treatment(
         # reactivation brings back whatever is still in the future.
         held = None if patient_can_receive(patient) else _stop_reason(patient)
         for plan in plan_for_treatment(
-            protocol, administered_at, zone(patient), quiet_hours(patient)
+            protocol, treatment.administered_at, zone(patient), quiet_hours(patient)
         ):
             if plan.expires_at <= now:
                 # a treatment recorded late: a window already over is not a check-in to send
                 # (nor a "missed" one the patient was never asked)
+                continue
+            if (enrollment.id, plan.item_index, plan.occurrence) in kept:
                 continue
             windows = protocol.windows(protocol.checkins[plan.item_index])
             row = _row(
@@ -196,7 +213,49 @@ async def record_treatment(
             session.add(row)
             created.append(row)
     await session.flush()
-    return treatment, created
+    return created
+
+
+async def correct_treatment(
+    *,
+    session: AsyncSession,
+    patient: Patient,
+    treatment: Treatment,
+    now: datetime,
+    kind: str | None = None,
+    administered_at: datetime | None = None,
+    remove: bool = False,
+) -> list[Checkin]:
+    """Fix a treatment recorded with the wrong time or kind, or remove one recorded by
+    mistake. The check-ins it planned that never started go (a corrected time plans them
+    again); those already sent stay, as the record of what happened."""
+    await session.execute(
+        delete(Checkin).where(
+            Checkin.treatment_id == treatment.id,
+            Checkin.started_at.is_(None),
+            Checkin.status.in_((CheckinStatus.SCHEDULED, CheckinStatus.CANCELLED)),
+        )
+    )
+    if remove:
+        await session.delete(treatment)
+        await session.flush()
+        return []
+    if kind is not None:
+        treatment.kind = kind
+    if administered_at is not None:
+        treatment.administered_at = administered_at
+    kept = frozenset(
+        (r.enrollment_id, r.item_index, r.occurrence)
+        for r in (
+            await session.execute(
+                select(Checkin.enrollment_id, Checkin.item_index, Checkin.occurrence).where(
+                    Checkin.treatment_id == treatment.id
+                )
+            )
+        ).all()
+        if r.enrollment_id is not None and r.item_index is not None
+    )
+    return await _plan_treatment(session, patient, treatment, now, supersede=False, kept=kept)
 
 
 def _stop_reason(patient: Patient) -> str:

@@ -50,8 +50,11 @@ WIDTH, HEIGHT = 640, 220
 LEFT, RIGHT, TOP, BOTTOM = 40, 110, 16, 28
 
 
-def trend_svg(name: str, points: Sequence[tuple[datetime, float]]) -> str:
-    """One score over time with its severity bands shaded; empty string if nothing to draw."""
+def trend_svg(
+    name: str, points: Sequence[tuple[datetime, float]], markers: Sequence[datetime] = ()
+) -> str:
+    """One score over time with its severity bands shaded and ``markers`` (treatments) as
+    dashed vertical lines; empty string if nothing to draw."""
     scale = SCALES.get(name)
     if scale is None or not points:
         return ""
@@ -93,6 +96,14 @@ def trend_svg(name: str, points: Sequence[tuple[datetime, float]]) -> str:
         parts.append(
             f'<text class="axis" x="{LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick}</text>'
         )
+    for at in sorted(markers):
+        stamp = at.timestamp()
+        if len(pts) > 1 and t0 <= stamp <= stamps[-1]:
+            mx = LEFT + (stamp - t0) / span * plot_w
+            parts.append(
+                f'<line class="treatment" x1="{mx:.1f}" x2="{mx:.1f}" y1="{TOP}" y2="{top_y}">'
+                f"<title>treatment {at.date().isoformat()}</title></line>"
+            )
     if len(pts) > 1:
         coords = " ".join([f"{px},{py}" for px, py in zip(xs, ys, strict=True)])
         parts.append(f'<polyline class="line" points="{coords}"/>')

@@ -389,7 +389,7 @@ async def test_every_patient_page_view_is_audited(h: Harness) -> None:
 
 
 def _options(html: str, name: str) -> list[str]:
-    select_ = re.search(rf'<select name="{name}">(.*?)</select>', html, re.S)
+    select_ = re.search(rf'<select [^>]*name="{name}"[^>]*>(.*?)</select>', html, re.S)
     assert select_, name
     return re.findall(r'<option value="([^"]+)"', select_.group(1))
 

@@ -17,6 +17,7 @@ from bot.services import sessions
 from bot.services.sessions import SessionUser
 from bot.web import audit_log
 from bot.web.api.errors import Handler
+from bot.web.pages import notices
 from db.models import AuditEvent
 
 _AUDIT_INSERT = insert(AuditEvent)
@@ -99,7 +100,10 @@ def render(
 ) -> web.Response:
     user = current_user(request)
     settings = request.app[SETTINGS]
+    notice, error = notices.shown(request)
     base = {
+        "notice": notice,
+        "error": error,
         "user": user,
         "csrf_token": user.csrf_token if user else "",
         "clinic_name": settings.clinic_name or "aftercare",

@@ -26,6 +26,7 @@ from bot.services.sessions import SessionUser
 from bot.settings import Settings, is_e164
 from bot.sms import signature
 from bot.web import audit_log
+from bot.web.pages import notices
 from bot.web.pages.common import current_user, form_with_csrf, record, render, require_user
 from db.enums import CheckinStatus, Direction, EscalationStatus, PatientStatus, VersionStatus
 from db.models import Checkin, Escalation, FlowVersion, Message, Patient, of_sender
@@ -86,6 +87,8 @@ async def deliver(settings: Settings, params: dict[str, str]) -> int:
 
 
 def _here(phone: str = "", **extra: str) -> str:
+    """This page for ``phone``, with a notice or error code (``bot.web.pages.notices``)."""
+    assert all(v in notices.NOTICES or v in notices.ERRORS for v in extra.values() if v)
     query = {k: v for k, v in {"phone": phone, **extra}.items() if v}
     return PATH + ("?" + urlencode(query) if query else "")
 
@@ -211,8 +214,6 @@ async def phone_page(request: web.Request) -> web.Response:
             "default_flow": DEFAULT_FLOW if DEFAULT_FLOW in flows else "",
             "messages": messages,
             "refresh": _here(phone).replace(PATH, PATH + "/messages", 1) if phone else "",
-            "notice": request.query.get("notice", ""),
-            "error": request.query.get("error", ""),
         },
     )
 
@@ -238,20 +239,18 @@ async def send_text(request: web.Request) -> web.Response:
     phone = form.get("phone", "").strip()
     body = form.get("body", "").strip()
     if not is_e164(phone):
-        raise web.HTTPSeeOther(_here(error="Choose a patient or type a number like +12025550123."))
+        raise web.HTTPSeeOther(_here(error="demo_no_number"))
     if not body:
-        raise web.HTTPSeeOther(_here(phone, error="Type a message first."))
+        raise web.HTTPSeeOther(_here(phone, error="demo_empty"))
     if len(body) > MAX_BODY:
-        raise web.HTTPSeeOther(_here(phone, error=f"At most {MAX_BODY} characters."))
+        raise web.HTTPSeeOther(_here(phone, error="demo_too_long"))
     settings = request.app[SETTINGS]
     try:
         status = await deliver(settings, twilio_form(settings, phone, body))
     except (aiohttp.ClientError, TimeoutError):
-        raise web.HTTPSeeOther(
-            _here(phone, error="The webhook could not be reached; try again.")
-        ) from None
+        raise web.HTTPSeeOther(_here(phone, error="demo_unreachable")) from None
     if status != 200:
-        raise web.HTTPSeeOther(_here(phone, error=f"The webhook answered {status}."))
+        raise web.HTTPSeeOther(_here(phone, error="demo_refused"))
     async with request.app[DATABASE].write() as session:
         patient_id = await session.scalar(select(Patient.id).where(Patient.phone == phone))
         record(
@@ -282,15 +281,15 @@ async def start_now(request: web.Request) -> web.Response:
             select(Patient).where(Patient.phone == phone).with_for_update()
         )
         if patient is None:
-            raise web.HTTPSeeOther(_here(phone, error="That number is not a patient's."))
+            raise web.HTTPSeeOther(_here(phone, error="demo_unknown"))
         if patient.status is not PatientStatus.ACTIVE or patient.opted_out_at is not None:
-            raise web.HTTPSeeOther(_here(phone, error="The patient is not active or opted out."))
+            raise web.HTTPSeeOther(_here(phone, error="inactive"))
         try:
             checkin = await scheduling.adhoc_checkin(
                 session=session, patient=patient, flow_key=flow, due_at=now, now=now
             )
         except (ValueError, FlowUnavailableError):
-            raise web.HTTPSeeOther(_here(phone, error="No published flow by that name.")) from None
+            raise web.HTTPSeeOther(_here(phone, error="demo_no_flow")) from None
         checkin.due_at = now  # the demo does not wait for the patient's quiet hours to end
         busy = await session.scalar(
             select(Checkin.id)
@@ -307,9 +306,9 @@ async def start_now(request: web.Request) -> web.Response:
         record(request, session, user, "demo.phone.checkin", "patient", patient.id, flow=flow)
     if ids:
         background.spawn(app, _send(app, ids))
-        notice = f"{flow} started: its first message is on the phone."
+        notice = "demo_started"
     else:
-        notice = f"{flow} is queued: it starts when the current conversation ends."
+        notice = "demo_queued"
     raise web.HTTPSeeOther(_here(phone, notice=notice))
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from datetime import time as clock_time
-from urllib.parse import quote
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from aiohttp import web
@@ -13,14 +14,16 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.appkeys import CLOCK, DATABASE
-from bot.services import conversation_view, history, holds, scheduling
+from bot.services import clinician_texts, conversation_view, history, holds, scheduling
 from bot.services import patients as patient_service
 from bot.services.flow_store import FlowUnavailableError
 from bot.services.patients import PatientConflictError, PatientFields
 from bot.services.protocol_store import ProtocolUnavailableError
+from bot.services.scheduling import quiet_now
 from bot.settings import is_e164
 from bot.web import audit_log, charts
 from bot.web.api.schemas import MAX_YEAR, MIN_YEAR
+from bot.web.pages import notices
 from bot.web.pages.common import (
     form_with_csrf,
     path_int,
@@ -28,13 +31,14 @@ from bot.web.pages.common import (
     render,
     require_user,
 )
+from bot.web.pages.queue import send_now
 from db.enums import EnrollmentStatus, PatientStatus, VersionStatus
-from db.models import Enrollment, FlowVersion, Patient, ProtocolVersion
+from db.models import Enrollment, FlowVersion, Patient, ProtocolVersion, Treatment
 
 
-def _back(patient_id: int, message: str = "", error: str = "") -> web.HTTPSeeOther:
-    query = f"?notice={quote(message)}" if message else (f"?error={quote(error)}" if error else "")
-    return web.HTTPSeeOther(f"/patients/{patient_id}{query}")
+def _back(patient_id: int, notice: str = "", error: str = "") -> web.HTTPSeeOther:
+    """Back to the patient's page showing a known notice or error code."""
+    return notices.to(f"/patients/{patient_id}", notice=notice, error=error)
 
 
 async def list_page(request: web.Request) -> web.Response:
@@ -56,17 +60,25 @@ async def list_page(request: web.Request) -> web.Response:
     return render(request, "patients.html", {"patients": patients, "q": q})
 
 
-_PUBLISHED_FLOWS = select(FlowVersion.key).where(FlowVersion.status == VersionStatus.PUBLISHED)
-_PUBLISHED_PROTOCOLS = select(ProtocolVersion.key).where(
+_PUBLISHED_FLOWS = select(FlowVersion.key, FlowVersion.title).where(
+    FlowVersion.status == VersionStatus.PUBLISHED
+)
+_PUBLISHED_PROTOCOLS = select(ProtocolVersion.key, ProtocolVersion.title).where(
     ProtocolVersion.status == VersionStatus.PUBLISHED
 )
 
 
-async def _choices(conn: AsyncConnection) -> tuple[list[str], list[str]]:
-    """The pickers' published flow and protocol keys, read with the page: a publish or retire
-    (from any process) shows at the next view, and nothing needs invalidating."""
-    flows = sorted(set((await conn.scalars(_PUBLISHED_FLOWS)).all()))
-    protocols = sorted(set((await conn.scalars(_PUBLISHED_PROTOCOLS)).all()))
+async def _choices(
+    conn: AsyncConnection,
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The pickers' published flows and protocols as (key, title), by title, read with the
+    page: a publish or retire (from any process) shows at the next view."""
+
+    def titled(rows: Sequence[Any]) -> list[tuple[str, str]]:
+        return sorted({r.key: r.title or r.key for r in rows}.items(), key=lambda kt: kt[1])
+
+    flows = titled((await conn.execute(_PUBLISHED_FLOWS)).all())
+    protocols = titled((await conn.execute(_PUBLISHED_PROTOCOLS)).all())
     return flows, protocols
 
 
@@ -104,9 +116,17 @@ def _before(request: web.Request) -> conversation_view.Cursor | None:
         ) from exc
 
 
-async def detail_page(request: web.Request) -> web.Response:
+async def detail_page(
+    request: web.Request,
+    *,
+    error: str = "",
+    draft: str = "",
+    status: int = 200,
+    confirm_night: bool = False,
+) -> web.Response:
     """The patient with its active enrolments, the conversations (a page of check-ins),
-    the trends, the pickers and the view's audit row, in one read."""
+    the trends, the pickers and the view's audit row, in one read. ``error`` re-shows the
+    page after a refused form (422); ``draft`` and ``confirm_night`` the text form."""
     user = require_user(request)
     patient_id = path_int(request)
     db = request.app[DATABASE]
@@ -123,7 +143,17 @@ async def detail_page(request: web.Request) -> web.Response:
         trends = await history.trends(session=conn, patient_id=patient_id)
         flows, protocols = await _choices(conn)
         hold = await holds.hold_of(conn, patient_id)
+        treatments = (
+            await session.scalars(
+                select(Treatment)
+                .where(Treatment.patient_id == patient_id)
+                .order_by(Treatment.administered_at.desc())
+                .limit(50)
+            )
+        ).all()
     await audit_log.write(request, user, "patient.view", "patient", patient_id)
+    now = request.app[CLOCK].now()
+    zone = ZoneInfo(rows[0].timezone)
     enrollments = [
         ActiveEnrollment(r.enrolled_key, r.enrolled_version)
         for r in rows
@@ -138,27 +168,57 @@ async def detail_page(request: web.Request) -> web.Response:
             "truncated": page.truncated,
             "older": page.older.token() if page.older is not None else None,
             "paged": before is not None,
-            "charts": {name: charts.trend_svg(name, pts) for name, pts in trends.items()},
+            "charts": {
+                name: charts.trend_svg(name, pts, markers=[t.administered_at for t in treatments])
+                for name, pts in trends.items()
+            },
             "enrollments": enrollments,
             "hold": hold,
             "flows": flows,
             "protocols": protocols,
             "statuses": list(PatientStatus),
-            "notice": request.query.get("notice", ""),
-            "error": request.query.get("error", ""),
+            "treatments": [(t, t.administered_at.astimezone(zone)) for t in treatments],
+            "local_now": now.astimezone(zone),
+            "quiet": quiet_now(rows[0], now),
+            "can_text": rows[0].opted_out_at is None
+            and rows[0].status is not PatientStatus.DISCHARGED,
+            "draft": draft,
+            "confirm_night": confirm_night,
+            **({"error": error} if error else {}),
         },
+        status=status,
     )
 
 
-def _parse_local(value: str, patient: Patient) -> datetime:
-    """A ``datetime-local`` form value in the patient's zone → aware UTC."""
-    naive = datetime.fromisoformat(value)
+class FormRefused(ValueError):
+    """A form value the page cannot accept; its text is shown on the re-rendered page."""
+
+
+def _parse_local(value: str, patient: Patient, now: datetime) -> datetime:
+    """A ``datetime-local`` form value in the patient's zone → aware UTC; required and not
+    in the future (a treatment dated next year would plan check-ins for next year)."""
+    if not value:
+        raise FormRefused("Enter when the treatment was given.")
+    try:
+        naive = datetime.fromisoformat(value)
+    except ValueError:
+        raise FormRefused("Enter the date and time like 2026-03-09 14:30.") from None
     if not MIN_YEAR <= naive.year <= MAX_YEAR:
         # the same range as the API: later arithmetic (due times) must not overflow
-        raise ValueError(f"The date must be between the years {MIN_YEAR} and {MAX_YEAR}.")
-    if naive.tzinfo is not None:
-        return naive
-    return naive.replace(tzinfo=ZoneInfo(patient.timezone))
+        raise FormRefused(f"The date must be between the years {MIN_YEAR} and {MAX_YEAR}.")
+    at = naive if naive.tzinfo is not None else naive.replace(tzinfo=ZoneInfo(patient.timezone))
+    if at > now + FUTURE_TOLERANCE:
+        raise FormRefused("A treatment cannot be in the future: enter when it was given.")
+    return at
+
+
+FUTURE_TOLERANCE = timedelta(minutes=10)  # clocks differ a little between devices
+_DONE = {
+    "treatment": "treatment_recorded",
+    "checkin": "checkin_scheduled",
+    "enroll": "enrolled",
+    "status": "status_changed",
+}
 
 
 async def _patient_action(request: web.Request, kind: str) -> web.Response:
@@ -166,21 +226,22 @@ async def _patient_action(request: web.Request, kind: str) -> web.Response:
     form = await form_with_csrf(request, user)
     patient_id = path_int(request)
     now = request.app[CLOCK].now()
-    async with request.app[DATABASE].write() as session:
-        patient = await session.scalar(
-            select(Patient).where(Patient.id == patient_id).with_for_update()
-        )
-        if patient is None:
-            raise web.HTTPNotFound(text="No such patient.")
-        try:
+    try:
+        async with request.app[DATABASE].write() as session:
+            patient = await session.scalar(
+                select(Patient).where(Patient.id == patient_id).with_for_update()
+            )
+            if patient is None:
+                raise web.HTTPNotFound(text="No such patient.")
+            if kind in {"checkin", "enroll"} and (
+                patient.status is not PatientStatus.ACTIVE or patient.opted_out_at is not None
+            ):
+                raise _back(patient_id, error="inactive")
+            details: dict[str, object] = {}
             if kind == "treatment":
-                at = (
-                    _parse_local(form.get("administered_at", ""), patient)
-                    if form.get("administered_at")
-                    else now
-                )
+                at = _parse_local(form.get("administered_at", ""), patient, now)
                 name = form.get("kind", "").strip()[:64] or "treatment"
-                _t, created = await scheduling.record_treatment(
+                treatment, _created = await scheduling.record_treatment(
                     session=session,
                     patient=patient,
                     kind=name,
@@ -188,10 +249,10 @@ async def _patient_action(request: web.Request, kind: str) -> web.Response:
                     now=now,
                     recorded_by=user.user_id,
                 )
-                message = f"Treatment recorded; {len(created)} check-ins scheduled."
+                details["treatment_id"] = treatment.id
             elif kind == "checkin":
-                if patient.status is not PatientStatus.ACTIVE or patient.opted_out_at is not None:
-                    raise _back(patient_id, error="The patient is not active or has opted out.")
+                if not form.get("flow"):
+                    raise FormRefused("Choose which check-in to send.")
                 await scheduling.adhoc_checkin(
                     session=session,
                     patient=patient,
@@ -199,28 +260,24 @@ async def _patient_action(request: web.Request, kind: str) -> web.Response:
                     due_at=now,
                     now=now,
                 )
-                message = "Check-in scheduled now (quiet hours still apply)."
+                details["flow"] = form.get("flow", "")
             elif kind == "enroll":
-                if patient.status is not PatientStatus.ACTIVE or patient.opted_out_at is not None:
-                    raise _back(patient_id, error="The patient is not active or has opted out.")
-                _e, created = await scheduling.enroll(
+                await scheduling.enroll(
                     session=session,
                     patient=patient,
                     protocol_key=form.get("protocol", ""),
                     start_at=now,
                     now=now,
                 )
-                message = f"Enrolled; {len(created)} check-ins scheduled."
             else:
                 status = PatientStatus(form.get("status", ""))
                 await patient_service.set_status(
                     session=session, patient=patient, status=status, now=now
                 )
-                message = f"Patient is now {status}."
-        except (ValueError, FlowUnavailableError, ProtocolUnavailableError) as exc:
-            raise _back(patient_id, error=str(exc) or "That value is not valid.") from exc
-        record(request, session, user, f"patient.{kind}", "patient", patient_id)
-    raise _back(patient_id, message)
+            record(request, session, user, f"patient.{kind}", "patient", patient_id, **details)
+    except (ValueError, FlowUnavailableError, ProtocolUnavailableError) as exc:
+        return await detail_page(request, error=str(exc) or "That value is not valid.", status=422)
+    raise _back(patient_id, _DONE[kind])
 
 
 async def add_treatment(request: web.Request) -> web.Response:
@@ -237,6 +294,90 @@ async def enroll(request: web.Request) -> web.Response:
 
 async def change_status(request: web.Request) -> web.Response:
     return await _patient_action(request, "status")
+
+
+async def _treatment_change(request: web.Request, *, remove: bool) -> web.Response:
+    """Correct a treatment's time or kind, or delete it; audited with the old values."""
+    user = require_user(request)
+    form = await form_with_csrf(request, user)
+    patient_id = path_int(request)
+    treatment_id = path_int(request, "treatment_id")
+    now = request.app[CLOCK].now()
+    try:
+        async with request.app[DATABASE].write() as session:
+            patient = await session.scalar(
+                select(Patient).where(Patient.id == patient_id).with_for_update()
+            )
+            treatment = await session.get(Treatment, treatment_id)
+            if patient is None or treatment is None or treatment.patient_id != patient_id:
+                raise web.HTTPNotFound(text="No such treatment.")
+            was = {"kind": treatment.kind, "administered_at": treatment.administered_at.isoformat()}
+            await scheduling.correct_treatment(
+                session=session,
+                patient=patient,
+                treatment=treatment,
+                now=now,
+                kind=None if remove else (form.get("kind", "").strip()[:64] or treatment.kind),
+                administered_at=None
+                if remove
+                else _parse_local(form.get("administered_at", ""), patient, now),
+                remove=remove,
+            )
+            record(
+                request,
+                session,
+                user,
+                "patient.treatment_delete" if remove else "patient.treatment_change",
+                "patient",
+                patient_id,
+                treatment_id=treatment_id,
+                was=was,
+            )
+    except FormRefused as exc:
+        return await detail_page(request, error=str(exc), status=422)
+    raise _back(patient_id, "treatment_deleted" if remove else "treatment_changed")
+
+
+async def change_treatment(request: web.Request) -> web.Response:
+    return await _treatment_change(request, remove=False)
+
+
+async def delete_treatment(request: web.Request) -> web.Response:
+    return await _treatment_change(request, remove=True)
+
+
+async def text_patient(request: web.Request) -> web.Response:
+    """A clinician's own text to the patient; inside the patient's quiet hours it asks first."""
+    user = require_user(request)
+    form = await form_with_csrf(request, user)
+    patient_id = path_int(request)
+    now = request.app[CLOCK].now()
+    body = form.get("body", "")
+    try:
+        async with request.app[DATABASE].write() as session:
+            patient = await session.get(Patient, patient_id)
+            if patient is None:
+                raise web.HTTPNotFound(text="No such patient.")
+            if quiet_now(patient, now) and form.get("confirm_night") != "yes":
+                raise _NeedsConfirmation
+            sent = await clinician_texts.send_to_patient(
+                session=session,
+                patient=patient,
+                body=body,
+                user_id=user.user_id,
+                now=now,
+                address=audit_log.source(request),
+            )
+    except _NeedsConfirmation:
+        return await detail_page(request, draft=body, confirm_night=True)
+    except clinician_texts.TextRefused as exc:
+        return await detail_page(request, error=str(exc), draft=body, status=exc.status)
+    send_now(request.app, [sent.message.id])
+    raise _back(patient_id, "text_queued")
+
+
+class _NeedsConfirmation(Exception):
+    """Night for the patient: the page asks the clinician to confirm first."""
 
 
 def _fields(form: dict[str, str]) -> tuple[PatientFields | None, dict[str, str]]:
@@ -315,7 +456,7 @@ async def create(request: web.Request) -> web.Response:
                     session=session, fields=fields, now=request.app[CLOCK].now()
                 )
                 record(request, session, user, "patient.create", "patient", patient.id)
-            raise _back(patient.id, "Patient created.")
+            raise _back(patient.id, "patient_saved")
         except PatientConflictError as exc:
             errors["phone"] = str(exc).capitalize() + "."
     return render(
@@ -377,7 +518,7 @@ async def update(request: web.Request) -> web.Response:
                 p.updated_at = request.app[CLOCK].now()
                 record(request, session, user, "patient.update", "patient", patient_id)
     if not errors and fields is not None:
-        raise _back(patient_id, "Saved.")  # after the commit
+        raise _back(patient_id, "patient_saved")  # after the commit
     return render(
         request,
         "patient_form.html",
@@ -395,6 +536,9 @@ def setup(app: web.Application) -> None:
     r.add_get("/patients/{id}/edit", edit_page)
     r.add_post("/patients/{id}/edit", update)
     r.add_post("/patients/{id}/treatments", add_treatment)
+    r.add_post("/patients/{id}/treatments/{treatment_id}", change_treatment)
+    r.add_post("/patients/{id}/treatments/{treatment_id}/delete", delete_treatment)
+    r.add_post("/patients/{id}/messages", text_patient)
     r.add_post("/patients/{id}/checkins", send_checkin)
     r.add_post("/patients/{id}/enrollments", enroll)
     r.add_post("/patients/{id}/status", change_status)

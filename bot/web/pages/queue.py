@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.appkeys import CLOCK, DATABASE
-from bot.services import history, holds, queue
+from bot import background
+from bot.appkeys import CLOCK, DATABASE, TRANSPORT
+from bot.services import clinician_texts, flow_store, history, holds, outbox, queue
+from bot.services.scheduling import quiet_now
 from bot.services.sessions import SessionUser
 from bot.web import audit_log, charts
+from bot.web.pages import notices
 from bot.web.pages.common import form_with_csrf, path_int, record, render, require_user, waiting
 from bot.web.reasons import plain
-from db.enums import Disposition, EscalationStatus, MessageStatus, Severity
-from db.models import Patient, User
+from db.enums import CheckinStatus, Disposition, EscalationStatus, MessageStatus, Severity
+from db.models import Checkin, Escalation, Patient, User
+from flows import describe
 
 DISPOSITIONS = {
     Disposition.REACHED_PATIENT: "Reached the patient",
@@ -142,7 +150,16 @@ async def queue_rows(request: web.Request) -> web.Response:
     )
 
 
-async def escalation_page(request: web.Request) -> web.Response:
+async def escalation_page(
+    request: web.Request,
+    *,
+    text_error: str = "",
+    draft: str = "",
+    confirm_night: bool = False,
+    status: int = 200,
+) -> web.Response:
+    """The escalation with what a clinician needs to act; ``text_error``, ``draft`` and
+    ``confirm_night`` re-show the text form after a refusal or before a night-time send."""
     user = require_user(request)
     escalation_id = path_int(request)
     async with request.app[DATABASE].write() as session:
@@ -151,6 +168,14 @@ async def escalation_page(request: web.Request) -> web.Response:
             raise web.HTTPNotFound(text="No such escalation.")
         patient_id = view.escalation.patient_id
         hold = await holds.hold_of(session, patient_id) if patient_id is not None else None
+        running = await _running_safety_flow(session, patient_id)
+        staff = (
+            await session.execute(
+                select(User.id, User.name, User.email)
+                .where(User.active.is_(True))
+                .order_by(User.name, User.email)
+            )
+        ).all()
         record(
             request,
             session,
@@ -162,6 +187,7 @@ async def escalation_page(request: web.Request) -> web.Response:
         )
     now = request.app[CLOCK].now()
     e = view.escalation
+    patient = view.patient
     return render(
         request,
         "escalation.html",
@@ -183,15 +209,69 @@ async def escalation_page(request: web.Request) -> web.Response:
                 for m, _u in view.pages
             ),
             "mine": e.claimed_by == user.user_id,
-            "error": request.query.get("error", ""),
+            "running": running,
+            "staff": [(uid, name or email) for uid, name, email in staff if uid != e.claimed_by],
+            "patient_time": _local_time(patient.timezone, now) if patient else "",
+            "quiet": quiet_now(patient, now) if patient else False,
+            "can_text": patient is not None and clinician_texts.refusal(patient) is None,
+            "text_error": text_error,
+            "draft": draft,
+            "confirm_night": confirm_night,
         },
+        status=status,
     )
+
+
+def _local_time(zone: str, now: datetime) -> str:
+    local = now.astimezone(ZoneInfo(zone))
+    return f"{local:%H:%M} {local.tzname()}"
+
+
+_QUEUE_ERRORS = {
+    "already_claimed": "already_claimed",
+    "resolved": "already_resolved",
+    "not_claimed": "not_claimed",
+    "forbidden": "not_yours",
+}
+_DONE = {
+    "claim": "claimed",
+    "release": "released",
+    "assign": "assigned",
+    "take_over": "taken_over",
+}
+
+
+async def _running_safety_flow(session: AsyncSession, patient_id: int | None) -> str | None:
+    """The title of a safety check-in still running with the patient, if one is: resolving
+    while it runs may close an alert the patient is still answering."""
+    if patient_id is None:
+        return None
+    running = (
+        await session.scalars(
+            select(Checkin).where(
+                Checkin.patient_id == patient_id, Checkin.status == CheckinStatus.ACTIVE
+            )
+        )
+    ).all()
+    for c in running:
+        if c.flow_version is None:
+            continue
+        try:
+            flow = await flow_store.pinned(
+                session=session, key=c.flow_key, version=c.flow_version, checksum=c.flow_checksum
+            )
+        except flow_store.FlowUnavailableError:
+            continue
+        if any(q.safety for q in describe.questions(flow).values()):
+            return flow.title
+    return None
 
 
 async def _act(request: web.Request, action: str) -> web.Response:
     user = require_user(request)
     form = await form_with_csrf(request, user)
     escalation_id = path_int(request)
+    here = f"/escalations/{escalation_id}"
     now = request.app[CLOCK].now()
     try:
         async with request.app[DATABASE].write() as session:
@@ -206,13 +286,32 @@ async def _act(request: web.Request, action: str) -> web.Response:
                     user_id=user.user_id,
                     is_admin=user.is_admin,
                 )
+            elif action in ("assign", "take_over"):
+                target = form.get("user_id", "") if action == "assign" else str(user.user_id)
+                if not (target.isascii() and target.isdigit()) or len(target) > 18:
+                    raise notices.to(here, error="choose_clinician")
+                found = await queue.assign(
+                    session=session,
+                    escalation_id=escalation_id,
+                    to_user_id=int(target),
+                    by_user_id=user.user_id,
+                    is_admin=user.is_admin,
+                    now=now,
+                    take_over=action == "take_over",
+                )
             else:
                 try:
                     disposition = Disposition(form.get("disposition", ""))
                 except ValueError:
-                    raise web.HTTPSeeOther(
-                        f"/escalations/{escalation_id}?error=Choose+a+disposition"
-                    ) from None
+                    raise notices.to(here, error="choose_disposition") from None
+                current = await session.get(Escalation, escalation_id)
+                unconfirmed = form.get("confirm_running") != "yes"
+                if (
+                    current is not None
+                    and unconfirmed
+                    and await _running_safety_flow(session, current.patient_id)
+                ):
+                    raise notices.to(here, error="confirm_running")
                 found = await queue.resolve(
                     session=session,
                     escalation_id=escalation_id,
@@ -222,6 +321,9 @@ async def _act(request: web.Request, action: str) -> web.Response:
                     note=form.get("note", "")[:4000],
                     now=now,
                 )
+            details = _about(found.patient_id)
+            if action == "assign":
+                details["to_user_id"] = found.claimed_by
             record(
                 request,
                 session,
@@ -229,15 +331,15 @@ async def _act(request: web.Request, action: str) -> web.Response:
                 f"escalation.{action}",
                 "escalation",
                 escalation_id,
-                **_about(found.patient_id),
+                **details,
             )
     except queue.QueueError as exc:
         if exc.status == 404:
             raise web.HTTPNotFound(text="No such escalation.") from exc
-        raise web.HTTPSeeOther(
-            f"/escalations/{escalation_id}?error={exc.message.replace(' ', '+')}"
-        ) from exc
-    raise web.HTTPSeeOther("/" if action == "resolve" else f"/escalations/{escalation_id}")
+        raise notices.to(here, error=_QUEUE_ERRORS.get(exc.code, "choose_clinician")) from exc
+    if action == "resolve":
+        raise notices.to("/", notice="resolved")
+    raise notices.to(here, notice=_DONE[action])
 
 
 async def claim(request: web.Request) -> web.Response:
@@ -252,6 +354,58 @@ async def resolve(request: web.Request) -> web.Response:
     return await _act(request, "resolve")
 
 
+async def assign(request: web.Request) -> web.Response:
+    return await _act(request, "assign")
+
+
+async def take_over(request: web.Request) -> web.Response:
+    return await _act(request, "take_over")
+
+
+async def text_patient(request: web.Request) -> web.Response:
+    """A clinician's text from the escalation page; at night it asks first."""
+    user = require_user(request)
+    form = await form_with_csrf(request, user)
+    escalation_id = path_int(request)
+    here = f"/escalations/{escalation_id}"
+    now = request.app[CLOCK].now()
+    async with request.app[DATABASE].write() as session:
+        found = await session.get(Escalation, escalation_id)
+        if found is None:
+            raise web.HTTPNotFound(text="No such escalation.")
+        patient = await session.get(Patient, found.patient_id) if found.patient_id else None
+        if patient is None:
+            return await escalation_page(request, text_error="This alert has no patient to text.")
+        if quiet_now(patient, now) and form.get("confirm_night") != "yes":
+            return await escalation_page(request, draft=form.get("body", ""), confirm_night=True)
+        try:
+            sent = await clinician_texts.send_to_patient(
+                session=session,
+                patient=patient,
+                body=form.get("body", ""),
+                user_id=user.user_id,
+                now=now,
+                address=audit_log.source(request),
+                escalation_id=escalation_id,
+            )
+        except clinician_texts.TextRefused as exc:
+            await session.rollback()
+            return await escalation_page(
+                request, text_error=str(exc), draft=form.get("body", ""), status=422
+            )
+    send_now(request.app, [sent.message.id])
+    raise notices.to(here, notice="text_queued")
+
+
+def send_now(app: web.Application, ids: list[int]) -> None:
+    """Send committed texts at once rather than at the worker's next tick."""
+
+    async def send() -> None:
+        await outbox.send(app[DATABASE], app[TRANSPORT], app[CLOCK], ids=ids)
+
+    background.spawn(app, send())
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_get("/", queue_page)
@@ -260,3 +414,6 @@ def setup(app: web.Application) -> None:
     r.add_post("/escalations/{id}/claim", claim)
     r.add_post("/escalations/{id}/release", release)
     r.add_post("/escalations/{id}/resolve", resolve)
+    r.add_post("/escalations/{id}/assign", assign)
+    r.add_post("/escalations/{id}/take-over", take_over)
+    r.add_post("/escalations/{id}/text", text_patient)

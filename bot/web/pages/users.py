@@ -16,20 +16,10 @@ from bot.security.passwords import PasswordRejected
 from bot.services import accounts
 from bot.services.accounts import AccountError, Change, NewUser, NoSuchAccount
 from bot.web.audit_log import source
+from bot.web.pages import notices
 from bot.web.pages.common import form_with_csrf, path_int, render, require_user
 from db.enums import Role
 from db.models import User
-
-NOTICES = {
-    "created": "The user is created; they can sign in now.",
-    "deactivated": "The user is deactivated; their sessions and API tokens have ended.",
-    "reactivated": "The user is active again.",
-    "unlocked": "Failed sign-ins are forgiven; the user can sign in now.",
-    "role": "The role is changed; it applies from the user's next page.",
-    "password": "The new password is set; the user's sessions and API tokens have ended.",
-    "on_call": "The on-call rota is updated.",
-    "revoked": "The token is revoked.",
-}
 
 Act = Callable[[AsyncSession, User, Change, dict[str, str]], Awaitable[str]]
 
@@ -47,8 +37,7 @@ async def users_page(request: web.Request, *, error: str = "", status: int = 200
             "rows": rows,
             "tokens": tokens,
             "roles": [str(r) for r in Role],
-            "notice": NOTICES.get(request.query.get("notice", ""), ""),
-            "error": error,
+            **({"error": error} if error else {}),
             "now": now,
         },
         status=status,
@@ -118,7 +107,7 @@ async def user_action(request: web.Request, action: Act) -> web.Response:
         raise web.HTTPNotFound(text="No such user or token.") from None
     except AccountError as exc:
         return await users_page(request, error=str(exc), status=422)
-    raise web.HTTPSeeOther(f"/admin/users?notice={notice}")
+    raise notices.to("/admin/users", notice=notice)
 
 
 async def reset_password(request: web.Request) -> web.Response:
@@ -139,7 +128,7 @@ async def reset_password(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="No such user.") from None
     except (AccountError, PasswordRejected) as exc:
         return await users_page(request, error=str(exc), status=422)
-    raise web.HTTPSeeOther("/admin/users?notice=password")
+    raise notices.to("/admin/users", notice="password")
 
 
 async def create_user(request: web.Request) -> web.Response:
@@ -167,7 +156,7 @@ async def create_user(request: web.Request) -> web.Response:
             )
     except (AccountError, PasswordRejected) as exc:
         return await users_page(request, error=str(exc), status=422)
-    raise web.HTTPSeeOther("/admin/users?notice=created")
+    raise notices.to("/admin/users", notice="created")
 
 
 async def revoke_token(request: web.Request) -> web.Response:
@@ -182,7 +171,7 @@ async def revoke_token(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="No such user or token.") from None
     except AccountError as exc:
         return await users_page(request, error=str(exc), status=422)
-    raise web.HTTPSeeOther("/admin/users?notice=revoked")
+    raise notices.to("/admin/users", notice="revoked")
 
 
 def setup(app: web.Application) -> None:
