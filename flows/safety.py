@@ -932,6 +932,22 @@ _HYPOTHETICAL: Final = re.compile(_squeeze_pattern(crisis_rules.HYPOTHETICAL.pat
 _DENIAL: Final = re.compile(_squeeze_pattern(crisis_rules.DENIAL.pattern))
 
 
+# Car trouble, and the words that would make a car in a garage dangerous after all.
+_CAR_TROUBLE: Final = re.compile(
+    _squeeze_pattern(
+        r"\b(?:(?:check )?engine light|oil change|flat tire|tire pressure|mechanic|car wash|"
+        r"dealership|taller mecanico|llanta ponchada|cambio de aceite)\b"
+    )
+)
+_CAR_DANGER: Final = re.compile(
+    _squeeze_pattern(
+        r"\b(?:running|idling|exhaust|fumes|hose|door(?:s)? (?:shut|closed)|close the door|"
+        r"carbon monoxide|fall asleep|sleep|not wake|wake up|goodbye|end it|die|dead|"
+        r"encendido|prendido|humo|gases|monoxido|dormir|despertar|adios|morir)\b"
+    )
+)
+
+
 # A clause that is only an answer word right after the match: "ideas de hacerme daño: no",
 # "self harm? nope".
 _ANSWERED_NO: Final = frozenset(
@@ -1103,6 +1119,10 @@ def detect(text: str) -> CrisisMatch | None:
     if _HISTORY.search(norm) or _HYPOTHETICAL.search(norm) or _DENIAL.search(norm):
         return None
     category = max((c for c in probabilities if c != "none"), key=lambda c: probabilities[c])
+    if _CAR_TROUBLE.search(norm) and not _CAR_DANGER.search(norm):
+        # the model learned cars in garages from carbon-monoxide messages; a car at the
+        # mechanic's is not one (the rule for a car running in a closed garage still reads)
+        return None
     if category == CrisisCategory.MEDICAL_EMERGENCY and _TWO_DIGITS.search(text):
         readings = _readings(text, norm)
         if readings and all(s < 180 and d < 120 for s, d, _ in readings):

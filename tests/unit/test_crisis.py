@@ -232,3 +232,16 @@ def test_flow_replies_say_when_with_the_services_settings() -> None:
 )
 def test_an_answer_word_or_a_date_never_hides_present_danger(text: str) -> None:
     assert detect(text) is not None, text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sitting in my car in the garage with the engine running, check engine light on, goodbye",
+        "car in the garage, engine light on, and i just want to go to sleep and not wake up",
+        "el carro en la cochera, encendido, con la puerta cerrada, adios",
+    ],
+)
+def test_car_trouble_never_hides_a_car_in_a_closed_garage(text: str) -> None:
+    found = safety.detect(text)
+    assert found is not None and found.tier is Tier.CRITICAL
