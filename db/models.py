@@ -168,6 +168,8 @@ class _VersionedSource:
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=_now)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    change_note: Mapped[str | None] = mapped_column(String(500))
+    """What the publisher said changed (the editor asks for it; the API may leave it out)."""
 
 
 class FlowVersion(_VersionedSource, Base):

@@ -19,7 +19,7 @@ from flows import yamlsrc
 from flows.durations import parse_duration
 from flows.model import ID_PATTERN, LANG_PATTERN, Flow
 from flows.problems import MAX_PROBLEMS, Problem, SourceError, TooManyProblems, capped
-from flows.validate import check_flow
+from flows.validate import check_flow, check_references
 
 __all__ = ["load_flow", "validate_flow_source"]
 
@@ -51,7 +51,14 @@ def validate_flow_source(
         errors = exc.errors(include_url=False)
         # each description may search for a "did you mean": describe only what is shown
         described = [_problem(err, src) for err in errors[:MAX_PROBLEMS]]
-        return None, _sorted(described, more=len(errors) - len(described))
+        more: int | None = len(errors) - len(described)
+        # the reference checks that need no model, so they come in this pass too
+        try:
+            described += check_references(src.data, src, known_flows=known_flows)
+        except TooManyProblems as stop:
+            described += stop.problems
+            more = None
+        return None, _sorted(described, more=more)
     try:
         problems = _sorted(check_flow(flow, src, known_flows=known_flows))
     except TooManyProblems as stop:

@@ -3,17 +3,23 @@
 Each check reports at the YAML node it is about, so an admin can jump to it.
 The graph checks guarantee the engine's promises: every node is reachable,
 every node can reach an end, and no loop runs without waiting for the patient.
+
+A flow that fails the schema still gets :func:`check_references`: the checks that need
+only the parsed YAML (duplicate node ids, unknown node targets and answer sets, handovers),
+so an admin sees those in the same pass as the schema errors, not in a later round.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from flows import gsm
 from flows.model import (
+    ID_PATTERN,
     AnswerSpec,
     AnswerValue,
     AskNode,
@@ -548,3 +554,94 @@ def _handovers(c: _Check) -> None:
                 f"handover to unknown flow {node.handover!r}"
                 + _suggest(node.handover, c.known_flows),
             )
+
+
+# -- on the parsed YAML alone (when the schema fails) ---------------------------------------
+
+_ID = re.compile(ID_PATTERN)
+_ROUTING = frozenset({"ask", "say", "branch", "escalate"})
+"""Node types that have ``next`` (an end node's ``next`` is the schema's unknown key)."""
+
+
+def _as_id(value: str) -> str:
+    """What a malformed id probably meant: ``Alert`` → ``alert``, ``ask-mood`` → ``ask_mood``."""
+    return re.sub(r"[^a-z0-9_]", "_", value.strip().lower())[:64]
+
+
+def _is_id(value: Any) -> bool:
+    """A well-formed id: one that is not, the schema reports itself."""
+    return isinstance(value, str) and len(value) <= 64 and _ID.fullmatch(value) is not None
+
+
+def check_references(
+    data: Any, src: Source, *, known_flows: Collection[str] | None = None
+) -> list[Problem]:
+    """The reference checks of :func:`check_flow` that need only the parsed YAML mapping.
+
+    For a flow that failed the schema: duplicate node ids, ``next``/``goto``/``unanswered``
+    naming no node, ``answer`` naming no answer set, and handovers to itself or to an unknown
+    flow, with the same messages and positions as :func:`check_flow`. Values of the wrong
+    shape are left to the schema's own messages. Raises :class:`TooManyProblems` past
+    ``MAX_PROBLEMS``, like :func:`check_flow`.
+    """
+    out: list[Problem] = []
+
+    def error(path: Path, message: str) -> None:
+        out.append(src.problem(path, message))
+        if len(out) > MAX_PROBLEMS:
+            raise TooManyProblems(out)
+
+    if not isinstance(data, dict):
+        return out
+    nodes = data.get("nodes")
+    nodes = [n if isinstance(n, dict) else {} for n in nodes] if isinstance(nodes, list) else []
+    ids: dict[str, int] = {}
+    malformed: set[str] = set()  # ids the schema refuses: a target may mean one once fixed
+    for i, node in enumerate(nodes):
+        nid = node.get("id")
+        if not isinstance(nid, str):
+            continue
+        if not _is_id(nid):
+            malformed.add(_as_id(nid))
+        if nid in ids:
+            first = src.pos(("nodes", ids[nid], "id"))[0]
+            error(("nodes", i, "id"), f"duplicate node id {nid!r} (first used on line {first})")
+            continue
+        ids[nid] = i
+    answer_sets = data.get("answer_sets")
+    set_names = set(answer_sets) if isinstance(answer_sets, dict) else set()
+    key = data.get("key")
+    for i, node in enumerate(nodes):
+        kind = node.get("type")
+        targets: list[tuple[Path, Any]] = []
+        if kind == "ask":
+            targets.append((("nodes", i, "unanswered"), node.get("unanswered")))
+        nxt = node.get("next") if kind in _ROUTING else None
+        if isinstance(nxt, list):
+            targets += [
+                (("nodes", i, "next", j, "goto"), route.get("goto"))
+                for j, route in enumerate(nxt)
+                if isinstance(route, dict)
+            ]
+        else:
+            targets.append((("nodes", i, "next"), nxt))
+        for path, target in targets:
+            if _is_id(target) and target not in ids and target not in malformed:
+                error(path, f"unknown node {target!r}" + _suggest(target, ids))
+        answer = node.get("answer")
+        if kind == "ask" and _is_id(answer) and answer not in set_names:
+            error(
+                ("nodes", i, "answer"),
+                f"unknown answer set {answer!r}" + _suggest(answer, set_names),
+            )
+        handover = node.get("handover")
+        if kind != "end" or not _is_id(handover):
+            continue
+        if handover == key:
+            error(("nodes", i, "handover"), f"flow {key!r} hands over to itself")
+        elif known_flows is not None and handover not in known_flows:
+            error(
+                ("nodes", i, "handover"),
+                f"handover to unknown flow {handover!r}" + _suggest(handover, known_flows),
+            )
+    return out

@@ -32,6 +32,8 @@ from flows.protocol import validate_protocol_source
 
 Kind = Literal["flow", "protocol"]
 VersionRow = FlowVersion | ProtocolVersion
+MAX_NOTE = 500
+"""Characters a publish's change note may have (the column's size)."""
 
 
 class FlowAdminError(Exception):
@@ -109,6 +111,8 @@ class VersionInfo:
     author: str | None
     checksum: str
     running: int
+    note: str | None = None
+    """The publisher's change note (versions published without one have None)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,7 @@ async def summaries(*, session: AsyncSession, kind: Kind, key: str | None = None
                 author=email,
                 checksum=row.checksum,
                 running=running.get((k, row.version), 0) if row.version is not None else 0,
+                note=row.change_note,
             )
             if row.status is VersionStatus.DRAFT:
                 draft = info
@@ -303,6 +308,7 @@ async def _publish_source(
     address: str,
     action: str,
     extra: dict[str, object] | None = None,
+    note: str = "",
 ) -> VersionRow:
     problems = await validate(session=session, kind=kind, key=key, source=source)
     if errors_only(problems):
@@ -331,6 +337,7 @@ async def _publish_source(
         created_at=now,
         updated_at=now,
         published_at=now,
+        change_note=note or None,
     )
     session.add(row)
     try:
@@ -376,8 +383,18 @@ async def publish(
     author_id: int | None,
     now: datetime,
     address: str = "",
+    note: str = "",
 ) -> VersionRow:
-    """The draft becomes the next immutable version; the draft is removed."""
+    """The draft becomes the next immutable version; the draft is removed.
+
+    ``note`` is the publisher's short description of the change, kept on the version (at
+    most ``MAX_NOTE`` characters; longer is refused). The editor requires one; the API and
+    the library import may leave it empty."""
+    note = note.strip()
+    if len(note) > MAX_NOTE:
+        raise FlowAdminError(
+            422, "invalid", f"the change note is {len(note)} characters; the limit is {MAX_NOTE}"
+        )
     model = model_for(kind)
     query = select(model).where(model.key == key, model.status == VersionStatus.DRAFT)
     if session.bind is not None and session.bind.dialect.name != "sqlite":
@@ -394,6 +411,7 @@ async def publish(
         now=now,
         address=address,
         action=f"{kind}.publish",
+        note=note,
     )
     await session.delete(draft)
     await session.flush()

@@ -78,10 +78,10 @@ async def test_admin_edits_validates_simulates_and_publishes_a_flow(
         # introduce an error: a goto to a node that does not exist
         broken, line, column, fixed_line = _break_first_goto(original)
         await editor.fill(broken)
-        async with page.expect_navigation():
-            await page.click("button[name=action][value=validate]")
-        assert await editor.input_value() == broken  # what the admin typed is kept
+        await page.click("button[name=action][value=validate]")  # answered in place
         items = problems.locator("li.error-item")
+        await items.first.wait_for()
+        assert await editor.input_value() == broken  # what the admin typed is kept
         assert await items.count() == 1, await problems.inner_text()
         item = await items.first.inner_text()
         assert f"line {line}, column {column}" in item, (item, line, column)
@@ -100,16 +100,15 @@ async def test_admin_edits_validates_simulates_and_publishes_a_flow(
         # fix it by typing over the selected line, then validate again
         await page.keyboard.type(fixed_line)
         assert await editor.input_value() == original
-        async with page.expect_navigation():
-            await page.click("button[name=action][value=validate]")
-        assert "No problems found" in await problems.inner_text()
+        await page.click("button[name=action][value=validate]")
+        await problems.get_by_text("No problems found").wait_for()
 
         # simulate: mood 1 asks PHQ-9 item 9; item 9 = 2 escalates high
         simulator = page.locator("#simulator")
-        for reply in ("1", "2"):
+        for reply, answered in (("1", "daily_mood.mood = 1"), ("2", "daily_mood.q9 = 2")):
             await simulator.locator("input[name=reply]").fill(reply)
-            async with page.expect_navigation():
-                await simulator.locator("button[name=action][value=simulate]").click()
+            await simulator.locator("button[name=action][value=simulate]").click()
+            await simulator.get_by_text(answered).wait_for()
         chat = await simulator.locator("ol.transcript").inner_text()
         assert "How is your mood today" in chat and "better off dead" in chat
         badge = simulator.locator("ul.escalations .badge.sev-high")
@@ -119,7 +118,8 @@ async def test_admin_edits_validates_simulates_and_publishes_a_flow(
         assert "q9 = 2" in await simulator.inner_text()
         await page.screenshot(path=str(artifacts / "flow-editor.png"), full_page=True)
 
-        # publish, confirming the dialog
+        # publish with a change note, confirming the dialog
+        await page.fill("input[name=note]", "Point the first goto back at its node")
         async with page.expect_navigation():
             await page.click("button[name=action][value=publish]")
         assert dialogs and dialogs[-1].startswith("Publish this as a new version?")

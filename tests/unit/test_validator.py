@@ -369,7 +369,7 @@ def test_all_problems_reported_at_once_and_sorted() -> None:
     text = edit("    next: q2", "    next: q3")
     text = edit("severity: moderate", "severity: urgent", text)
     found = problems(text)
-    assert len(found) == 1  # schema errors stop before semantic checks
+    assert len(found) == 2  # the schema error and the unknown target come in one pass
     text = edit("items: [q1, q2]", "items: [q1, q9]", edit("    next: q2", "    next: q3"))
     found = problems(text)
     assert len([p for p in found if p.is_error]) >= 2
@@ -510,3 +510,95 @@ async def test_drafts_are_checked_off_the_event_loop(monkeypatch: pytest.MonkeyP
     )
     assert found == [] or not any(p.is_error for p in found)
     assert seen and seen[0] != threading.get_ident()
+
+
+# -- references are checked in the same pass as schema errors ---------------------------------
+
+SCHEMA_ERROR = ("severity: moderate", "severity: urgent")
+"""An edit that fails the schema (no such severity) without touching any reference."""
+
+
+def test_a_schema_error_and_an_unknown_next_target_come_in_one_pass() -> None:
+    text = edit(*SCHEMA_ERROR, edit("    next: q2", "    next: q3"))
+    flow, found = validate_flow_source(text)
+    assert flow is None
+    unknown = next(p for p in found if "unknown node 'q3'" in p.message)
+    assert (unknown.line, unknown.column) == at(text, "q3")
+    severity = next(p for p in found if "urgent" in p.message)
+    assert (severity.line, severity.column) == at(text, "urgent")
+    assert len(found) == 2, found
+    assert found == sorted(found, key=lambda p: (p.line, p.column, p.message))
+
+
+def test_unknown_goto_and_duplicate_id_are_found_beside_a_schema_error() -> None:
+    text = edit(*SCHEMA_ERROR, edit("goto: alert", "goto: alrt"))
+    text = edit("  - id: done", "  - id: q1", text)
+    text = edit("      - goto: done", "      - goto: q1", text)
+    found = problems(text)
+    messages = [p.message for p in found]
+    assert any("urgent" in m for m in messages), messages
+    unknown = next(p for p in found if "unknown node 'alrt'" in p.message)
+    assert (unknown.line, unknown.column) == at(text, "alrt")
+    assert "did you mean 'alert'" in unknown.message
+    duplicate = next(p for p in found if "duplicate node id 'q1'" in p.message)
+    line, column = at(text, "id: q1", 1)
+    assert (duplicate.line, duplicate.column) == (line, column + 4)
+    assert f"first used on line {at(text, 'id: q1')[0]}" in duplicate.message
+
+
+def test_the_same_messages_with_or_without_a_schema_error() -> None:
+    """A reference problem reads and points the same whichever pass finds it."""
+    broken = edit("goto: alert", "goto: alrt")
+    alone = [p for p in problems(broken) if "alrt" in p.message]
+    with_schema_error = [p for p in problems(edit(*SCHEMA_ERROR, broken)) if "alrt" in p.message]
+    assert alone and [(p.line, p.column, p.message) for p in alone] == [
+        (p.line, p.column, p.message) for p in with_schema_error
+    ]
+
+
+def test_unanswered_answer_set_and_handover_are_checked_beside_a_schema_error() -> None:
+    text = edit(*SCHEMA_ERROR)
+    text = edit(
+        "    answer: freq\n    next:\n", "    answer: frq\n    unanswered: alrt\n    next:\n", text
+    )
+    text = edit('    text: "Thanks."', '    text: "Thanks."\n    handover: phq99', text)
+    found = problems(text, known_flows={"phq9", "check"})
+    messages = [p.message for p in found]
+    assert any("urgent" in m for m in messages), messages
+    assert any(m.startswith("unknown node 'alrt'") for m in messages), messages
+    answer_set = next(p for p in found if p.message.startswith("unknown answer set 'frq'"))
+    assert (answer_set.line, answer_set.column) == at(text, "frq")
+    assert "did you mean 'freq'" in answer_set.message
+    handover = next(p for p in found if "handover to unknown flow 'phq99'" in p.message)
+    assert (handover.line, handover.column) == at(text, "phq99")
+
+
+def test_values_of_the_wrong_shape_are_left_to_the_schema() -> None:
+    """No crash and no second message when a target is not a string or not an id."""
+    for bad in ("next: 12", "next: [1, {goto: 3}, {when: x}]", "next: Q3", "next: {a: b}"):
+        text = edit("    next: q2", f"    {bad}")
+        found = problems(text)
+        assert found and all(p.is_error for p in found)
+        assert not any(p.message.startswith("unknown node") for p in found), (bad, found)
+    text = edit("nodes:\n", "nodes:\n  - 12\n  - [x]\n")
+    assert not any(p.message.startswith("unknown node") for p in problems(text))
+    assert problems("key: check\ntitle: T\nnodes: {a: 1}\n")
+    assert problems("key: check\ntitle: T\nnodes: 12\nbogus: 1\n")
+
+
+def test_a_target_naming_a_malformed_id_is_not_reported_as_unknown() -> None:
+    """The id is what to fix; "unknown node" on every route to it would be noise."""
+    text = edit("  - id: alert", "  - id: Alert")
+    found = problems(text)
+    assert any("not a valid identifier" in p.message for p in found)
+    assert not any("unknown node" in p.message for p in found), found
+
+
+def test_unknown_targets_beside_a_schema_error_stop_at_the_cap() -> None:
+    nodes = "".join(
+        f'  - id: n{i}\n    type: say\n    text: "x"\n    next: nowhere_{i}\n' for i in range(400)
+    )
+    found = problems(edit(*SCHEMA_ERROR, BASE + nodes))
+    assert len(found) == MAX_PROBLEMS + 1
+    assert found[-1].message == "and more problems not shown; fix these first"
+    assert any("urgent" in p.message for p in found)
