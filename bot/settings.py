@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
@@ -56,6 +57,8 @@ class Settings:
     page_high_after_minutes: int = 60
     # when messages are read, told to patients who text outside a check-in
     clinic_hours: str = ""
+    # the zone pages show times in (with its abbreviation)
+    clinic_timezone: str = "UTC"
     # reverse proxies whose X-Forwarded-For names the client (none by default)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
@@ -168,6 +171,14 @@ def load_settings(
         problems.append("CLINIC_HOURS: at most 60 characters, e.g. 'Mon-Fri 08:00-18:00'")
 
     trusted_proxies = _networks(env, "TRUSTED_PROXIES", problems)
+    clinic_timezone = _opt(env, "CLINIC_TIMEZONE") or "UTC"
+    try:
+        ZoneInfo(clinic_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            f"CLINIC_TIMEZONE: not an IANA time zone: {clinic_timezone!r} "
+            "(write e.g. America/New_York)"
+        )
 
     if problems:
         raise SettingsError(problems)
@@ -194,6 +205,7 @@ def load_settings(
         page_high_after_minutes=page_high_after,
         clinic_hours=clinic_hours,
         trusted_proxies=trusted_proxies,
+        clinic_timezone=clinic_timezone,
     )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    func,
     select,
     tuple_,
     type_coerce,
@@ -181,20 +182,43 @@ def queue_query(
     statuses: Sequence[EscalationStatus] = (EscalationStatus.OPEN, EscalationStatus.CLAIMED),
     severity: Severity | None = None,
     patient_id: int | None = None,
+    patient_ids: Sequence[int] | None = None,
+    claimed_by: int | None = None,
     limit: int = 200,
 ) -> Select[Escalation]:
-    """Most severe first, then oldest first: the nurse at 7 a.m. sees the worst one on top."""
-    query = (
-        select(Escalation)
-        .where(Escalation.status.in_(list(statuses)))
-        .order_by(Escalation.severity_rank, Escalation.created_at, Escalation.id)
-        .limit(limit)
-    )
+    """Most severe first, then oldest first: the nurse at 7 a.m. sees the worst one on top.
+    Resolved items alone come newest resolution first (what was just done)."""
+    query = select(Escalation).where(Escalation.status.in_(list(statuses))).limit(limit)
+    if list(statuses) == [EscalationStatus.RESOLVED]:
+        query = query.order_by(Escalation.resolved_at.desc(), Escalation.id.desc())
+    else:
+        query = query.order_by(Escalation.severity_rank, Escalation.created_at, Escalation.id)
     if severity is not None:
         query = query.where(Escalation.severity == severity)
     if patient_id is not None:
         query = query.where(Escalation.patient_id == patient_id)
+    if patient_ids is not None:
+        query = query.where(Escalation.patient_id.in_(list(patient_ids)))
+    if claimed_by is not None:
+        query = query.where(Escalation.claimed_by == claimed_by)
     return query
+
+
+async def open_counts(session: AsyncSession, user_id: int) -> tuple[dict[str, int], int]:
+    """Open and claimed items per severity, and how many the user holds."""
+    rows = (
+        await session.execute(
+            select(Escalation.severity, func.count())
+            .where(Escalation.status.in_((EscalationStatus.OPEN, EscalationStatus.CLAIMED)))
+            .group_by(Escalation.severity)
+        )
+    ).all()
+    mine = await session.scalar(
+        select(func.count())
+        .select_from(Escalation)
+        .where(Escalation.status == EscalationStatus.CLAIMED, Escalation.claimed_by == user_id)
+    )
+    return {str(severity): count for severity, count in rows}, int(mine or 0)
 
 
 async def claim(

@@ -161,7 +161,8 @@ async def test_clinician_works_a_critical_escalation_in_the_browser(
         await page.fill("textarea[name=note]", "Called her, EMS on the way.")
         async with page.expect_navigation():
             await page.click("form.resolve button[type=submit]")
-        assert page.url == live.base_url + "/"
+        assert page.url == live.base_url + "/?notice=resolved"
+        assert "Escalation resolved." in await page.inner_text("p.notice")
         assert await page.locator(f"#queue-rows tr[data-id='{escalation.id}']").count() == 0
         assert "Nothing waiting" in await page.inner_text("#queue-rows")
         async with live.db.read() as s:

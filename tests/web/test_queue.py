@@ -93,7 +93,7 @@ def row_ids(html: str) -> list[int]:
 
 
 def row_html(html: str, escalation_id: int) -> str:
-    match = re.search(rf'<tr class="[^"]*" data-id="{escalation_id}">.*?</tr>', html, re.S)
+    match = re.search(rf'<tr class="[^"]*" data-id="{escalation_id}"[^>]*>.*?</tr>', html, re.S)
     assert match, html
     return match.group(0)
 
@@ -398,7 +398,7 @@ async def test_claim_and_resolve_through_the_pages_are_audited(h: Harness) -> No
     resp = await h.client.post(
         f"/escalations/{eid}/claim", data={"csrf_token": token}, allow_redirects=False
     )
-    assert resp.status == 303 and resp.headers["Location"] == f"/escalations/{eid}"
+    assert resp.status == 303 and resp.headers["Location"] == f"/escalations/{eid}?notice=claimed"
     html = await page(h, f"/escalations/{eid}")
     assert "Claimed by" in html and "Release" in html
     # no disposition: nothing changes and the page says what to do
@@ -415,7 +415,7 @@ async def test_claim_and_resolve_through_the_pages_are_audited(h: Harness) -> No
         data={"csrf_token": token, "disposition": "reached_patient", "note": "Spoke with her."},
         allow_redirects=False,
     )
-    assert resp.status == 303 and resp.headers["Location"] == "/"
+    assert resp.status == 303 and resp.headers["Location"] == "/?notice=resolved"
     stored = await get_escalation(h, eid)
     assert stored.status is EscalationStatus.RESOLVED
     assert stored.disposition is Disposition.REACHED_PATIENT and stored.note == "Spoke with her."
@@ -475,7 +475,8 @@ async def test_queue_row_shows_what_a_clinician_needs(h: Harness) -> None:
     assert "sev-critical" in row and ">critical<" in row
     assert "Crisis language in a text" in row
     assert "crisis_language" not in row.replace("sev-critical", "")
-    assert "<td>Maya</td>" in row
+    assert f'<a href="/patients/{p.id}">Maya</a>' in row  # the name links to the patient
+    assert "10:00 EST there" in row  # the patient's own time (New York)
     assert p.phone not in row  # the queue shows first names, not phone numbers
     assert "just now" in row
     assert "overdue" not in row
@@ -486,7 +487,7 @@ async def test_queue_row_shows_what_a_clinician_needs(h: Harness) -> None:
     # the SLA (15 minutes for critical) passes: the row turns overdue
     h.clock.advance(minutes=3)
     row = row_html(await page(h, "/"), eid)
-    assert 'class="sev-critical overdue"' in row
+    assert 'class="sev-critical overdue overdue-critical"' in row
     assert '<span class="overdue-label">overdue</span>' in row
     assert "15 min" in row
     # the stylesheet paints overdue rows red
@@ -512,6 +513,52 @@ async def test_queue_row_for_an_unknown_number_and_escaping(h: Harness) -> None:
     assert "<img src=x" not in html and "<b>new</b>" not in html
     assert "&lt;img src=x onerror=" in row_html(html, a)
     assert "<td>Unknown number</td>" in row_html(html, b)
+
+
+async def test_response_targets_count_from_raising_and_pages_do_not_reset_them(
+    h: Harness,
+) -> None:
+    """A 31-hour-old high once read "due 11:11" because each page moved its SLA; and two
+    overdue moderates were pink while it was not. The target now counts from raising, and
+    an overdue moderate is marked more quietly than an overdue high."""
+    high = await escalation(h, Severity.HIGH, reason="phq9_severe")
+    moderate = await escalation(h, Severity.MODERATE, reason="not_responding")
+    async with h.db.write() as s:
+        e = await s.get(Escalation, high)
+        assert e is not None
+        e.sla_due_at = h.clock.now() + timedelta(hours=40)  # as re-paging had moved it
+    h.clock.advance(hours=31)
+    await h.login(await h.user())
+    html = await page(h, "/")
+    high_row, moderate_row = row_html(html, high), row_html(html, moderate)
+    assert "overdue-high" in high_row and '<span class="overdue-label">overdue</span>' in high_row
+    assert "overdue-moderate" in moderate_row
+    css = await (await h.client.get("/static/app.css")).text()
+    assert "tr.overdue.overdue-moderate" in css and "background: transparent" in css
+
+
+async def test_counts_mine_search_and_the_resolved_view(h: Harness) -> None:
+    maya = await h.patient("Maya")
+    sam = await h.patient("Sam")
+    a = await escalation(h, Severity.CRITICAL, patient_id=maya.id, reason="crisis_language")
+    b = await escalation(h, Severity.HIGH, patient_id=sam.id, reason="phq9_severe")
+    email = await h.user()
+    await h.login(email)
+    html = await page(h, "/")
+    counts = re.search(r'<p class="counts".*?</p>', html, re.S)
+    assert counts and "critical</span> 1" in counts.group(0) and "high</span> 1" in counts.group(0)
+    assert row_ids(await page(h, "/?q=Sam")) == [b]
+    assert row_ids(await page(h, f"/?q={maya.phone[-7:]}")) == [a]
+    token = await h.csrf(f"/escalations/{a}")
+    await h.client.post(f"/escalations/{a}/claim", data={"csrf_token": token})
+    assert row_ids(await page(h, "/?mine=1")) == [a]
+    await h.client.post(
+        f"/escalations/{a}/resolve",
+        data={"csrf_token": token, "disposition": "reached_patient", "note": "Talked; safe."},
+    )
+    resolved = row_html(await page(h, "/?status=resolved"), a)
+    assert "Reached the patient" in resolved and "Talked; safe." in resolved
+    assert "Test User" in resolved and "reached_patient" not in resolved
 
 
 async def test_queue_rows_fragment(h: Harness) -> None:

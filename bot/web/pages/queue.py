@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import background
 from bot.appkeys import CLOCK, DATABASE, TRANSPORT
 from bot.services import clinician_texts, flow_store, history, holds, outbox, queue
+from bot.services.escalations import SLA
 from bot.services.scheduling import quiet_now
 from bot.services.sessions import SessionUser
 from bot.web import audit_log, charts
@@ -36,15 +38,27 @@ def _about(patient_id: int | None) -> dict[str, object]:
     return {"patient_id": patient_id} if patient_id is not None else {}
 
 
-async def _rows(
-    request: web.Request, user: SessionUser, *, refresh: bool = False
-) -> tuple[list[dict[str, object]], dict[str, str], bool]:
-    """The rows shown (at most ``queue.QUEUE_LIMIT``), the filters, and whether more match.
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    rows: list[dict[str, object]]
+    filters: dict[str, str]
+    more: bool
+    counts: dict[str, int]
+    mine: int
+    resolved: bool
 
-    Audited ``escalation.list`` (one event per request, also the refresh script's): the
-    subject is the patient when the list is filtered to one, the details the count and the
-    filters applied."""
-    filters = {k: request.query.get(k, "") for k in ("severity", "status", "patient")}
+
+async def _rows(request: web.Request, user: SessionUser, *, refresh: bool = False) -> QueueView:
+    """The rows shown (at most ``queue.QUEUE_LIMIT``), the filters, whether more match, and
+    the counts per severity.
+
+    Each row's response target is counted from when the item was raised (pages do not
+    reset it); an open item past it is overdue, shown by its severity so an overdue
+    moderate never outshouts a high. Audited ``escalation.list`` (one event per request,
+    also the refresh script's): the subject is the patient when the list is filtered to
+    one, the details the count and the filters applied."""
+    filters = {k: request.query.get(k, "").strip()[:80] for k in ("severity", "status", "q")}
+    filters["mine"] = "1" if request.query.get("mine") == "1" else ""
     statuses = [EscalationStatus.OPEN, EscalationStatus.CLAIMED]
     if filters["status"] in {s.value for s in EscalationStatus}:
         statuses = [EscalationStatus(filters["status"])]
@@ -53,20 +67,27 @@ async def _rows(
         if filters["severity"] in {s.value for s in Severity}
         else None
     )
+    raw_patient = request.query.get("patient", "")
     patient_id = (
-        int(filters["patient"])
-        if (filters["patient"].isascii() and filters["patient"].isdigit())
-        and len(filters["patient"]) < 18
+        int(raw_patient)
+        if raw_patient.isascii() and raw_patient.isdigit() and len(raw_patient) < 18
         else None
     )
     now = request.app[CLOCK].now()
     async with request.app[DATABASE].read() as session:
+        found_ids = None
+        if filters["q"]:
+            found_ids = [
+                p.id for p in await history.search_patients(session=session, q=filters["q"])
+            ]
         rows = (
             await session.scalars(
                 queue.queue_query(
                     statuses=statuses,
                     severity=severity,
                     patient_id=patient_id,
+                    patient_ids=found_ids,
+                    claimed_by=user.user_id if filters["mine"] else None,
                     limit=queue.QUEUE_LIMIT + 1,
                 )
             )
@@ -74,69 +95,81 @@ async def _rows(
         more = len(rows) > queue.QUEUE_LIMIT
         rows = rows[: queue.QUEUE_LIMIT]
         patient_ids = {e.patient_id for e in rows if e.patient_id}
-        users = {e.claimed_by for e in rows if e.claimed_by}
-        names: dict[int, str] = (
+        users = {u for e in rows for u in (e.claimed_by, e.resolved_by) if u}
+        patients: dict[int, tuple[str, str]] = (
             {
-                patient_id: first_name
-                for patient_id, first_name in (
+                pid: (name, zone)
+                for pid, name, zone in (
                     await session.execute(
-                        select(Patient.id, Patient.first_name).where(Patient.id.in_(patient_ids))
+                        select(Patient.id, Patient.first_name, Patient.timezone).where(
+                            Patient.id.in_(patient_ids)
+                        )
                     )
                 ).all()
             }
             if patient_ids
             else {}
         )
-        claimers: dict[int, str] = (
+        staff: dict[int, str] = (
             {
-                user_id: name
-                for user_id, name in (
-                    await session.execute(select(User.id, User.name).where(User.id.in_(users)))
+                uid: name or email
+                for uid, name, email in (
+                    await session.execute(
+                        select(User.id, User.name, User.email).where(User.id.in_(users))
+                    )
                 ).all()
             }
             if users
             else {}
         )
+        counts, mine = await queue.open_counts(session, user.user_id)
     details: dict[str, object] = {"count": len(rows), "status": [str(s) for s in statuses]}
     if severity is not None:
         details["severity"] = str(severity)
+    if filters["q"]:
+        details["query"] = audit_log.masked_query(filters["q"])
     if refresh:
         details["refresh"] = True
     subject = "" if patient_id is None else patient_id
     await audit_log.write(request, user, "escalation.list", "patient", subject, details)
     out = []
     for e in rows:
-        overdue = (
-            e.status is not EscalationStatus.RESOLVED
-            and e.sla_due_at is not None
-            and e.sla_due_at <= now
-        )
+        target = e.created_at + SLA[e.severity]
+        overdue = e.status is EscalationStatus.OPEN and target <= now
+        name, zone = patients.get(e.patient_id or 0, ("", ""))
         out.append(
             {
                 "e": e,
                 "reason": plain(e.reason),
-                "patient": names.get(e.patient_id or 0, "Unknown number"),
+                "patient": name or "Unknown number",
+                "patient_id": e.patient_id if name else None,
+                "patient_time": _local_time(zone, now) if zone else "",
                 "waiting": waiting(e.created_at, now),
+                "target": target,
                 "overdue": overdue,
-                "claimed_by": claimers.get(e.claimed_by or 0, ""),
+                "claimed_by": staff.get(e.claimed_by or 0, ""),
+                "resolved_by": staff.get(e.resolved_by or 0, ""),
+                "disposition": DISPOSITIONS.get(e.disposition, "") if e.disposition else "",
             }
         )
-    return out, filters, more
+    return QueueView(out, filters, more, counts, mine, statuses == [EscalationStatus.RESOLVED])
 
 
 async def queue_page(request: web.Request) -> web.Response:
     user = require_user(request)
-    rows, filters, more = await _rows(request, user)
+    view = await _rows(request, user)
     return render(
         request,
         "queue.html",
         {
-            "rows": rows,
-            "more": more,
+            "v": view,
+            "rows": view.rows,
+            "more": view.more,
             "limit": queue.QUEUE_LIMIT,
-            "filters": filters,
+            "filters": view.filters,
             "severities": list(Severity),
             "statuses": list(EscalationStatus),
+            "targets": {str(s): _duration(SLA[s]) for s in Severity},
         },
     )
 
@@ -144,10 +177,17 @@ async def queue_page(request: web.Request) -> web.Response:
 async def queue_rows(request: web.Request) -> web.Response:
     """The table body alone, for the page's refresh script."""
     user = require_user(request)
-    rows, _filters, more = await _rows(request, user, refresh=True)
+    view = await _rows(request, user, refresh=True)
     return render(
-        request, "_queue_rows.html", {"rows": rows, "more": more, "limit": queue.QUEUE_LIMIT}
+        request,
+        "_queue_rows.html",
+        {"v": view, "rows": view.rows, "more": view.more, "limit": queue.QUEUE_LIMIT},
     )
+
+
+def _duration(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h"
 
 
 async def escalation_page(
