@@ -59,6 +59,8 @@ class Settings:
     clinic_hours: str = ""
     # the zone pages show times in (with its abbreviation)
     clinic_timezone: str = "UTC"
+    # the region of phone numbers typed in national format ("(202) 555-0143")
+    default_region: str = "US"
     # reverse proxies whose X-Forwarded-For names the client (none by default)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
@@ -171,6 +173,12 @@ def load_settings(
         problems.append("CLINIC_HOURS: at most 60 characters, e.g. 'Mon-Fri 08:00-18:00'")
 
     trusted_proxies = _networks(env, "TRUSTED_PROXIES", problems)
+    default_region = (_opt(env, "DEFAULT_REGION") or "US").upper()
+    if default_region not in phonenumbers.SUPPORTED_REGIONS:
+        problems.append(
+            f"DEFAULT_REGION: not a region code phone numbers know: {default_region!r} "
+            "(write e.g. US, MX, ES)"
+        )
     clinic_timezone = _opt(env, "CLINIC_TIMEZONE") or "UTC"
     try:
         ZoneInfo(clinic_timezone)
@@ -206,6 +214,7 @@ def load_settings(
         clinic_hours=clinic_hours,
         trusted_proxies=trusted_proxies,
         clinic_timezone=clinic_timezone,
+        default_region=default_region,
     )
 
 
@@ -271,6 +280,21 @@ def is_e164(value: str) -> bool:
     except phonenumbers.NumberParseException:
         return False
     return phonenumbers.is_valid_number(parsed)
+
+
+def parse_phone(text: str, region: str) -> str | None:
+    """A phone number as typed ("(202) 555-0143", "+52 55 1234 5678") in E.164, or None
+    when it is not a valid number; national forms are read in ``region``."""
+    cleaned = text.strip()
+    if not cleaned or len(cleaned) > 32:
+        return None
+    try:
+        parsed = phonenumbers.parse(cleaned, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _is_phone(value: str) -> bool:

@@ -7,12 +7,13 @@ values. Indexes are named for the hot queries they serve.
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    Date,
     Enum,
     Float,
     ForeignKey,
@@ -140,6 +141,8 @@ class Patient(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     first_name: Mapped[str] = mapped_column(String(80))
+    last_name: Mapped[str] = mapped_column(String(80), default="", server_default="")
+    date_of_birth: Mapped[date | None] = mapped_column(Date)
     phone: Mapped[str] = mapped_column(String(20), unique=True)
     timezone: Mapped[str] = mapped_column(String(64))
     language: Mapped[str] = mapped_column(String(8), default="en")

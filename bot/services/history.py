@@ -254,7 +254,15 @@ async def search_patients(*, session: AsyncSession, q: str, limit: int = 200) ->
     q = q.strip()[:80]
     if q:
         like = f"%{q}%"
+        # "(202) 555-0143" finds +12025550143
+        digits = "".join(ch for ch in q if ch.isdigit())
+        digits = digits if len(digits) >= 4 else ""
         query = query.where(
-            or_(Patient.first_name.ilike(like), Patient.phone.like(like), Patient.external_ref == q)
+            or_(
+                Patient.first_name.ilike(like),
+                Patient.last_name.ilike(like),
+                Patient.phone.like(f"%{digits}%") if digits else Patient.phone.like(like),
+                Patient.external_ref == q,
+            )
         )
     return list((await session.scalars(query)).all())

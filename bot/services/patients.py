@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import date, datetime, time
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +17,11 @@ _UNSET = object()
 
 
 class PatientConflictError(ValueError):
-    pass
+    """A value another patient already has; ``field`` names it."""
+
+    def __init__(self, message: str, *, field: str = "phone") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,24 +33,31 @@ class PatientFields:
     external_ref: str | None = None
     quiet_start: time | None = time(21, 0)
     quiet_end: time | None = time(8, 0)
+    last_name: str = ""
+    date_of_birth: date | None = None
+
+
+async def _check_unique(
+    session: AsyncSession, fields: PatientFields, patient_id: int | None = None
+) -> None:
+    """A phone or record number another patient has is a conflict (never a database error)."""
+    others = select(func.count()).select_from(Patient)
+    if patient_id is not None:
+        others = others.where(Patient.id != patient_id)
+    if await session.scalar(others.where(Patient.phone == fields.phone)):
+        raise PatientConflictError("another patient has this phone number", field="phone")
+    if fields.external_ref and await session.scalar(
+        others.where(Patient.external_ref == fields.external_ref)
+    ):
+        raise PatientConflictError("another patient has this record number", field="external_ref")
 
 
 async def create_patient(*, session: AsyncSession, fields: PatientFields, now: datetime) -> Patient:
-    taken = await session.scalar(
-        select(func.count()).select_from(Patient).where(Patient.phone == fields.phone)
-    )
-    if taken:
-        raise PatientConflictError("another patient has this phone number")
-    if fields.external_ref:
-        taken = await session.scalar(
-            select(func.count())
-            .select_from(Patient)
-            .where(Patient.external_ref == fields.external_ref)
-        )
-        if taken:
-            raise PatientConflictError("another patient has this external reference")
+    await _check_unique(session, fields)
     patient = Patient(
         first_name=fields.first_name,
+        last_name=fields.last_name,
+        date_of_birth=fields.date_of_birth,
         phone=fields.phone,
         timezone=fields.timezone,
         language=fields.language,
@@ -60,6 +71,23 @@ async def create_patient(*, session: AsyncSession, fields: PatientFields, now: d
     session.add(patient)
     await session.flush()
     return patient
+
+
+async def update_patient(
+    *, session: AsyncSession, patient: Patient, fields: PatientFields, now: datetime
+) -> None:
+    """Change a patient's details (the number's owner is checked like a new patient's)."""
+    await _check_unique(session, fields, patient.id)
+    patient.first_name, patient.last_name = fields.first_name, fields.last_name
+    patient.date_of_birth = fields.date_of_birth
+    patient.phone, patient.timezone, patient.language = (
+        fields.phone,
+        fields.timezone,
+        fields.language,
+    )
+    patient.external_ref = fields.external_ref
+    patient.quiet_start, patient.quiet_end = fields.quiet_start, fields.quiet_end
+    patient.updated_at = now
 
 
 async def set_status(

@@ -116,3 +116,13 @@ def test_client_address_through_trusted_proxies(
     request = make_mocked_request("GET", "/", headers=headers, app=app)
     request._transport_peername = (peer, 1234)
     assert client_address(request) == expected
+
+
+def test_clinic_timezone_and_default_region() -> None:
+    s = _load(CLINIC_TIMEZONE="America/Chicago", DEFAULT_REGION="mx")
+    assert (s.clinic_timezone, s.default_region) == ("America/Chicago", "MX")
+    assert (_load().clinic_timezone, _load().default_region) == ("UTC", "US")
+    with pytest.raises(SettingsError, match="CLINIC_TIMEZONE: not an IANA time zone"):
+        _load(CLINIC_TIMEZONE="Chicago")
+    with pytest.raises(SettingsError, match="DEFAULT_REGION: not a region code"):
+        _load(DEFAULT_REGION="USA")

@@ -54,7 +54,7 @@ async def test_admin_creates_and_edits_a_patient(h: Harness) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("phone", "555-1234", "E.164"),
+        ("phone", "555-1234", "Enter a valid mobile number"),
         ("timezone", "Mars/Olympus", "IANA"),
         ("first_name", "", "first name"),
         ("quiet_start", "25:99", "Quiet hours"),
@@ -158,3 +158,80 @@ async def test_treatment_date_out_of_range_is_a_clear_error(h: Harness) -> None:
     assert "2100" in await resp.text()
     async with h.db.read() as s:
         assert await s.scalar(select(Treatment).where(Treatment.patient_id == p.id)) is None
+
+
+async def test_patients_have_a_last_name_birth_date_and_record_number(h: Harness) -> None:
+    await h.login(await h.user(Role.ADMIN))
+    token = await h.csrf("/patients/new")
+    form = {
+        "csrf_token": token,
+        "first_name": "Maya",
+        "last_name": "Okafor",
+        "date_of_birth": "1984-07-21",
+        "phone": "(202) 555-0143",  # national form, read as DEFAULT_REGION (US)
+        "timezone": "America/Chicago",
+        "language": "en",
+        "external_ref": "MRN-0042",
+    }
+    resp = await h.client.post("/patients", data=form, allow_redirects=False)
+    assert resp.status == 303
+    async with h.db.read() as s:
+        p = await s.scalar(select(Patient).where(Patient.last_name == "Okafor"))
+    assert p is not None and p.phone == "+12025550143" and str(p.date_of_birth) == "1984-07-21"
+    html = await (await h.client.get(f"/patients/{p.id}")).text()
+    assert "Maya Okafor" in html and "1984-07-21" in html and "MRN-0042" in html
+    listing = await (await h.client.get("/patients", params={"q": "okafor"})).text()
+    assert f'href="/patients/{p.id}"' in listing
+    by_phone = await (await h.client.get("/patients", params={"q": "(202) 555-0143"})).text()
+    assert f'href="/patients/{p.id}"' in by_phone
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("phone", "555-123-4567", "Enter a valid mobile number"),
+        ("date_of_birth", "2999-01-01", "must be in the past"),
+        ("date_of_birth", "21/07/1984", "like 1984-07-21"),
+    ],
+)
+async def test_bad_patient_fields_are_422_with_the_reason(
+    h: Harness, field: str, value: str, message: str
+) -> None:
+    await h.login(await h.user(Role.ADMIN))
+    token = await h.csrf("/patients/new")
+    form = {
+        "csrf_token": token,
+        "first_name": "Ana",
+        "phone": "+12025550150",
+        "timezone": "America/Chicago",
+        "language": "en",
+        field: value,
+    }
+    resp = await h.client.post("/patients", data=form, allow_redirects=False)
+    assert resp.status == 422
+    assert message in await resp.text()
+
+
+async def test_a_duplicate_record_number_on_edit_is_a_form_error_not_a_500(h: Harness) -> None:
+    a = await h.patient("Ana")
+    b = await h.patient("Bea")
+    async with h.db.write() as s:
+        row = await s.get(Patient, a.id)
+        assert row is not None
+        row.external_ref = "MRN-1"
+    await h.login(await h.user(Role.ADMIN))
+    token = await h.csrf(f"/patients/{b.id}/edit")
+    resp = await h.client.post(
+        f"/patients/{b.id}/edit",
+        data={
+            "csrf_token": token,
+            "first_name": "Bea",
+            "phone": b.phone,
+            "timezone": "America/New_York",
+            "language": "en",
+            "external_ref": "MRN-1",
+        },
+        allow_redirects=False,
+    )
+    assert resp.status == 422
+    assert "Another patient has this record number." in await resp.text()

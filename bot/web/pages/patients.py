@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -13,14 +13,14 @@ from aiohttp import web
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.appkeys import CLOCK, DATABASE
+from bot.appkeys import CLOCK, DATABASE, SETTINGS
 from bot.services import clinician_texts, conversation_view, history, holds, scheduling
 from bot.services import patients as patient_service
 from bot.services.flow_store import FlowUnavailableError
 from bot.services.patients import PatientConflictError, PatientFields
 from bot.services.protocol_store import ProtocolUnavailableError
 from bot.services.scheduling import quiet_now
-from bot.settings import is_e164
+from bot.settings import parse_phone
 from bot.web import audit_log, charts
 from bot.web.api.schemas import MAX_YEAR, MIN_YEAR
 from bot.web.pages import notices
@@ -380,14 +380,31 @@ class _NeedsConfirmation(Exception):
     """Night for the patient: the page asks the clinician to confirm first."""
 
 
-def _fields(form: dict[str, str]) -> tuple[PatientFields | None, dict[str, str]]:
+def _fields(form: dict[str, str], region: str) -> tuple[PatientFields | None, dict[str, str]]:
+    """The form's values, or an error per field; the phone may be typed in national form
+    (read in ``DEFAULT_REGION``) and is kept in E.164."""
     errors: dict[str, str] = {}
     first_name = form.get("first_name", "").strip()
     if not first_name or len(first_name) > 80:
         errors["first_name"] = "Enter a first name (up to 80 characters)."
-    phone = form.get("phone", "").strip().replace(" ", "")
-    if not is_e164(phone):
-        errors["phone"] = "Enter a valid phone number in E.164 form, like +15551234567."
+    last_name = form.get("last_name", "").strip()
+    if len(last_name) > 80:
+        errors["last_name"] = "A last name is at most 80 characters."
+    phone = parse_phone(form.get("phone", ""), region)
+    if phone is None:
+        errors["phone"] = (
+            f"Enter a valid mobile number, like (202) 555-0143 or +12025550143 "
+            f"(numbers without a country code are read as {region})."
+        )
+    born: date | None = None
+    if form.get("date_of_birth", "").strip():
+        try:
+            born = date.fromisoformat(form["date_of_birth"].strip())
+        except ValueError:
+            errors["date_of_birth"] = "Enter the date of birth like 1984-07-21."
+        else:
+            if not date(1900, 1, 1) <= born <= date.today():
+                errors["date_of_birth"] = "The date of birth must be in the past, after 1900."
     tz = form.get("timezone", "").strip()
     try:
         ZoneInfo(tz)
@@ -403,15 +420,20 @@ def _fields(form: dict[str, str]) -> tuple[PatientFields | None, dict[str, str]]
             quiet_end = clock_time.fromisoformat(form.get("quiet_end", "08:00"))
         except ValueError:
             errors["quiet"] = "Quiet hours need two times like 21:00 and 08:00."
-    if errors:
+    record_number = form.get("external_ref", "").strip()
+    if len(record_number) > 120:
+        errors["external_ref"] = "A record number is at most 120 characters."
+    if errors or phone is None:
         return None, errors
     return (
         PatientFields(
             first_name=first_name,
+            last_name=last_name,
+            date_of_birth=born,
             phone=phone,
             timezone=tz,
             language=language,
-            external_ref=form.get("external_ref", "").strip() or None,
+            external_ref=record_number or None,
             quiet_start=quiet_start,
             quiet_end=quiet_end,
         ),
@@ -448,7 +470,7 @@ async def new_page(request: web.Request) -> web.Response:
 async def create(request: web.Request) -> web.Response:
     user = require_user(request, admin=True)
     form = await form_with_csrf(request, user)
-    fields, errors = _fields(form)
+    fields, errors = _fields(form, request.app[SETTINGS].default_region)
     if fields is not None:
         try:
             async with request.app[DATABASE].write() as session:
@@ -458,7 +480,7 @@ async def create(request: web.Request) -> web.Response:
                 record(request, session, user, "patient.create", "patient", patient.id)
             raise _back(patient.id, "patient_saved")
         except PatientConflictError as exc:
-            errors["phone"] = str(exc).capitalize() + "."
+            errors[exc.field] = str(exc).capitalize() + "."
     return render(
         request,
         "patient_form.html",
@@ -478,6 +500,8 @@ async def edit_page(request: web.Request) -> web.Response:
     await audit_log.write(request, user, "patient.view", "patient", patient_id, {"page": "edit"})
     form = {
         "first_name": p.first_name,
+        "last_name": p.last_name,
+        "date_of_birth": p.date_of_birth.isoformat() if p.date_of_birth else "",
         "phone": p.phone,
         "timezone": p.timezone,
         "language": p.language,
@@ -495,30 +519,26 @@ async def update(request: web.Request) -> web.Response:
     user = require_user(request, admin=True)
     form = await form_with_csrf(request, user)
     patient_id = path_int(request)
-    fields, errors = _fields(form)
-    async with request.app[DATABASE].write() as session:
-        p = await session.scalar(select(Patient).where(Patient.id == patient_id).with_for_update())
-        if p is None:
-            raise web.HTTPNotFound(text="No such patient.")
-        if fields is not None:
-            clash = await session.scalar(
-                select(Patient.id).where(Patient.phone == fields.phone, Patient.id != patient_id)
-            )
-            if clash is not None:
-                errors["phone"] = "Another patient has this phone number."
-            else:
-                p.first_name, p.phone, p.timezone, p.language = (
-                    fields.first_name,
-                    fields.phone,
-                    fields.timezone,
-                    fields.language,
+    fields, errors = _fields(form, request.app[SETTINGS].default_region)
+    async with request.app[DATABASE].read() as session:
+        p = await session.get(Patient, patient_id)
+    if p is None:
+        raise web.HTTPNotFound(text="No such patient.")
+    if fields is not None:
+        try:
+            async with request.app[DATABASE].write() as session:
+                locked = await session.scalar(
+                    select(Patient).where(Patient.id == patient_id).with_for_update()
                 )
-                p.external_ref = fields.external_ref
-                p.quiet_start, p.quiet_end = fields.quiet_start, fields.quiet_end
-                p.updated_at = request.app[CLOCK].now()
+                if locked is None:
+                    raise web.HTTPNotFound(text="No such patient.")
+                await patient_service.update_patient(
+                    session=session, patient=locked, fields=fields, now=request.app[CLOCK].now()
+                )
                 record(request, session, user, "patient.update", "patient", patient_id)
-    if not errors and fields is not None:
-        raise _back(patient_id, "patient_saved")  # after the commit
+            raise _back(patient_id, "patient_saved")  # after the commit
+        except PatientConflictError as exc:
+            errors[exc.field] = str(exc).capitalize() + "."
     return render(
         request,
         "patient_form.html",
