@@ -40,9 +40,18 @@ def questions(flow: Flow, language: str = "en") -> dict[str, Question]:
         if spec is None:
             spec = flow.answer_sets.get(str(node.answer))
         out.setdefault(
-            node.answer_key, Question(node.answer_key, pick(node.text, language), spec, node.safety)
+            node.answer_key,
+            Question(node.answer_key, short(pick(node.text, language)), spec, node.safety),
         )
     return out
+
+
+def short(text: str) -> str:
+    """A question without the answer options SMS spells out after it: "2/9 Feeling down,
+    depressed, or hopeless? 0 Not at all, 1 ..." reads "2/9 Feeling down, depressed, or
+    hopeless?"."""
+    end = text.find("?")
+    return text[: end + 1] if 0 < end < len(text) - 1 else text
 
 
 def reading(spec: AnswerSpec | None, value: AnswerValue | None, language: str = "en") -> str:

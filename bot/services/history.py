@@ -181,20 +181,17 @@ async def _words_and_readings(
     messages: list[Message],
     answers: list[Answer],
 ) -> tuple[Message | None, str, list[tuple[Answer, str, str]]]:
-    """The text that raised the escalation (its own, else the check-in's last reply before
-    it) with the question it answered; and every answer with its question and reading."""
+    """The patient's words that raised the escalation, with the question they answered; and
+    every answer with its question and reading.
+
+    The words are the escalation's own text when it is free text or crisis language (no
+    answer was read from it), or a positive answer to a safety question. An alert raised
+    by a score (relapse, a total) has no words of its own: the answers table tells it."""
     words = None
     if escalation.message_id is not None:
         words = next((m for m in messages if m.id == escalation.message_id), None)
         if words is None:
             words = await session.get(Message, escalation.message_id)
-    if words is None:
-        replies = [
-            m
-            for m in messages
-            if m.direction is Direction.IN and m.created_at <= escalation.created_at
-        ]
-        words = replies[-1] if replies else None
     known: dict[str, describe.Question] = {}
     if checkin is not None and checkin.flow_version is not None:
         try:
@@ -214,15 +211,18 @@ async def _words_and_readings(
         text = q.text if q else a.question_key
         readings.append((a, text, describe.reading(q.spec if q else None, a.value)))
         if words is not None and a.message_id == words.id:
-            question = text
+            if q is not None and q.safety and a.value not in (None, False, 0):
+                question = text
+            else:
+                words = None  # an ordinary answer that completed a score
     if words is not None and not question:
-        # no answer was recorded from it (crisis words, a free text): the text before it
+        # no answer was read from it (crisis words, a free text): the text before it
         asked = [
             m
             for m in messages
             if m.direction is Direction.OUT and m.created_at <= words.created_at and m.id < words.id
         ]
-        question = asked[-1].body if asked else ""
+        question = describe.short(asked[-1].body) if asked else ""
     return words, question, readings
 
 

@@ -29,6 +29,8 @@ from flows.schedule import (
 
 AHEAD = 2
 """Occurrences of each recurring item kept materialised ahead of time."""
+# a treatment "now" typed on a device whose clock runs a little ahead is still not future
+FUTURE_TOLERANCE = timedelta(minutes=10)
 DEFAULT_REMINDER = timedelta(hours=4)
 DEFAULT_EXPIRY = timedelta(hours=24)
 

@@ -308,7 +308,11 @@ async def test_injection_strings_are_stored_as_text_and_rendered_escaped(h: Harn
         assert resp.status == 201 and (await resp.json())["kind"] == payload
         resp = await h.client.post(
             f"/patients/{form_pid}/treatments",
-            data={"kind": payload, "administered_at": "", "csrf_token": ctx.csrf},
+            data={
+                "kind": payload,
+                "administered_at": h.clock.now().strftime("%Y-%m-%dT%H:%M"),
+                "csrf_token": ctx.csrf,
+            },
             allow_redirects=False,
         )
         assert resp.status == 303

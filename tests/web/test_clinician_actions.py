@@ -258,3 +258,60 @@ async def test_notices_come_from_fixed_codes(h: Harness) -> None:
         await h.client.get(f"/patients/{p.id}", params={"notice": "checkin_scheduled"})
     ).text()
     assert "Check-in scheduled now" in html
+
+
+# -- the API -----------------------------------------------------------------------------------
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_api_assign_follows_the_claim(h: Harness) -> None:
+    p = await h.patient()
+    eid = await _escalation(h, p)
+    holder = await h.token(Role.CLINICIAN)
+    other = await h.token(Role.CLINICIAN)
+    target = await h.user()
+    target_id = await _user_id(h, target)
+    url = f"/api/v1/escalations/{eid}"
+    assert (await h.client.post(f"{url}/claim", headers=_bearer(holder))).status == 200
+    refused = await h.client.post(
+        f"{url}/assign", json={"user_id": target_id}, headers=_bearer(other)
+    )
+    assert refused.status == 403
+    bad = await h.client.post(f"{url}/assign", json={"user_id": 999999}, headers=_bearer(holder))
+    assert bad.status == 422 and (await bad.json())["error"]["details"][0]["field"] == "user_id"
+    resp = await h.client.post(
+        f"{url}/assign", json={"user_id": target_id}, headers=_bearer(holder)
+    )
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["claimed_by"] == target_id and body["claimed_by_email"] == target
+    admin = await h.token(Role.ADMIN)
+    resolve = {"disposition": "reached_patient", "note": ""}
+    assert (
+        await h.client.post(f"{url}/resolve", json=resolve, headers=_bearer(admin))
+    ).status == 200
+    done = await h.client.post(f"{url}/assign", json={"user_id": target_id}, headers=_bearer(admin))
+    assert done.status == 409
+
+
+async def test_api_text_to_a_patient(h: Harness) -> None:
+    p = await h.patient("Maya")
+    token = await h.token(Role.CLINICIAN)
+    url = f"/api/v1/patients/{p.id}/messages"
+    resp = await h.client.post(url, json={"body": "Hi Maya, it's Nia."}, headers=_bearer(token))
+    assert resp.status == 201
+    sent = await resp.json()
+    assert sent["direction"] == "out" and sent["purpose"] == "clinician"
+    await h.drain()
+    await h.send_outbox()
+    assert "Hi Maya, it's Nia." in h.twilio.sent_to(p.phone)
+    listed = await (await h.client.get(url, headers=_bearer(token))).json()
+    assert any(m["id"] == sent["id"] for m in listed["items"])
+    blank = await h.client.post(url, json={"body": "  "}, headers=_bearer(token))
+    assert blank.status == 422 and (await blank.json())["error"]["details"][0]["field"] == "body"
+    await h.sms(p.phone, "STOP")
+    stopped = await h.client.post(url, json={"body": "hello"}, headers=_bearer(token))
+    assert stopped.status == 409 and "opted out" in (await stopped.json())["error"]["message"]

@@ -66,7 +66,11 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "error")
-        return error_response(exc.status, code, exc.reason)
+        response = error_response(exc.status, code, exc.reason)
+        if "Allow" in exc.headers:
+            # a 405 names the methods the resource has (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error; it has been logged")
@@ -80,7 +84,13 @@ async def json_body(request: web.Request, *, max_bytes: int = 64 * 1024) -> dict
     if len(raw) > max_bytes:
         raise ApiError(413, "too_large", f"request body over {max_bytes} bytes")
     if not raw.strip():
-        return {}
+        # every JSON operation documents its body as required
+        raise ApiError(
+            422,
+            "invalid",
+            "body: a JSON object is required",
+            [{"field": "body", "message": "a JSON object is required"}],
+        )
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

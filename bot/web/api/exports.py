@@ -3,7 +3,8 @@
 Routes (registered by :func:`setup`):
 
 - ``GET /api/v1/patients/{id}/fhir`` (staff; audited ``patient.export_fhir``)
-- ``GET /api/v1/fhir/Questionnaire/{key}[?version=n]`` (staff)
+- ``GET /api/v1/fhir/Questionnaire/{key}[?version=n]`` (staff; a flow definition, no PHI:
+  not audited)
 - ``GET /api/v1/patients/{id}/scores.csv`` (admin; audited ``export.scores_csv``)
 - ``GET /api/v1/exports/escalations.csv?from=YYYY-MM-DD&to=YYYY-MM-DD`` (admin;
   audited ``export.escalations_csv``)
@@ -51,8 +52,8 @@ async def _record(
     subject_id: object,
     details: dict[str, Any],
 ) -> None:
-    async with request.app[DATABASE].write() as session:
-        audit_log.record(request, session, who, action, subject_type, subject_id, **details)
+    """The export's audit event, written (one INSERT, committed) before the body is sent."""
+    await audit_log.write(request, who, action, subject_type, subject_id, details)
 
 
 def _fhir_response(resource: Resource) -> web.Response:
@@ -125,8 +126,8 @@ async def questionnaire(request: web.Request) -> web.Response:
 
 
 def _date_param(request: web.Request, name: str) -> date | None:
-    raw = request.query.get(name, "").strip()
-    if not raw:
+    raw = request.query.get(name)
+    if raw is None:
         return None
     if not DATE.match(raw):
         raise invalid(name, "must be a date as YYYY-MM-DD")
@@ -249,7 +250,7 @@ def _operation(
     return op
 
 
-_DATE = {"type": "string", "format": "date"}
+_DATE = openapi.DATE
 PATHS: dict[str, dict[str, Any]] = {
     PATIENT_FHIR: {
         "get": _operation(
@@ -266,7 +267,10 @@ PATHS: dict[str, dict[str, Any]] = {
             "A library flow as a FHIR Questionnaire (newest published version unless ?version)",
             fhir.FHIR_MEDIA_TYPE,
             "a Questionnaire",
-            params=[openapi._KEY, openapi.query("version", {"type": "integer", "minimum": 1})],
+            params=[
+                openapi._KEY,
+                openapi.query("version", {"type": "integer", "minimum": 1, "maximum": 999_999_999}),
+            ],
             errors=(404, 422),
         )
     },

@@ -203,6 +203,8 @@ async def rollback(request: web.Request) -> web.Response:
     kind, key = _kind(request), _key(request)
     body = await json_body(request)
     version = body.get("version")
+    if isinstance(version, float) and version.is_integer():
+        version = int(version)  # 2.0 is a whole number in JSON
     if (
         not isinstance(version, int)
         or isinstance(version, bool)

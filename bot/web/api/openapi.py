@@ -2,11 +2,16 @@
 
 Request schemas come from the pydantic models that validate the bodies, so
 the document cannot drift from what the server accepts; a test checks that
-every route the app registers is documented.
+every route the app registers is documented, and
+``tests/web/test_openapi_conformance.py`` runs schemathesis over every operation
+against a seeded app (answers and statuses as documented, what the document
+forbids refused, what it allows accepted). Response objects list every key the
+server sends, and only those.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import cache
 from typing import Any
 
@@ -14,33 +19,71 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from bot.web.api import schemas
+from db.enums import (
+    CheckinStatus,
+    Direction,
+    Disposition,
+    EnrollmentStatus,
+    EscalationStatus,
+    MessageStatus,
+    PatientStatus,
+    Role,
+    Severity,
+    VersionStatus,
+)
+from flows.engine import Outcome
+from flows.problems import Severity as ProblemSeverity
 
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 _NULLABLE_INT = {"type": ["integer", "null"]}
+_TIME = {"type": "string", "format": "date-time"}
+
+
+def _enum(values: type[StrEnum], *, nullable: bool = False) -> dict[str, Any]:
+    names: list[str | None] = [str(v) for v in values]
+    if nullable:
+        return {"type": ["string", "null"], "enum": [*names, None]}
+    return {"type": "string", "enum": names}
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    """An object with exactly these keys, each one always present."""
+    return {
+        "type": "object",
+        "required": list(properties),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+def _array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+_CHECKINS = _array({"$ref": "#/components/schemas/Checkin"})
 
 RESPONSES: dict[str, dict[str, Any]] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
+    "Error": _object(
+        {
+            "error": _object(
+                {
                     "code": {"type": "string"},
                     "message": {"type": "string"},
-                    "details": {},
-                },
-            }
-        },
-    },
-    "Patient": {
-        "type": "object",
-        "required": ["id", "first_name", "phone", "timezone", "language", "status"],
-        "properties": {
+                    "details": {
+                        "description": "null, or a list: each wrong field (field, message),"
+                        " or each problem of a definition (line, column, message, ...)"
+                    },
+                }
+            )
+        }
+    ),
+    "Patient": _object(
+        {
             "id": {"type": "integer"},
             "first_name": {"type": "string"},
+            "last_name": {"type": "string"},
+            "date_of_birth": {"type": ["string", "null"], "format": "date"},
             "phone": {"type": "string"},
             "timezone": {"type": "string"},
             "language": {"type": "string"},
@@ -48,13 +91,15 @@ RESPONSES: dict[str, dict[str, Any]] = {
             "quiet_hours": {
                 "oneOf": [
                     {"type": "null"},
-                    {
-                        "type": "object",
-                        "properties": {"start": {"type": "string"}, "end": {"type": "string"}},
-                    },
+                    _object(
+                        {
+                            "start": {"type": "string", "pattern": schemas.HH_MM_PATTERN},
+                            "end": {"type": "string", "pattern": schemas.HH_MM_PATTERN},
+                        }
+                    ),
                 ]
             },
-            "status": {"type": "string", "enum": ["active", "paused", "discharged"]},
+            "status": _enum(PatientStatus),
             "opted_out_at": _NULLABLE_TIME,
             "unreachable_at": _NULLABLE_TIME,
             "risk_hold": {
@@ -63,124 +108,183 @@ RESPONSES: dict[str, dict[str, Any]] = {
                 " it. Hand-overs to the C-SSRS and crisis replies still go out.",
                 "oneOf": [
                     {"type": "null"},
-                    {
-                        "type": "object",
-                        "required": ["escalation_id", "severity", "since", "lifted_by"],
-                        "properties": {
+                    _object(
+                        {
                             "escalation_id": {"type": "integer"},
                             "severity": {"type": "string", "enum": ["critical", "high"]},
-                            "since": {"type": "string", "format": "date-time"},
+                            "since": _TIME,
                             "lifted_by": {"type": "string"},
-                        },
-                    },
+                        }
+                    ),
                 ],
             },
             "created_at": _NULLABLE_TIME,
             "updated_at": _NULLABLE_TIME,
-        },
-    },
-    "Message": {
-        "type": "object",
-        "required": ["id", "direction", "body", "status", "created_at", "checkin_id"],
-        "properties": {
+        }
+    ),
+    "User": _object(
+        {
             "id": {"type": "integer"},
-            "direction": {"type": "string", "enum": ["in", "out"]},
+            "email": {"type": "string"},
+            "name": {"type": "string"},
+            "role": _enum(Role),
+            "active": {"type": "boolean"},
+            "on_call": {"type": "boolean"},
+        }
+    ),
+    "Message": _object(
+        {
+            "id": {"type": "integer"},
+            "direction": _enum(Direction),
             "body": {"type": "string"},
-            "status": {"type": "string"},
-            "created_at": {"type": "string", "format": "date-time"},
+            "status": _enum(MessageStatus),
+            "created_at": _TIME,
             "checkin_id": _NULLABLE_INT,
             "purpose": {"type": "string"},
             "error_code": _NULLABLE_INT,
             "segments": {"type": "integer"},
-        },
-    },
-    "Checkin": {
-        "type": "object",
-        "required": [
-            "id",
-            "flow",
-            "flow_version",
-            "status",
-            "due_at",
-            "started_at",
-            "completed_at",
-            "scores",
-        ],
-        "properties": {
+        }
+    ),
+    "Checkin": _object(
+        {
             "id": {"type": "integer"},
             "flow": {"type": "string"},
             "flow_version": _NULLABLE_INT,
-            "status": {
-                "type": "string",
-                "enum": ["scheduled", "active", "completed", "missed", "expired", "cancelled"],
-            },
-            "due_at": {"type": "string", "format": "date-time"},
+            "status": _enum(CheckinStatus),
+            "due_at": _TIME,
             "started_at": _NULLABLE_TIME,
             "completed_at": _NULLABLE_TIME,
             "expires_at": _NULLABLE_TIME,
             "outcome": _NULLABLE_STR,
             "scores": {"type": "object", "additionalProperties": {"type": "number"}},
-        },
-    },
-    "Treatment": {
-        "type": "object",
-        "required": ["id", "patient_id", "kind", "administered_at"],
-        "properties": {
+        }
+    ),
+    "Treatment": _object(
+        {
             "id": {"type": "integer"},
             "patient_id": {"type": "integer"},
             "kind": {"type": "string"},
-            "administered_at": {"type": "string", "format": "date-time"},
-            "checkins": {"type": "array", "items": {"$ref": "#/components/schemas/Checkin"}},
-        },
-    },
-    "Enrollment": {
-        "type": "object",
-        "required": ["id", "patient_id", "protocol", "protocol_version", "start_at", "status"],
-        "properties": {
+            "administered_at": _TIME,
+            "checkins": _CHECKINS,
+        }
+    ),
+    "Enrollment": _object(
+        {
             "id": {"type": "integer"},
             "patient_id": {"type": "integer"},
             "protocol": {"type": "string"},
             "protocol_version": {"type": "integer"},
-            "start_at": {"type": "string", "format": "date-time"},
-            "status": {"type": "string"},
-            "checkins": {"type": "array", "items": {"$ref": "#/components/schemas/Checkin"}},
-        },
-    },
-    "Escalation": {
-        "type": "object",
-        "required": [
-            "id",
-            "patient_id",
-            "checkin_id",
-            "severity",
-            "reason",
-            "summary",
-            "status",
-            "created_at",
-            "claimed_by",
-            "resolved_at",
-        ],
-        "properties": {
+            "start_at": _TIME,
+            "status": _enum(EnrollmentStatus),
+            "checkins": _CHECKINS,
+        }
+    ),
+    "Escalation": _object(
+        {
             "id": {"type": "integer"},
             "patient_id": _NULLABLE_INT,
             "checkin_id": _NULLABLE_INT,
-            "severity": {"type": "string", "enum": ["critical", "high", "moderate", "low"]},
+            "severity": _enum(Severity),
             "reason": {"type": "string"},
             "summary": {"type": "string"},
-            "status": {"type": "string", "enum": ["open", "claimed", "resolved"]},
-            "created_at": {"type": "string", "format": "date-time"},
+            "status": _enum(EscalationStatus),
+            "created_at": _TIME,
             "sla_due_at": _NULLABLE_TIME,
             "claimed_by": _NULLABLE_INT,
             "claimed_by_email": _NULLABLE_STR,
             "claimed_at": _NULLABLE_TIME,
             "resolved_at": _NULLABLE_TIME,
             "resolved_by": _NULLABLE_INT,
-            "disposition": _NULLABLE_STR,
+            "disposition": _enum(Disposition, nullable=True),
             "note": _NULLABLE_STR,
             "page_count": {"type": "integer"},
-        },
-    },
+        }
+    ),
+    # flows and protocols (bot/web/api/flows.py)
+    "Problem": _object(
+        {
+            "line": {"type": "integer"},
+            "column": {"type": "integer"},
+            "message": {"type": "string"},
+            "severity": _enum(ProblemSeverity),
+            "path": {"type": "string"},
+        }
+    ),
+    "DefinitionVersion": _object(
+        {
+            "version": {"type": ["integer", "null"], "description": "null for the draft"},
+            "status": _enum(VersionStatus),
+            "published_at": _NULLABLE_TIME,
+            "updated_at": _NULLABLE_TIME,
+            "author": _NULLABLE_STR,
+            "checksum": {"type": "string"},
+            "running": {"type": "integer", "description": "check-ins open on this version"},
+        }
+    ),
 }
+_VERSION_OR_NULL = {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/DefinitionVersion"}]}
+_DEFINITION = {
+    "key": {"type": "string"},
+    "title": {"type": "string"},
+    "published": _VERSION_OR_NULL,
+    "draft": _VERSION_OR_NULL,
+    "retired": {"type": "boolean"},
+    "versions": _array({"$ref": "#/components/schemas/DefinitionVersion"}),
+}
+RESPONSES["Definition"] = _object(_DEFINITION)
+RESPONSES["DefinitionWithSources"] = _object(
+    {**_DEFINITION, "draft_source": _NULLABLE_STR, "published_source": _NULLABLE_STR}
+)
+_PROBLEMS = _array({"$ref": "#/components/schemas/Problem"})
+_KEY_TEXT = {"type": "string"}
+RESPONSES["Simulation"] = _object(
+    {
+        "key": _KEY_TEXT,
+        "version": {"oneOf": [{"type": "integer"}, {"const": "draft"}]},
+        "transcript": _array(
+            _object(
+                {"who": {"type": "string", "enum": ["bot", "patient"]}, "text": {"type": "string"}}
+            )
+        ),
+        "answers": _array(
+            _object(
+                {
+                    "flow": {"type": "string"},
+                    "key": {"type": "string"},
+                    "raw": _NULLABLE_STR,
+                    "value": {"type": ["boolean", "number", "string", "null"]},
+                }
+            )
+        ),
+        "scores": _array(
+            _object(
+                {
+                    "flow": {"type": "string"},
+                    "name": {"type": "string"},
+                    "total": {"type": "number"},
+                    "band": _NULLABLE_STR,
+                    "flags": _array({"type": "string"}),
+                    "complete": {"type": "boolean"},
+                    "answered": {"type": "integer"},
+                    "items": {"type": "integer"},
+                }
+            )
+        ),
+        "escalations": _array(
+            _object(
+                {
+                    "flow": {"type": "string"},
+                    "severity": _enum(Severity),
+                    "reason": {"type": "string"},
+                    "summary": {"type": "string"},
+                }
+            )
+        ),
+        "flows": _array({"type": "string"}),
+        "outcome": _enum(Outcome, nullable=True),
+        "unused_replies": {"type": "integer"},
+    }
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -219,7 +323,12 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
 
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": schemas.MAX_ID},
+}
 _AUTH = (401, 403)
 
 
@@ -248,6 +357,10 @@ def _op(
     return op
 
 
+DATE = {"type": "string", "format": "date", "pattern": schemas.DATE_PATTERN}
+"""A calendar day ``YYYY-MM-DD`` (the years the API accepts)."""
+
+
 def query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
@@ -259,7 +372,7 @@ def _paths() -> dict[str, Any]:
                 "List and search patients",
                 _list_of("Patient"),
                 params=[
-                    query("q", {"type": "string"}),
+                    query("q", {"type": "string", "pattern": schemas.TEXT_PATTERN}),
                     query("status", {"type": "string", "enum": ["active", "paused", "discharged"]}),
                 ],
                 errors=(422,),
@@ -288,6 +401,15 @@ def _paths() -> dict[str, Any]:
                 _list_of("Message"),
                 params=[_ID],
                 errors=(404,),
+            ),
+            "post": _op(
+                "Text the patient: a clinician's own message, sent through the outbox at once "
+                "(quiet hours do not hold it); 409 after the patient sent STOP or was discharged",
+                _ref("Message"),
+                status=201,
+                params=[_ID],
+                body=schemas.PatientText,
+                errors=(400, 404, 409, 413, 422),
             ),
         },
         "/api/v1/patients/{id}/checkins": {
@@ -333,14 +455,28 @@ def _paths() -> dict[str, Any]:
                 "(null on the last)",
                 _page_of("Escalation"),
                 params=[
-                    query("status", {"type": "string"}),
+                    {
+                        **query(
+                            "status",
+                            {
+                                "type": "string",
+                                "pattern": "^(open|claimed|resolved)(,(open|claimed|resolved))*$",
+                            },
+                        ),
+                        "description": "one or more of open, claimed, resolved, comma-separated",
+                    },
                     query(
                         "severity",
                         {"type": "string", "enum": ["critical", "high", "moderate", "low"]},
                     ),
-                    query("patient_id", {"type": "integer"}),
+                    query(
+                        "patient_id", {"type": "integer", "minimum": 0, "maximum": schemas.MAX_ID}
+                    ),
                     query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
-                    query("after", {"type": "string"}),
+                    {
+                        **query("after", {"type": "string"}),
+                        "description": "the `next` of the previous page (empty: the first page)",
+                    },
                 ],
                 errors=(422,),
                 tag="escalations",
@@ -369,6 +505,17 @@ def _paths() -> dict[str, Any]:
                 tag="escalations",
             ),
         },
+        "/api/v1/escalations/{id}/assign": {
+            "post": _op(
+                "Hand it to another active clinician: the one holding the claim or an admin "
+                "may; anyone may for an open item",
+                _ref("Escalation"),
+                params=[_ID],
+                body=schemas.Assign,
+                errors=(400, 404, 409, 413, 422),
+                tag="escalations",
+            ),
+        },
         "/api/v1/escalations/{id}/resolve": {
             "post": _op(
                 "Resolve with a disposition and a note",
@@ -380,6 +527,17 @@ def _paths() -> dict[str, Any]:
             ),
         },
     }
+
+
+_USERS = {
+    "/api/v1/users": {
+        "get": _op(
+            "Users who can be assigned escalations or paged (admin)",
+            _list_of("User"),
+            tag="users",
+        ),
+    },
+}
 
 
 _KIND = {
@@ -399,6 +557,16 @@ _YAML_DOCUMENT = {
     "description": "a flow or protocol definition as a YAML mapping (docs/flows.md, docs/protocols.md)",
 }
 _YAML_BODY = {"required": True, "content": {"application/yaml": {"schema": _YAML_DOCUMENT}}}
+_ANY_YAML_BODY = {
+    "required": False,
+    "content": {
+        "application/yaml": {
+            "schema": {
+                "description": "any YAML text (none: an empty document); 200 lists its problems"
+            }
+        }
+    },
+}
 _OBJECT = {"type": "object"}
 
 
@@ -413,7 +581,7 @@ def _definition_paths() -> dict[str, Any]:
         base: {
             "get": _op(
                 "Flows or protocols: published versions and drafts",
-                {"type": "object"},
+                _list_of("Definition"),
                 params=[_KIND],
                 errors=(404,),
                 tag="flows",
@@ -422,7 +590,7 @@ def _definition_paths() -> dict[str, Any]:
         item: {
             "get": _op(
                 "One flow or protocol with its versions and sources",
-                _OBJECT,
+                _ref("DefinitionWithSources"),
                 params=[_KIND, _KEY],
                 errors=(404,),
                 tag="flows",
@@ -459,7 +627,14 @@ def _definition_paths() -> dict[str, Any]:
             "put": with_body(
                 _op(
                     "Save the draft (YAML body); 422 lists problems with line and column (admin)",
-                    _OBJECT,
+                    _object(
+                        {
+                            "key": _KEY_TEXT,
+                            "status": {"const": "draft"},
+                            "checksum": {"type": "string"},
+                            "problems": _PROBLEMS,
+                        }
+                    ),
                     params=[_KIND, _KEY],
                     errors=(400, 404, 409, 413, 422),
                     tag="flows",
@@ -467,20 +642,27 @@ def _definition_paths() -> dict[str, Any]:
             )
         },
         item + "/validate": {
-            "post": with_body(
-                _op(
+            "post": {
+                **_op(
                     "Validate YAML without saving it (admin)",
-                    _OBJECT,
+                    _object({"valid": {"type": "boolean"}, "problems": _PROBLEMS}),
                     params=[_KIND, _KEY],
                     errors=(400, 404, 413),
                     tag="flows",
-                )
-            )
+                ),
+                "requestBody": _ANY_YAML_BODY,
+            }
         },
         item + "/diff": {
             "get": _op(
                 "Unified diff of the draft against the newest version",
-                _OBJECT,
+                _object(
+                    {
+                        "diff": {"type": "string"},
+                        "lines_added": {"type": "integer"},
+                        "lines_removed": {"type": "integer"},
+                    }
+                ),
                 params=[_KIND, _KEY],
                 errors=(404,),
                 tag="flows",
@@ -489,7 +671,13 @@ def _definition_paths() -> dict[str, Any]:
         item + "/publish": {
             "post": _op(
                 "Publish the draft as the next version (admin)",
-                _OBJECT,
+                _object(
+                    {
+                        "key": _KEY_TEXT,
+                        "version": {"type": "integer"},
+                        "status": {"const": "published"},
+                    }
+                ),
                 status=201,
                 params=[_KIND, _KEY],
                 errors=(404, 409, 422),
@@ -500,7 +688,14 @@ def _definition_paths() -> dict[str, Any]:
             "post": {
                 **_op(
                     "Publish a copy of an older version as the newest (admin)",
-                    _OBJECT,
+                    _object(
+                        {
+                            "key": _KEY_TEXT,
+                            "version": {"type": "integer"},
+                            "status": {"const": "published"},
+                            "copied_from": {"type": "integer"},
+                        }
+                    ),
                     status=201,
                     params=[_KIND, _KEY],
                     errors=(400, 404, 409, 422),
@@ -513,7 +708,13 @@ def _definition_paths() -> dict[str, Any]:
                             "schema": {
                                 "type": "object",
                                 "required": ["version"],
-                                "properties": {"version": {"type": "integer", "minimum": 1}},
+                                "properties": {
+                                    "version": {
+                                        "type": "integer",
+                                        "minimum": 1,
+                                        "maximum": schemas.MAX_VERSION,
+                                    }
+                                },
                             }
                         }
                     },
@@ -523,7 +724,13 @@ def _definition_paths() -> dict[str, Any]:
         item + "/retire": {
             "post": _op(
                 "Retire: no new check-ins use it (admin)",
-                _OBJECT,
+                _object(
+                    {
+                        "key": _KEY_TEXT,
+                        "status": {"const": "retired"},
+                        "warnings": _array({"type": "string"}),
+                    }
+                ),
                 params=[_KIND, _KEY],
                 errors=(404, 409),
                 tag="flows",
@@ -532,7 +739,7 @@ def _definition_paths() -> dict[str, Any]:
         "/api/v1/flows/{key}/simulate": {
             "post": _op(
                 "Simulate a conversation with scripted answers",
-                _OBJECT,
+                _ref("Simulation"),
                 params=[_KEY],
                 body=schemas.Simulate,
                 errors=(400, 404, 413, 422),
@@ -552,6 +759,8 @@ REQUEST_MODELS: list[type[BaseModel]] = [
     schemas.TreatmentCreate,
     schemas.EnrollmentCreate,
     schemas.Resolve,
+    schemas.Assign,
+    schemas.PatientText,
     schemas.Simulate,
 ]
 
@@ -574,7 +783,7 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": {**_paths(), **_definition_paths(), **EXTRA_PATHS},
+        "paths": {**_paths(), **_USERS, **_definition_paths(), **EXTRA_PATHS},
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

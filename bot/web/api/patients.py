@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.appkeys import CLOCK, DATABASE
-from bot.services import holds, scheduling
+from bot.services import clinician_texts, holds, scheduling
 from bot.services import patients as patient_service
 from bot.services.flow_store import FlowUnavailableError
 from bot.services.patients import PatientConflictError, PatientFields
@@ -19,6 +19,7 @@ from bot.web import audit_log
 from bot.web.api import schemas, serialize
 from bot.web.api.auth import ADMIN, STAFF, Principal, require
 from bot.web.api.errors import ApiError, invalid, json_body, not_found
+from bot.web.outbound import send_now
 from db.enums import PatientStatus
 from db.models import Checkin, Message, Patient, Score
 
@@ -27,7 +28,8 @@ MAX_LIST = 200
 
 def path_id(request: web.Request, name: str = "id") -> int:
     raw = request.match_info[name]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    # ids are 32-bit in the database: a larger one names no row (not an error)
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > schemas.MAX_ID:
         raise not_found("resource")
     return int(raw)
 
@@ -54,16 +56,20 @@ def _audit(
 
 
 async def list_patients(request: web.Request) -> web.Response:
-    await require(request, *STAFF)
-    q = request.query.get("q", "").strip()[:80]
-    status = request.query.get("status", "").strip()
+    """Audited ``patient.list`` or ``patient.search`` (count, status, the query masked)."""
+    who = await require(request, *STAFF)
+    q = request.query.get("q", "")
+    if "\x00" in q:
+        raise invalid("q", "must not contain NUL characters")
+    q = q.strip()[:80]
+    status = request.query.get("status")
     query = select(Patient).order_by(Patient.first_name, Patient.id).limit(MAX_LIST)
     if q:
         like = f"%{q}%"
         query = query.where(
             or_(Patient.first_name.ilike(like), Patient.phone.like(like), Patient.external_ref == q)
         )
-    if status:
+    if status is not None:
         try:
             query = query.where(Patient.status == PatientStatus(status))
         except ValueError as exc:
@@ -71,6 +77,10 @@ async def list_patients(request: web.Request) -> web.Response:
     async with request.app[DATABASE].read() as session:
         rows = (await session.scalars(query)).all()
         held = await holds.holds(session, [p.id for p in rows])
+    details = audit_log.search_details(q, len(rows))
+    if status:
+        details["status"] = status
+    await audit_log.write(request, who, audit_log.list_action("patient", q), "patient", "", details)
     return web.json_response({"items": [serialize.patient(p, held.get(p.id)) for p in rows]})
 
 
@@ -80,6 +90,8 @@ async def create_patient(request: web.Request) -> web.Response:
     now = request.app[CLOCK].now()
     fields = PatientFields(
         first_name=body.first_name,
+        last_name=body.last_name,
+        date_of_birth=body.date_of_birth,
         phone=body.phone,
         timezone=body.timezone,
         language=body.language,
@@ -118,7 +130,15 @@ async def update_patient(request: web.Request) -> web.Response:
         async with request.app[DATABASE].write() as session:
             patient = await _patient(session, patient_id, lock=True)
             changed: list[str] = []
-            for name in ("first_name", "phone", "timezone", "language", "external_ref"):
+            for name in (
+                "first_name",
+                "last_name",
+                "date_of_birth",
+                "phone",
+                "timezone",
+                "language",
+                "external_ref",
+            ):
                 if name in body.model_fields_set and getattr(body, name) is not None:
                     setattr(patient, name, getattr(body, name))
                     changed.append(name)
@@ -139,7 +159,8 @@ async def update_patient(request: web.Request) -> web.Response:
 
 
 async def list_messages(request: web.Request) -> web.Response:
-    await require(request, *STAFF)
+    """The patient's texts (the transcript): audited ``message.list``."""
+    who = await require(request, *STAFF)
     patient_id = path_id(request)
     async with request.app[DATABASE].read() as session:
         await _patient(session, patient_id)
@@ -150,11 +171,13 @@ async def list_messages(request: web.Request) -> web.Response:
                 .order_by(Message.created_at, Message.id)
             )
         ).all()
+    await audit_log.write(request, who, "message.list", "patient", patient_id, {"count": len(rows)})
     return web.json_response({"items": [serialize.message(m) for m in rows]})
 
 
 async def list_checkins(request: web.Request) -> web.Response:
-    await require(request, *STAFF)
+    """The patient's check-ins with their scores: audited ``checkin.list``."""
+    who = await require(request, *STAFF)
     patient_id = path_id(request)
     async with request.app[DATABASE].read() as session:
         await _patient(session, patient_id)
@@ -174,6 +197,7 @@ async def list_checkins(request: web.Request) -> web.Response:
             )
         ).all():
             scores[checkin_id][name] = total
+    await audit_log.write(request, who, "checkin.list", "patient", patient_id, {"count": len(rows)})
     return web.json_response({"items": [serialize.checkin(c, scores.get(c.id)) for c in rows]})
 
 
@@ -211,6 +235,8 @@ async def create_treatment(request: web.Request) -> web.Response:
     patient_id = path_id(request)
     body = schemas.parse(schemas.TreatmentCreate, await json_body(request))
     now = request.app[CLOCK].now()
+    if body.administered_at > now + scheduling.FUTURE_TOLERANCE:
+        raise invalid("administered_at", "a treatment cannot be in the future")
     async with request.app[DATABASE].write() as session:
         patient = await _patient(session, patient_id, lock=True)
         treatment, created = await scheduling.record_treatment(
@@ -260,6 +286,30 @@ async def create_enrollment(request: web.Request) -> web.Response:
     )
 
 
+async def send_text(request: web.Request) -> web.Response:
+    """A clinician's own text to the patient, through the outbox; 409 after STOP."""
+    who = await require(request, *STAFF)
+    patient_id = path_id(request)
+    body = schemas.parse(schemas.PatientText, await json_body(request))
+    async with request.app[DATABASE].write() as session:
+        patient = await _patient(session, patient_id)
+        try:
+            sent = await clinician_texts.send_to_patient(
+                session=session,
+                patient=patient,
+                body=body.body,
+                user_id=who.user_id,
+                now=request.app[CLOCK].now(),
+                address=audit_log.source(request),
+            )
+        except clinician_texts.TextRefused as exc:
+            if exc.field:
+                raise invalid(exc.field, str(exc)) from exc
+            raise ApiError(exc.status, "conflict", str(exc)) from exc
+    send_now(request.app, [sent.message.id])
+    return web.json_response(serialize.message(sent.message), status=201)
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v1/patients", list_patients)
@@ -267,6 +317,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/v1/patients/{id}", get_patient)
     r.add_patch("/api/v1/patients/{id}", update_patient)
     r.add_get("/api/v1/patients/{id}/messages", list_messages)
+    r.add_post("/api/v1/patients/{id}/messages", send_text)
     r.add_get("/api/v1/patients/{id}/checkins", list_checkins)
     r.add_post("/api/v1/patients/{id}/checkins", create_checkin)
     r.add_post("/api/v1/patients/{id}/treatments", create_treatment)

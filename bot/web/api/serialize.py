@@ -49,6 +49,8 @@ def patient(p: Patient, hold: Hold | None = None) -> dict[str, Any]:
     return {
         "id": p.id,
         "first_name": p.first_name,
+        "last_name": p.last_name,
+        "date_of_birth": p.date_of_birth.isoformat() if p.date_of_birth else None,
         "phone": p.phone,
         "timezone": p.timezone,
         "language": p.language,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from datetime import time as clock_time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -23,6 +23,7 @@ from bot.services.scheduling import quiet_now
 from bot.settings import parse_phone
 from bot.web import audit_log, charts
 from bot.web.api.schemas import MAX_YEAR, MIN_YEAR
+from bot.web.outbound import send_now
 from bot.web.pages import notices
 from bot.web.pages.common import (
     form_with_csrf,
@@ -31,7 +32,6 @@ from bot.web.pages.common import (
     render,
     require_user,
 )
-from bot.web.pages.queue import send_now
 from db.enums import EnrollmentStatus, PatientStatus, VersionStatus
 from db.models import Enrollment, FlowVersion, Patient, ProtocolVersion, Treatment
 
@@ -207,12 +207,11 @@ def _parse_local(value: str, patient: Patient, now: datetime) -> datetime:
         # the same range as the API: later arithmetic (due times) must not overflow
         raise FormRefused(f"The date must be between the years {MIN_YEAR} and {MAX_YEAR}.")
     at = naive if naive.tzinfo is not None else naive.replace(tzinfo=ZoneInfo(patient.timezone))
-    if at > now + FUTURE_TOLERANCE:
+    if at > now + scheduling.FUTURE_TOLERANCE:
         raise FormRefused("A treatment cannot be in the future: enter when it was given.")
     return at
 
 
-FUTURE_TOLERANCE = timedelta(minutes=10)  # clocks differ a little between devices
 _DONE = {
     "treatment": "treatment_recorded",
     "checkin": "checkin_scheduled",

@@ -10,13 +10,13 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import background
-from bot.appkeys import CLOCK, DATABASE, TRANSPORT
-from bot.services import clinician_texts, flow_store, history, holds, outbox, queue
+from bot.appkeys import CLOCK, DATABASE
+from bot.services import clinician_texts, flow_store, history, holds, queue
 from bot.services.escalations import SLA
 from bot.services.scheduling import quiet_now
 from bot.services.sessions import SessionUser
 from bot.web import audit_log, charts
+from bot.web.outbound import send_now
 from bot.web.pages import notices
 from bot.web.pages.common import form_with_csrf, path_int, record, render, require_user, waiting
 from bot.web.reasons import plain
@@ -236,9 +236,8 @@ async def escalation_page(
             "e": e,
             "reason": plain(e.reason),
             "waiting": waiting(e.created_at, now),
-            "overdue": e.status is not EscalationStatus.RESOLVED
-            and e.sla_due_at is not None
-            and e.sla_due_at <= now,
+            "overdue": e.status is EscalationStatus.OPEN and e.created_at + SLA[e.severity] <= now,
+            "target": e.created_at + SLA[e.severity],
             "charts": {
                 name: charts.trend_svg(name, points) for name, points in view.trends.items()
             },
@@ -435,15 +434,6 @@ async def text_patient(request: web.Request) -> web.Response:
             )
     send_now(request.app, [sent.message.id])
     raise notices.to(here, notice="text_queued")
-
-
-def send_now(app: web.Application, ids: list[int]) -> None:
-    """Send committed texts at once rather than at the worker's next tick."""
-
-    async def send() -> None:
-        await outbox.send(app[DATABASE], app[TRANSPORT], app[CLOCK], ids=ids)
-
-    background.spawn(app, send())
 
 
 def setup(app: web.Application) -> None:
