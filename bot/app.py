@@ -29,6 +29,7 @@ from bot.settings import Settings
 from bot.sms.factory import build_transport
 from bot.sms.transport import Transport
 from bot.web import api, health, metrics_view, pages, security, twilio_hooks
+from bot.web.error_pages import error_pages
 from bot.web.request_ids import request_ids
 from bot.worker import Worker
 from db.session import Database
@@ -57,6 +58,7 @@ def create_app(
         middlewares=[
             request_ids,
             security.security_headers,
+            error_pages,
             *api.middlewares(),
             pages.page_session,
         ],

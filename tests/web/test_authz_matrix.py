@@ -24,7 +24,7 @@ from bot import library
 from bot.services.accounts import create_token
 from bot.services.escalations import raise_escalation
 from db.enums import EscalationStatus, Role, Severity
-from db.models import ApiToken, Escalation, Patient, User
+from db.models import ApiToken, Escalation, Patient, Treatment, User
 from tests.web.harness import START, Harness, harness, new_sid
 
 RoleName = Literal["anon", "clinician", "admin"]
@@ -350,8 +350,45 @@ async def _page_update(ctx: Ctx) -> Req:
 
 
 async def _page_treatment(ctx: Ctx) -> Req:
-    form = {"kind": "ketamine infusion", "administered_at": ""}
+    form = {"kind": "ketamine infusion", "administered_at": "2026-03-01T09:00"}
     return Req("POST", f"/patients/{await patient(ctx)}/treatments", form=form)
+
+
+async def _treatment(ctx: Ctx) -> tuple[int, int]:
+    pid = await patient(ctx)
+    async with ctx.h.db.write() as s:
+        t = Treatment(patient_id=pid, kind="ketamine infusion", administered_at=START)
+        s.add(t)
+        await s.flush()
+        return pid, t.id
+
+
+async def _page_treatment_change(ctx: Ctx) -> Req:
+    pid, tid = await _treatment(ctx)
+    form = {"kind": "esketamine", "administered_at": "2026-03-01T09:00"}
+    return Req("POST", f"/patients/{pid}/treatments/{tid}", form=form)
+
+
+async def _page_treatment_delete(ctx: Ctx) -> Req:
+    pid, tid = await _treatment(ctx)
+    return Req("POST", f"/patients/{pid}/treatments/{tid}/delete", form={})
+
+
+async def _page_patient_text(ctx: Ctx) -> Req:
+    return Req("POST", f"/patients/{await patient(ctx)}/messages", form={"body": "Hello"})
+
+
+async def _page_assign(ctx: Ctx) -> Req:
+    form = {"user_id": str(ctx.ids["admin"])}
+    return Req("POST", f"/escalations/{await escalation(ctx)}/assign", form=form)
+
+
+async def _page_take_over(ctx: Ctx) -> Req:
+    return Req("POST", f"/escalations/{await escalation(ctx)}/take-over", form={})
+
+
+async def _page_escalation_text(ctx: Ctx) -> Req:
+    return Req("POST", f"/escalations/{await escalation(ctx)}/text", form={"body": "Hello"})
 
 
 async def _page_checkin(ctx: Ctx) -> Req:
@@ -419,6 +456,15 @@ async def _page_token_revoke(ctx: Ctx) -> Req:
     return Req("POST", f"/admin/tokens/{token_id}/revoke", form={})
 
 
+async def _api_assign(ctx: Ctx) -> Req:
+    body = {"user_id": ctx.ids["admin"]}
+    return Req("POST", f"/api/v1/escalations/{await escalation(ctx)}/assign", json=body)
+
+
+async def _api_text(ctx: Ctx) -> Req:
+    return Req("POST", f"/api/v1/patients/{await patient(ctx)}/messages", json={"body": "Hi"})
+
+
 async def _login(_ctx: Ctx) -> list[Req]:
     return [Req("POST", "/login")]  # sent by _check_login with the form's own token
 
@@ -451,6 +497,8 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/escalations/{id}/claim"): Rule("api", one(_api_claim)),
     ("POST", "/api/v1/escalations/{id}/release"): Rule("api", one(_api_release)),
     ("POST", "/api/v1/escalations/{id}/resolve"): Rule("api", one(_api_resolve)),
+    ("POST", "/api/v1/escalations/{id}/assign"): Rule("api", one(_api_assign)),
+    ("POST", "/api/v1/patients/{id}/messages"): Rule("api", one(_api_text)),
     ("GET", "/api/v1/{kind}"): Rule("api", _flow_lists),
     ("GET", "/api/v1/{kind}/{key}"): Rule("api", _flow_one),
     ("GET", "/api/v1/{kind}/{key}/versions/{version}"): Rule("api", _flow_versions),
@@ -486,12 +534,22 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("POST", "/escalations/{id}/claim"): Rule("page", one(_page_claim)),
     ("POST", "/escalations/{id}/release"): Rule("page", one(_page_release)),
     ("POST", "/escalations/{id}/resolve"): Rule("page", one(_page_resolve)),
+    ("POST", "/escalations/{id}/assign"): Rule("page", one(_page_assign)),
+    ("POST", "/escalations/{id}/take-over"): Rule("page", one(_page_take_over)),
+    ("POST", "/escalations/{id}/text"): Rule("page", one(_page_escalation_text)),
     ("GET", "/patients"): Rule(
         "page", fixed(Req("GET", "/patients"), Req("GET", "/patients?q=Pat"))
     ),
     ("GET", "/patients/{id}"): Rule("page", one(_page_patient)),
     ("POST", "/patients/{id}/treatments"): Rule("page", one(_page_treatment)),
+    ("POST", "/patients/{id}/treatments/{treatment_id}"): Rule("page", one(_page_treatment_change)),
+    ("POST", "/patients/{id}/treatments/{treatment_id}/delete"): Rule(
+        "page", one(_page_treatment_delete)
+    ),
+    ("POST", "/patients/{id}/messages"): Rule("page", one(_page_patient_text)),
     ("POST", "/patients/{id}/checkins"): Rule("page", one(_page_checkin)),
+    # the idle warning's "Stay signed in": any signed-in user, CSRF-checked like any form
+    ("POST", "/session/keepalive"): Rule("page", fixed(Req("POST", "/session/keepalive", form={}))),
     # admin pages
     ("GET", "/patients/new"): Rule("page", fixed(Req("GET", "/patients/new")), CLINICIAN_DENIED),
     ("POST", "/patients"): Rule("page", one(_page_create), CLINICIAN_DENIED),

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bot.web.pages import admin, auth, demo_phone, flows_admin, patients, queue, users
+from bot.appkeys import SETTINGS
+from bot.web.pages import admin, auth, demo_phone, flows_admin, keepalive, patients, queue, users
 from bot.web.pages.common import page_session
 from bot.web.reasons import plain
 
@@ -48,7 +51,14 @@ def setup(app: web.Application) -> None:
     )
     env.filters["plain_reason"] = plain
     env.globals["static"] = _static_urls(app)
-    env.filters["ts"] = lambda d: d.strftime("%Y-%m-%d %H:%M UTC") if d else ""
+    clinic_zone = ZoneInfo(app[SETTINGS].clinic_timezone)
+
+    def ts(moment: datetime | None) -> str:
+        """A time in the clinic's zone with its abbreviation (``CLINIC_TIMEZONE``)."""
+        return moment.astimezone(clinic_zone).strftime("%Y-%m-%d %H:%M %Z") if moment else ""
+
+    env.filters["ts"] = ts
+    env.globals["clinic_zone"] = clinic_zone
     app.router.add_static("/static/", str(HERE / "static"), name="static", append_version=True)
     auth.setup(app)
     queue.setup(app)
@@ -57,6 +67,7 @@ def setup(app: web.Application) -> None:
     users.setup(app)
     flows_admin.setup(app)
     demo_phone.setup(app)
+    keepalive.setup(app)
 
 
 __all__ = ["page_session", "setup"]
