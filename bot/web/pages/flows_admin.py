@@ -21,6 +21,7 @@ from bot.services.flow_admin import FlowAdminError, Kind
 from bot.web.api.errors import ApiError
 from bot.web.api.flows import simulate_source
 from bot.web.audit_log import source
+from bot.web.pages import notices
 from bot.web.pages.common import form_with_csrf, render, require_user
 from db.enums import VersionStatus
 from flows import yamlsrc
@@ -321,8 +322,6 @@ async def _editor(
         "languages": languages,
         "note": "",
         "max_note": flow_admin.MAX_NOTE,
-        "notice": "",
-        "error": "",
     }
     context.update(extra)
     if "warnings" not in extra:
@@ -332,12 +331,7 @@ async def _editor(
 
 async def editor_page(request: web.Request) -> web.Response:
     require_user(request, admin=True)
-    return await _editor(
-        request,
-        _kind(request),
-        request.match_info["key"],
-        extra={"notice": request.query.get("notice", "")},
-    )
+    return await _editor(request, _kind(request), request.match_info["key"])
 
 
 def _wants_json(request: web.Request) -> bool:
@@ -465,9 +459,7 @@ async def editor_post(request: web.Request) -> web.Response:
                         )
                         published = row.version
                 if published is not None:  # redirect only after the commit
-                    raise web.HTTPSeeOther(
-                        f"/admin/{_path(kind)}/{key}?notice=Published+version+{published}"
-                    )
+                    raise notices.to(f"/admin/{_path(kind)}/{key}", notice="published")
                 extra["notice"] = "Draft saved. It is not used until you publish it."
             except FlowAdminError as exc:
                 extra["error"] = exc.message
@@ -491,7 +483,7 @@ async def version_action(request: web.Request) -> web.Response:
                 version = form.get("version", "")
                 if not (version.isascii() and version.isdigit()):
                     raise web.HTTPSeeOther(base)
-                row = await flow_admin.rollback(
+                await flow_admin.rollback(
                     session=session,
                     kind=kind,
                     key=key,
@@ -500,7 +492,7 @@ async def version_action(request: web.Request) -> web.Response:
                     now=now,
                     address=source(request),
                 )
-                notice = f"Version {version} republished as version {row.version}"
+                notice = "republished"
             elif action == "retire":
                 warnings = await flow_admin.retire(
                     session=session,
@@ -510,16 +502,14 @@ async def version_action(request: web.Request) -> web.Response:
                     now=now,
                     address=source(request),
                 )
-                notice = "Retired: no new check-ins will use it."
-                if warnings:
-                    notice += " Warning: still named by protocols " + ", ".join(warnings) + "."
+                notice = "retired_named" if warnings else "retired"
             elif action == "discard":
                 draft = await flow_admin.source_of(
                     session=session, kind=kind, key=key, version="draft"
                 )
                 if draft is not None:
                     await session.delete(draft)
-                notice = "Draft discarded."
+                notice = "discarded"
             else:
                 raise web.HTTPNotFound(text="Not found.")
     except FlowAdminError as exc:
@@ -530,7 +520,7 @@ async def version_action(request: web.Request) -> web.Response:
             extra={"error": exc.message, "problems": exc.problems},
             status=exc.status,
         )
-    raise web.HTTPSeeOther(f"{base}?notice={notice.replace(' ', '+')}")
+    raise notices.to(base, notice=notice)
 
 
 async def upload(request: web.Request) -> web.Response:

@@ -36,6 +36,13 @@ NOTICES: dict[str, str] = {
     "password": "The new password is set; the user's sessions and API tokens have ended.",
     "on_call": "The on-call rota is updated.",
     "revoked": "The token is revoked.",
+    # flows and protocols
+    "published": "Published as a new version; running check-ins keep the version they began.",
+    "republished": "The chosen version is published again as the newest version.",
+    "retired": "Retired: no new check-ins will use it.",
+    "retired_named": "Retired: no new check-ins will use it. Some protocols still name it: "
+    "edit them so they stop scheduling it.",
+    "discarded": "Draft discarded.",
     # the demo phone
     "demo_started": "The check-in started: its first message is on the phone.",
     "demo_queued": "The check-in is queued: it starts when the current conversation ends.",
