@@ -99,26 +99,26 @@ def _started(c: Checkin) -> datetime:
 async def _questions(
     session: AsyncSession, checkins: Sequence[Checkin]
 ) -> dict[int, dict[str, describe.Question]]:
-    """Per check-in, its flow version's questions (a version is parsed once per page)."""
-    by_version: dict[tuple[str, int], dict[str, describe.Question]] = {}
+    """Per check-in, its flow version's questions (a version is read once per page)."""
+    by_version: dict[tuple[str, int | None], dict[str, describe.Question]] = {}
     out: dict[int, dict[str, describe.Question]] = {}
     for c in checkins:
-        if c.flow_version is None:
-            continue
         key = (c.flow_key, c.flow_version)
         if key not in by_version:
-            try:
-                flow = await flow_store.pinned(
-                    session=session,
-                    key=c.flow_key,
-                    version=c.flow_version,
-                    checksum=c.flow_checksum,
-                )
-            except flow_store.FlowUnavailableError:
-                by_version[key] = {}
-            else:
-                by_version[key] = describe.questions(flow)
+            by_version[key] = await flow_store.questions_of(
+                session=session, key=c.flow_key, version=c.flow_version, checksum=c.flow_checksum
+            )
         out[c.id] = by_version[key]
+    return out
+
+
+def _within(column: Any, lower: datetime | None, upper: datetime | None) -> list[Any]:
+    """``column`` inside the page's span (either end open)."""
+    out = []
+    if lower is not None:
+        out.append(column >= lower)
+    if upper is not None:
+        out.append(column < upper)
     return out
 
 
@@ -160,11 +160,11 @@ async def conversation_page(
     upper = before.at if before is not None else None
     ids = [c.id for c in checkins]
 
-    in_span: list[Any] = [Message.patient_id == patient_id, Message.escalation_id.is_(None)]
-    if lower is not None:
-        in_span.append(Message.created_at >= lower)
-    if upper is not None:
-        in_span.append(Message.created_at < upper)
+    in_span = [
+        Message.patient_id == patient_id,
+        Message.escalation_id.is_(None),
+        *_within(Message.created_at, lower, upper),
+    ]
     messages = list(
         (
             await session.scalars(
@@ -192,11 +192,7 @@ async def conversation_page(
     scores: dict[int, list[Score]] = {}
     for s in (await session.scalars(select(Score).where(Score.checkin_id.in_(ids)))).all():
         scores.setdefault(s.checkin_id, []).append(s)
-    esc_span: list[Any] = [Escalation.patient_id == patient_id]
-    if lower is not None:
-        esc_span.append(Escalation.created_at >= lower)
-    if upper is not None:
-        esc_span.append(Escalation.created_at < upper)
+    esc_span = [Escalation.patient_id == patient_id, *_within(Escalation.created_at, lower, upper)]
     escalations = list(
         (
             await session.scalars(
@@ -208,12 +204,16 @@ async def conversation_page(
             )
         ).all()
     )
-    treat_span: list[Any] = [Treatment.patient_id == patient_id]
-    if lower is not None:
-        treat_span.append(Treatment.administered_at >= lower)
-    if upper is not None:
-        treat_span.append(Treatment.administered_at < upper)
-    treatments = list((await session.scalars(select(Treatment).where(*treat_span))).all())
+    treatments = list(
+        (
+            await session.scalars(
+                select(Treatment).where(
+                    Treatment.patient_id == patient_id,
+                    *_within(Treatment.administered_at, lower, upper),
+                )
+            )
+        ).all()
+    )
 
     questions = await _questions(session, checkins)
     titles = await _titles(session, checkins)

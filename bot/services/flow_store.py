@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.enums import VersionStatus
 from db.models import FlowVersion
 from db.parsed_cache import ParsedCache, parsed_definitions
+from flows import describe
 from flows.definition import load_flow
 from flows.model import Flow
 
@@ -90,3 +91,17 @@ async def pinned(
     if row is None:
         raise FlowUnavailableError(f"flow {key!r} version {version} does not exist")
     return parse_cached(key, version, row.checksum, row.source, session=session)
+
+
+async def questions_of(
+    *, session: AsyncSession, key: str, version: int | None, checksum: str | None
+) -> dict[str, describe.Question]:
+    """The questions of a check-in's pinned flow version, by answer key; none when the
+    version is unknown (a check-in that never started, a flow since deleted)."""
+    if version is None:
+        return {}
+    try:
+        flow = await pinned(session=session, key=key, version=version, checksum=checksum)
+    except FlowUnavailableError:
+        return {}
+    return describe.questions(flow)

@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.services import flow_store
@@ -192,18 +192,16 @@ async def _words_and_readings(
         words = next((m for m in messages if m.id == escalation.message_id), None)
         if words is None:
             words = await session.get(Message, escalation.message_id)
-    known: dict[str, describe.Question] = {}
-    if checkin is not None and checkin.flow_version is not None:
-        try:
-            flow = await flow_store.pinned(
-                session=session,
-                key=checkin.flow_key,
-                version=checkin.flow_version,
-                checksum=checkin.flow_checksum,
-            )
-            known = describe.questions(flow)
-        except flow_store.FlowUnavailableError:
-            known = {}
+    known = (
+        await flow_store.questions_of(
+            session=session,
+            key=checkin.flow_key,
+            version=checkin.flow_version,
+            checksum=checkin.flow_checksum,
+        )
+        if checkin is not None
+        else {}
+    )
     readings = []
     question = ""
     for a in answers:
@@ -249,20 +247,22 @@ async def _sent_since_last_reply(
     return list(rows)[::-1]
 
 
+def patient_matches(q: str) -> ColumnElement[bool]:
+    """A name (first or last), a phone however typed ("(202) 555-0143" finds
+    +12025550143), or the exact record number."""
+    like = f"%{q}%"
+    digits = "".join(ch for ch in q if ch.isdigit())
+    return or_(
+        Patient.first_name.ilike(like),
+        Patient.last_name.ilike(like),
+        Patient.phone.like(f"%{digits}%") if len(digits) >= 4 else Patient.phone.like(like),
+        Patient.external_ref == q,
+    )
+
+
 async def search_patients(*, session: AsyncSession, q: str, limit: int = 200) -> list[Patient]:
     query = select(Patient).order_by(Patient.first_name, Patient.id).limit(limit)
     q = q.strip()[:80]
     if q:
-        like = f"%{q}%"
-        # "(202) 555-0143" finds +12025550143
-        digits = "".join(ch for ch in q if ch.isdigit())
-        digits = digits if len(digits) >= 4 else ""
-        query = query.where(
-            or_(
-                Patient.first_name.ilike(like),
-                Patient.last_name.ilike(like),
-                Patient.phone.like(f"%{digits}%") if digits else Patient.phone.like(like),
-                Patient.external_ref == q,
-            )
-        )
+        query = query.where(patient_matches(q))
     return list((await session.scalars(query)).all())

@@ -310,7 +310,7 @@ async def test_injection_strings_are_stored_as_text_and_rendered_escaped(h: Harn
             f"/patients/{form_pid}/treatments",
             data={
                 "kind": payload,
-                "administered_at": h.clock.now().strftime("%Y-%m-%dT%H:%M"),
+                "administered_at": (h.clock.now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
                 "csrf_token": ctx.csrf,
             },
             allow_redirects=False,
@@ -358,10 +358,16 @@ async def test_injection_strings_are_stored_as_text_and_rendered_escaped(h: Harn
         assert resp.status == 200 and (await resp.json())["note"] == payload
         resp = await h.client.post(
             f"/escalations/{pair[1]}/resolve",
-            data={"disposition": "other", "note": payload, "csrf_token": ctx.csrf},
+            # the patient's PHQ-9 is still running: the page asks to confirm
+            data={
+                "disposition": "other",
+                "note": payload,
+                "csrf_token": ctx.csrf,
+                "confirm_running": "yes",
+            },
             allow_redirects=False,
         )
-        assert resp.status == 303
+        assert resp.status == 303 and resp.headers["Location"] == "/?notice=resolved"
         for eid in pair:
             got = await (await h.client.get(f"/api/v1/escalations/{eid}", headers=api)).json()
             assert got["note"] == payload

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import defaultdict
 
 from aiohttp import web
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.appkeys import CLOCK, DATABASE
-from bot.services import clinician_texts, holds, scheduling
+from bot.services import clinician_texts, history, holds, scheduling
 from bot.services import patients as patient_service
 from bot.services.flow_store import FlowUnavailableError
 from bot.services.patients import PatientConflictError, PatientFields
@@ -65,10 +65,7 @@ async def list_patients(request: web.Request) -> web.Response:
     status = request.query.get("status")
     query = select(Patient).order_by(Patient.first_name, Patient.id).limit(MAX_LIST)
     if q:
-        like = f"%{q}%"
-        query = query.where(
-            or_(Patient.first_name.ilike(like), Patient.phone.like(like), Patient.external_ref == q)
-        )
+        query = query.where(history.patient_matches(q))
     if status is not None:
         try:
             query = query.where(Patient.status == PatientStatus(status))
