@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import and_, or_, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import utc_from_iso
@@ -165,16 +165,25 @@ async def conversation_page(
         Message.escalation_id.is_(None),
         *_within(Message.created_at, lower, upper),
     ]
-    messages = list(
+    # two index reads (the patient's texts in the span, newest first; the page's check-ins'
+    # own texts), not one OR that would sort every text the patient ever sent
+    in_window = list(
         (
             await session.scalars(
                 select(Message)
-                .where(or_(and_(*in_span), Message.checkin_id.in_(ids)) if ids else and_(*in_span))
+                .where(*in_span)
                 .order_by(Message.created_at.desc(), Message.id.desc())
                 .limit(MAX_MESSAGES + 1)
             )
         ).all()
     )
+    own = (
+        (await session.scalars(select(Message).where(Message.checkin_id.in_(ids)))).all()
+        if ids
+        else []
+    )
+    by_id = {m.id: m for m in (*in_window, *own)}
+    messages = sorted(by_id.values(), key=lambda m: (m.created_at, m.id), reverse=True)
     truncated = len(messages) > MAX_MESSAGES
     messages = messages[:MAX_MESSAGES][::-1]
     answers = {
@@ -192,13 +201,15 @@ async def conversation_page(
     scores: dict[int, list[Score]] = {}
     for s in (await session.scalars(select(Score).where(Score.checkin_id.in_(ids)))).all():
         scores.setdefault(s.checkin_id, []).append(s)
-    esc_span = [Escalation.patient_id == patient_id, *_within(Escalation.created_at, lower, upper)]
+    # the patient's own index first: an OR across columns would scan every escalation
+    esc_in_span = and_(true(), *_within(Escalation.created_at, lower, upper))
     escalations = list(
         (
             await session.scalars(
                 select(Escalation)
                 .where(
-                    or_(and_(*esc_span), Escalation.checkin_id.in_(ids)) if ids else and_(*esc_span)
+                    Escalation.patient_id == patient_id,
+                    or_(esc_in_span, Escalation.checkin_id.in_(ids)) if ids else esc_in_span,
                 )
                 .order_by(Escalation.created_at, Escalation.id)
             )
