@@ -65,7 +65,7 @@ _GROUPS: Final = (
         C,
         r"\b(?:garage|garaje|cochera)\b.{0,80}\b(?:engine|motor|car) (?:running|on|andando|prendido|encendido)\b",
         r"\b(?:engine|motor|car) (?:running|on|andando|prendido|encendido)\b.{0,80}\b(?:garage|garaje|cochera)\b",
-        r"\b(?:car|carro|coche|auto|truck|camioneta)\b.{0,60}\b(?:garage|garaje|cochera)\b.{0,60}\b(?:running|idling|andando|prendido|encendido)\b",
+        r"\b(?:car|carro|coche|auto|truck|camioneta)\b.{0,60}\b(?:garage|garaje|cochera)\b.{0,60}(?<!not )(?<!isnt )(?<!no esta )\b(?:running|idling|andando|prendido|encendido)\b(?! (?:fine|ok|okay|great|smooth|smoothly|again|bien|normal))",
     ),
     _r(
         "took_them_all",

@@ -56,16 +56,23 @@ class TooManyProblems(Exception):
 
 def capped(problems: list[Problem], more: int | None = 0) -> list[Problem]:
     """At most ``MAX_PROBLEMS`` problems, by position, then one saying how many were left
-    out: those past the cap plus ``more`` already left out by the collector (None: it gave
-    up early and did not count)."""
+    out: those past the cap plus ``more`` errors the collector already left out (None: it
+    stopped early on errors and did not count). The note is an error when anything it
+    hides is, so a flow with only warnings past the cap still loads."""
     ordered = sorted(problems, key=lambda p: (p.line, p.column, p.message))
-    shown = ordered[:MAX_PROBLEMS]
-    left = len(ordered) - len(shown) + (more or 0)
+    shown, hidden = ordered[:MAX_PROBLEMS], ordered[MAX_PROBLEMS:]
+    left = len(hidden) + (more or 0)
     if not shown or (left == 0 and more is not None):
         return shown
+    severity = (
+        Severity.ERROR
+        if more is None or more > 0 or any(p.is_error for p in hidden)
+        else Severity.WARNING
+    )
     what = "and more problems" if more is None else f"and {left} more problems"
     last = shown[-1]
-    return [*shown, Problem(last.line, last.column, f"{what} not shown; fix these first")]
+    note = f"{what} not shown; fix these first"
+    return [*shown, Problem(last.line, last.column, note, severity)]
 
 
 class SourceError(Exception):

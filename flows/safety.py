@@ -936,12 +936,20 @@ _DENIAL: Final = re.compile(_squeeze_pattern(crisis_rules.DENIAL.pattern))
 _CAR_TROUBLE: Final = re.compile(
     _squeeze_pattern(
         r"\b(?:(?:check )?engine light|oil change|flat tire|tire pressure|mechanic|car wash|"
-        r"dealership|taller mecanico|llanta ponchada|cambio de aceite)\b"
+        r"dealership|(?:not|isnt|wasnt|arent) running|wont start|broke down|dead battery|"
+        r"taller mecanico|"
+        r"llanta ponchada|cambio de aceite|no arranca|no prende)\b"
+    )
+)
+_CAR_WORDS: Final = re.compile(
+    _squeeze_pattern(
+        r"\b(?:car|truck|engine|garage|mechanic|oil|tire|dealership|carro|coche|auto|"
+        r"camioneta|garaje|cochera|taller|llanta|aceite)\b"
     )
 )
 _CAR_DANGER: Final = re.compile(
     _squeeze_pattern(
-        r"\b(?:running|idling|exhaust|fumes|hose|door(?:s)? (?:shut|closed)|close the door|"
+        r"\b(?:(?<!not )(?<!isnt )(?<!wasnt )(?<!arent )running|idling|exhaust|fumes|hose|door(?:s)? (?:shut|closed)|close the door|"
         r"carbon monoxide|fall asleep|sleep|not wake|wake up|goodbye|end it|die|dead|"
         r"encendido|prendido|humo|gases|monoxido|dormir|despertar|adios|morir)\b"
     )
@@ -1121,8 +1129,11 @@ def detect(text: str) -> CrisisMatch | None:
     category = max((c for c in probabilities if c != "none"), key=lambda c: probabilities[c])
     if _CAR_TROUBLE.search(norm) and not _CAR_DANGER.search(norm):
         # the model learned cars in garages from carbon-monoxide messages; a car at the
-        # mechanic's is not one (the rule for a car running in a closed garage still reads)
-        return None
+        # mechanic's is not one. Only the car talk is set aside: the rest of the message
+        # is read again on its own, and alarms if it alarms by itself.
+        rest = " | ".join(c for c in norm.split(" | ") if not _CAR_WORDS.search(c))
+        if not rest.strip() or model_probabilities(rest, rest)[0] < MODEL_THRESHOLD:
+            return None
     if category == CrisisCategory.MEDICAL_EMERGENCY and _TWO_DIGITS.search(text):
         readings = _readings(text, norm)
         if readings and all(s < 180 and d < 120 for s, d, _ in readings):

@@ -65,8 +65,10 @@ class _Check:
         self._add(self.src.problem(path, message, severity=Severity.WARNING))
 
     def _add(self, problem: Problem) -> None:
+        """Collecting stops after ``MAX_PROBLEMS`` errors (the costly ones, with their "did
+        you mean"); warnings are cheap and the caller caps what it shows."""
         self.problems.append(problem)
-        if len(self.problems) > MAX_PROBLEMS:
+        if problem.is_error and sum(p.is_error for p in self.problems) > MAX_PROBLEMS:
             raise TooManyProblems(self.problems)
 
 

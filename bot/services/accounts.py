@@ -19,8 +19,8 @@ from bot.security.passwords import check_password, hash_password_async
 from bot.services import sessions
 from bot.settings import is_e164
 from db import audit
-from db.enums import Role
-from db.models import ApiToken, User
+from db.enums import EscalationStatus, Role
+from db.models import ApiToken, Escalation, User
 
 TOKEN_DAYS = 90
 MAX_TOKEN_DAYS = 366
@@ -220,15 +220,24 @@ async def _keep_an_admin(session: AsyncSession, user: User) -> None:
 
 
 async def deactivate(*, session: AsyncSession, user: User, change: Change) -> None:
-    """The user can no longer sign in or use a token; their sessions and tokens end now.
-    Their records and audit trail stay."""
+    """The user can no longer sign in or use a token; their sessions and tokens end now,
+    and the escalations they had claimed go back to the queue. Their records and audit
+    trail stay."""
     if change.actor_id == user.id:
         raise AccountError("you cannot deactivate your own account")
     await _keep_an_admin(session, user)
     user.active = False
     user.on_call = False
     await _end_access(session, user, change.now)
-    _record(session, change, "user.deactivate", user)
+    # their claims go back to the queue: a claimed item is never paged again, so one held
+    # by somebody who can no longer sign in would wait unseen
+    released = await session.execute(
+        update(Escalation)
+        .where(Escalation.claimed_by == user.id, Escalation.status == EscalationStatus.CLAIMED)
+        .values(status=EscalationStatus.OPEN, claimed_by=None, claimed_at=None)
+        .returning(Escalation.id)
+    )
+    _record(session, change, "user.deactivate", user, released=[row[0] for row in released.all()])
 
 
 async def reactivate(*, session: AsyncSession, user: User, change: Change) -> None:

@@ -80,8 +80,10 @@ class Cursor:
     @classmethod
     def parse(cls, token: str) -> Cursor:
         at_text, sep, id_text = token.rpartition("~")
-        if not sep or not (id_text.isascii() and id_text.isdigit()) or len(id_text) > 18:
+        if not sep or not (id_text.isascii() and id_text.isdigit()) or len(id_text) > 10:
             raise ValueError("expected time~id")
+        if int(id_text) > 2**31 - 1:
+            raise ValueError("the id is out of range")
         return cls(utc_from_iso(at_text), int(id_text))
 
 

@@ -143,7 +143,7 @@ async def escalation_view(*, session: AsyncSession, escalation_id: int) -> Escal
                         Escalation.id != escalation.id,
                         Escalation.status != EscalationStatus.RESOLVED,
                     )
-                    .order_by(Escalation.severity_rank.desc(), Escalation.created_at)
+                    .order_by(Escalation.severity_rank, Escalation.created_at)
                     .limit(20)
                 )
             ).all()
@@ -174,6 +174,21 @@ async def escalation_view(*, session: AsyncSession, escalation_id: int) -> Escal
     )
 
 
+# alerts about a total, not about any one reply
+FROM_A_TOTAL = frozenset(
+    {
+        Reason.PHQ9_SEVERE,
+        Reason.PHQ9_MODERATELY_SEVERE,
+        Reason.POSSIBLE_RELAPSE,
+        Reason.SUSTAINED_WORSENING,
+        Reason.GAD7_SEVERE,
+        Reason.GAD7_MODERATE,
+        Reason.ASRM_POSITIVE,
+        Reason.ALCOHOL_RISK,
+    }
+)
+
+
 async def _words_and_readings(
     session: AsyncSession,
     escalation: Escalation,
@@ -184,9 +199,10 @@ async def _words_and_readings(
     """The patient's words that raised the escalation, with the question they answered; and
     every answer with its question and reading.
 
-    The words are the escalation's own text when it is free text or crisis language (no
-    answer was read from it), or a positive answer to a safety question. An alert raised
-    by a score (relapse, a total) has no words of its own: the answers table tells it."""
+    The words are the text that raised the escalation: crisis or concerning language, a
+    free text, a safety answer, a note. An alert raised by a total (a severe PHQ-9, a
+    relapse) has no words of its own, since the last reply only completed the score: the
+    answers table tells it."""
     words = None
     if escalation.message_id is not None:
         words = next((m for m in messages if m.id == escalation.message_id), None)
@@ -209,10 +225,10 @@ async def _words_and_readings(
         text = q.text if q else a.question_key
         readings.append((a, text, describe.reading(q.spec if q else None, a.value)))
         if words is not None and a.message_id == words.id:
-            if q is not None and q.safety and a.value not in (None, False, 0):
-                question = text
+            if escalation.reason in FROM_A_TOTAL:
+                words = None  # the reply only completed the score the alert is about
             else:
-                words = None  # an ordinary answer that completed a score
+                question = text
     if words is not None and not question:
         # no answer was read from it (crisis words, a free text): the text before it
         asked = [

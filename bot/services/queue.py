@@ -309,22 +309,21 @@ async def assign(
 ) -> Escalation:
     """Hand an escalation to another clinician (a shift change, a specialist).
 
-    An open item may be assigned by anyone on staff; a claimed one by the clinician holding
-    it or an admin, or taken over (``take_over``: ``to_user_id`` is the caller) by anyone,
-    which the audit trail records as such. The item stays claimed, so a hold stays lifted."""
+    The clinician holding the claim or an admin may hand it on (an open item is claimed
+    first, so nobody's alert stops paging behind their back); anyone may take it over
+    (``take_over``: ``to_user_id`` is the caller), which the audit trail records as such.
+    The item stays claimed, so a hold stays lifted."""
     current = await session.get(Escalation, escalation_id, with_for_update=True)
     if current is None:
         raise QueueError(404, "not_found", "escalation not found")
     if current.status is EscalationStatus.RESOLVED:
         raise QueueError(409, "resolved", "this escalation is already resolved")
-    if (
-        current.status is EscalationStatus.CLAIMED
-        and current.claimed_by != by_user_id
-        and not is_admin
-        and not take_over
-    ):
+    holder = current.status is EscalationStatus.CLAIMED and current.claimed_by == by_user_id
+    if not (holder or is_admin or take_over):
         raise QueueError(
-            403, "forbidden", "only the clinician holding it (or an admin) can hand it on"
+            403,
+            "forbidden",
+            "only the clinician holding it (or an admin) can hand it on; claim it first",
         )
     target = await session.get(User, to_user_id)
     if target is None or not target.active:

@@ -11,7 +11,7 @@ from datetime import datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import protocol_store
@@ -231,11 +231,19 @@ async def correct_treatment(
     """Fix a treatment recorded with the wrong time or kind, or remove one recorded by
     mistake. The check-ins it planned that never started go (a corrected time plans them
     again); those already sent stay, as the record of what happened."""
+    # its unstarted check-ins go; those a later treatment superseded stay as they are (kept
+    # below, so a correction does not bring them back beside the later schedule)
     await session.execute(
         delete(Checkin).where(
             Checkin.treatment_id == treatment.id,
             Checkin.started_at.is_(None),
-            Checkin.status.in_((CheckinStatus.SCHEDULED, CheckinStatus.CANCELLED)),
+            or_(
+                Checkin.status == CheckinStatus.SCHEDULED,
+                and_(
+                    Checkin.status == CheckinStatus.CANCELLED,
+                    Checkin.outcome.is_distinct_from("superseded"),
+                ),
+            ),
         )
     )
     if remove:

@@ -101,6 +101,14 @@ async def login(
     accounts. ``replacing`` is the session a fresh sign-in ends (no fixation)."""
     email = email.strip().lower()[:254]
     since = now - THROTTLE_WINDOW
+    # The attempt is recorded as a failure before anything is checked, and the counts
+    # include it: guesses sent in parallel each see the ones committed before them, so a
+    # burst cannot slip past the throttle while argon2 runs. A success turns it over.
+    async with db.write() as session:
+        attempt = LoginAttempt(email=email, source_address=address, success=False, at=now)
+        session.add(attempt)
+        await session.flush()
+        attempt_id = attempt.id
     async with db.read() as session:
         user = await session.scalar(select(User).where(User.email == email))
         by_address = await session.scalar(
@@ -112,12 +120,16 @@ async def login(
         if user is not None and user.unlocked_at is not None:
             by_account_query = by_account_query.where(LoginAttempt.at > user.unlocked_at)
         by_account = await session.scalar(by_account_query)
-    throttled = (by_address or 0) >= ADDRESS_FAILURES or (by_account or 0) >= ACCOUNT_FAILURES
+    # this attempt is among the counted: the limit is reached when the earlier ones fill it
+    throttled = (by_address or 0) > ADDRESS_FAILURES or (by_account or 0) > ACCOUNT_FAILURES
     stored = user.password_hash if user is not None else dummy_hash()
     ok = await verify_password_async(stored, password)
     ok = ok and not throttled and user is not None and user.active
     async with db.write() as session:
-        session.add(LoginAttempt(email=email, source_address=address, success=ok, at=now))
+        if ok:
+            await session.execute(
+                update(LoginAttempt).where(LoginAttempt.id == attempt_id).values(success=True)
+            )
         if not ok or user is None:
             audit.record(
                 session=session,

@@ -245,3 +245,26 @@ def test_an_answer_word_or_a_date_never_hides_present_danger(text: str) -> None:
 def test_car_trouble_never_hides_a_car_in_a_closed_garage(text: str) -> None:
     found = safety.detect(text)
     assert found is not None and found.tier is Tier.CRITICAL
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My car is at the mechanic. everything feels pointless and I am so tired of all of it",
+        "oil change today. honestly i dont see the point of anything anymore, everyone would "
+        "be better off without me",
+    ],
+)
+def test_car_trouble_sets_aside_only_the_car_talk(text: str) -> None:
+    assert safety.detect(text) is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "my car is in the garage because it is not running",
+        "car is in the garage, the mechanic says it is running fine",
+    ],
+)
+def test_a_broken_or_repaired_car_in_a_garage_is_not_a_crisis(text: str) -> None:
+    assert safety.detect(text) is None

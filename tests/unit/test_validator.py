@@ -602,3 +602,16 @@ def test_unknown_targets_beside_a_schema_error_stop_at_the_cap() -> None:
     assert len(found) == MAX_PROBLEMS + 1
     assert found[-1].message == "and more problems not shown; fix these first"
     assert any("urgent" in p.message for p in found)
+
+
+def test_a_flow_with_only_warnings_past_the_cap_still_loads() -> None:
+    long_text = "x" * 400  # each a warning: longer than two SMS
+    nodes = "".join(
+        f'  - id: s{i}\n    type: say\n    text: "{long_text}"\n    next: {"s" + str(i + 1) if i < 109 else "q1"}\n'
+        for i in range(110)
+    )
+    text = BASE.replace("nodes:\n", "nodes:\n" + nodes, 1)  # s0 becomes the first node
+    flow, found = validate_flow_source(text)
+    assert not any(p.is_error for p in found), [p for p in found if p.is_error][:3]
+    assert len(found) == MAX_PROBLEMS + 1 and not found[-1].is_error
+    assert flow is not None

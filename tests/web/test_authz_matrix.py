@@ -380,7 +380,8 @@ async def _page_patient_text(ctx: Ctx) -> Req:
 
 async def _page_assign(ctx: Ctx) -> Req:
     form = {"user_id": str(ctx.ids["admin"])}
-    return Req("POST", f"/escalations/{await escalation(ctx)}/assign", form=form)
+    held = await escalation(ctx, claimed_by=ctx.me)  # the holder hands it on
+    return Req("POST", f"/escalations/{held}/assign", form=form)
 
 
 async def _page_take_over(ctx: Ctx) -> Req:
@@ -458,7 +459,8 @@ async def _page_token_revoke(ctx: Ctx) -> Req:
 
 async def _api_assign(ctx: Ctx) -> Req:
     body = {"user_id": ctx.ids["admin"]}
-    return Req("POST", f"/api/v1/escalations/{await escalation(ctx)}/assign", json=body)
+    held = await escalation(ctx, claimed_by=ctx.me)  # the holder hands it on
+    return Req("POST", f"/api/v1/escalations/{held}/assign", json=body)
 
 
 async def _api_text(ctx: Ctx) -> Req:

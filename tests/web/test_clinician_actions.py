@@ -100,6 +100,58 @@ async def test_no_text_to_a_patient_who_opted_out_and_bad_bodies_are_422(h: Harn
     assert "opted out" in await resp.text()
 
 
+async def test_the_escalation_page_asks_at_night_and_refuses_after_stop(h: Harness) -> None:
+    """Re-showing the page happens after the write ends (on SQLite a second writer inside
+    the first would wait forever)."""
+    p = await h.patient("Lee")
+    eid = await _escalation(h, p)
+    await h.login(await h.user())
+    page = f"/escalations/{eid}"
+    h.clock.set(datetime(2026, 3, 3, 3, 30, tzinfo=UTC))  # 22:30 in New York
+    await h.login(await h.user())
+    resp = await _post(h, page, f"{page}/text", body="Are you safe tonight?")
+    assert resp.status == 200
+    html = await resp.text()
+    assert "It is night for Lee" in html and "Are you safe tonight?" in html
+    await h.sms(p.phone, "STOP")
+    resp = await _post(h, page, f"{page}/text", body="Are you safe?", confirm_night="yes")
+    assert resp.status in (200, 409, 422)
+    assert "Texts cannot reach Lee" in await resp.text() or "opted out" in await resp.text()
+    async with h.db.read() as s:
+        sent = await s.scalar(
+            select(func.count()).select_from(Message).where(Message.purpose == "clinician")
+        )
+    assert sent == 0
+
+
+async def test_other_open_alerts_are_listed_most_severe_first(h: Harness) -> None:
+    p = await h.patient("Ana")
+    first = await _escalation(h, p, Severity.MODERATE)
+    await _escalation(h, p, Severity.LOW)
+    await _escalation(h, p, Severity.CRITICAL)
+    await h.login(await h.user())
+    html = await (await h.client.get(f"/escalations/{first}")).text()
+    others = html.split("Other open alerts for this patient", 1)[1].split("</ul>", 1)[0]
+    assert others.index("sev-critical") < others.index("sev-low")
+
+
+async def test_deactivating_a_clinician_returns_their_claims_to_the_queue(h: Harness) -> None:
+    from bot.services import accounts
+
+    p = await h.patient()
+    eid = await _escalation(h, p)
+    nurse = await h.user()
+    await h.login(nurse)
+    await _post(h, f"/escalations/{eid}", f"/escalations/{eid}/claim")
+    async with h.db.write() as s:
+        user = await s.scalar(select(User).where(User.email == nurse))
+        assert user is not None
+        await accounts.deactivate(session=s, user=user, change=accounts.Change(now=h.clock.now()))
+    async with h.db.read() as s:
+        e = await s.get(Escalation, eid)
+        assert e is not None and e.status is EscalationStatus.OPEN and e.claimed_by is None
+
+
 async def test_a_clinician_texts_from_the_escalation_page(h: Harness) -> None:
     p = await h.patient("Ana")
     eid = await _escalation(h, p)
@@ -153,6 +205,10 @@ async def test_assigning_to_nobody_or_a_deactivated_user_is_refused(h: Harness) 
         user.active = False
     await h.login(await h.user())
     page = f"/escalations/{eid}"
+    # an open alert is claimed before it is handed on
+    resp = await _post(h, page, f"{page}/assign", user_id=str(await _user_id(h, gone)))
+    assert resp.headers["Location"] == f"{page}?error=not_yours"
+    await _post(h, page, f"{page}/claim")
     for target in ("", "abc", str(await _user_id(h, gone)), "99999"):
         resp = await _post(h, page, f"{page}/assign", user_id=target)
         assert resp.headers["Location"] == f"{page}?error=choose_clinician", target

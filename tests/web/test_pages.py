@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 
@@ -76,6 +77,27 @@ def _alert(html: str) -> str:
     match = re.search(r'role="alert"[^>]*>(.*?)<', html, re.S)
     assert match, html
     return match.group(1).strip()
+
+
+async def test_a_burst_of_parallel_guesses_cannot_slip_past_the_throttle(h: Harness) -> None:
+    """Each attempt is counted before its password is checked: of 30 guesses sent at once,
+    no more than the limit get a password answer; the rest are throttled."""
+    email = await h.user()
+    page = await h.client.get("/login")
+    token = re.search(r'name="login_csrf" value="([^"]+)"', await page.text())
+    assert token
+
+    async def guess(i: int) -> int:
+        resp = await h.client.post(
+            "/login",
+            data={"email": email, "password": f"wrong-{i}", "login_csrf": token.group(1)},
+            allow_redirects=False,
+        )
+        return resp.status
+
+    statuses = await asyncio.gather(*(guess(i) for i in range(30)))
+    assert statuses.count(401) <= sessions.ACCOUNT_FAILURES
+    assert statuses.count(429) >= 30 - sessions.ACCOUNT_FAILURES
 
 
 async def test_address_rate_limit(h: Harness) -> None:

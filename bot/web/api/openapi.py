@@ -507,8 +507,8 @@ def _paths() -> dict[str, Any]:
         },
         "/api/v1/escalations/{id}/assign": {
             "post": _op(
-                "Hand it to another active clinician: the one holding the claim or an admin "
-                "may; anyone may for an open item",
+                "Hand it to another active clinician: the one holding the claim, or an admin, "
+                "may (a clinician claims an open item first)",
                 _ref("Escalation"),
                 params=[_ID],
                 body=schemas.Assign,

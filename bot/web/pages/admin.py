@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from sqlalchemy import select
 
-from bot.appkeys import DATABASE
+from bot.appkeys import DATABASE, SETTINGS
 from bot.web.audit_log import about_patient
-from bot.web.pages.common import render, require_user
+from bot.web.pages.common import MAX_ID, render, require_user
 from db.models import AuditEvent, User
 
 AUDIT_LIMIT = 500
 FILTERS = ("action", "actor", "patient", "subject", "from", "to")
 
 
-def _day(value: str) -> datetime | None:
+def _day(value: str, zone: ZoneInfo) -> datetime | None:
+    """The start of a day in the clinic's zone, the zone the page shows times in."""
     try:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC) if value else None
+        return datetime.fromisoformat(value).replace(tzinfo=zone) if value else None
     except ValueError:
         return None
 
@@ -27,7 +29,7 @@ def _id(value: str, prefix: str = "") -> int | None:
     """A whole-number id, also written ``<prefix>:<id>``; ``None`` if it is not one."""
     if prefix and value.lower().startswith(prefix + ":"):
         value = value[len(prefix) + 1 :].strip()
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 10 or int(value) > MAX_ID:
         return None
     return int(value)
 
@@ -64,7 +66,8 @@ async def audit_page(request: web.Request) -> web.Response:
         query = query.where(AuditEvent.subject_type == kind)
         if ident:
             query = query.where(AuditEvent.subject_id == ident)
-    start, end = _day(f["from"]), _day(f["to"])
+    zone = ZoneInfo(request.app[SETTINGS].clinic_timezone)
+    start, end = _day(f["from"], zone), _day(f["to"], zone)
     if start:
         query = query.where(AuditEvent.at >= start)
     if end:

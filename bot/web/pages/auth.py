@@ -28,7 +28,15 @@ def _safe_next(target: str | None) -> str:
     if not target:
         return "/"
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if (
+        parts.scheme
+        or parts.netloc
+        or not target.startswith("/")
+        or target.startswith("//")
+        # browsers read "/\\evil.example" as "//evil.example"
+        or "\\" in target
+        or not target.isprintable()
+    ):
         return "/"
     return target
 

@@ -162,9 +162,12 @@ def new_login_csrf() -> str:
     return secrets.token_urlsafe(24)
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit in the database: a larger one names no row
+
+
 def path_int(request: web.Request, name: str = "id") -> int:
     raw = request.match_info[name]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > MAX_ID:
         raise web.HTTPNotFound(text="Not found.")
     return int(raw)
 

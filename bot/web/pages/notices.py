@@ -31,7 +31,7 @@ NOTICES: dict[str, str] = {
     "created": "The user is created; they can sign in now.",
     "deactivated": "The user is deactivated; their sessions and API tokens have ended.",
     "reactivated": "The user is active again.",
-    "unlocked": "Failed sign-ins are forgiven; the user can sign in now.",
+    "unlocked": "The account's failed sign-ins are forgiven; it is no longer locked.",
     "role": "The role is changed; it applies from the user's next page.",
     "password": "The new password is set; the user's sessions and API tokens have ended.",
     "on_call": "The on-call rota is updated.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -18,7 +19,15 @@ from bot.services.sessions import SessionUser
 from bot.web import audit_log, charts
 from bot.web.outbound import send_now
 from bot.web.pages import notices
-from bot.web.pages.common import form_with_csrf, path_int, record, render, require_user, waiting
+from bot.web.pages.common import (
+    MAX_ID,
+    form_with_csrf,
+    path_int,
+    record,
+    render,
+    require_user,
+    waiting,
+)
 from bot.web.reasons import plain
 from db.enums import CheckinStatus, Disposition, EscalationStatus, MessageStatus, Severity
 from db.models import Checkin, Escalation, Patient, User
@@ -70,7 +79,10 @@ async def _rows(request: web.Request, user: SessionUser, *, refresh: bool = Fals
     raw_patient = request.query.get("patient", "")
     patient_id = (
         int(raw_patient)
-        if raw_patient.isascii() and raw_patient.isdigit() and len(raw_patient) < 18
+        if raw_patient.isascii()
+        and raw_patient.isdigit()
+        and len(raw_patient) <= 10
+        and int(raw_patient) <= MAX_ID
         else None
     )
     now = request.app[CLOCK].now()
@@ -327,7 +339,7 @@ async def _act(request: web.Request, action: str) -> web.Response:
                 )
             elif action in ("assign", "take_over"):
                 target = form.get("user_id", "") if action == "assign" else str(user.user_id)
-                if not (target.isascii() and target.isdigit()) or len(target) > 18:
+                if not (target.isascii() and target.isdigit()) or len(target) > 10:
                     raise notices.to(here, error="choose_clinician")
                 found = await queue.assign(
                     session=session,
@@ -401,6 +413,15 @@ async def take_over(request: web.Request) -> web.Response:
     return await _act(request, "take_over")
 
 
+class _ShowAgain(Exception):
+    """Re-show the alert's page with the text form (after the write has ended: the page
+    reads on its own connection, and SQLite allows one writer)."""
+
+    def __init__(self, **page: Any) -> None:
+        super().__init__("show the page again")
+        self.page = page
+
+
 async def text_patient(request: web.Request) -> web.Response:
     """A clinician's text from the escalation page; at night it asks first."""
     user = require_user(request)
@@ -408,30 +429,31 @@ async def text_patient(request: web.Request) -> web.Response:
     escalation_id = path_int(request)
     here = f"/escalations/{escalation_id}"
     now = request.app[CLOCK].now()
-    async with request.app[DATABASE].write() as session:
-        found = await session.get(Escalation, escalation_id)
-        if found is None:
-            raise web.HTTPNotFound(text="No such escalation.")
-        patient = await session.get(Patient, found.patient_id) if found.patient_id else None
-        if patient is None:
-            return await escalation_page(request, text_error="This alert has no patient to text.")
-        if quiet_now(patient, now) and form.get("confirm_night") != "yes":
-            return await escalation_page(request, draft=form.get("body", ""), confirm_night=True)
-        try:
-            sent = await clinician_texts.send_to_patient(
-                session=session,
-                patient=patient,
-                body=form.get("body", ""),
-                user_id=user.user_id,
-                now=now,
-                address=audit_log.source(request),
-                escalation_id=escalation_id,
-            )
-        except clinician_texts.TextRefused as exc:
-            await session.rollback()
-            return await escalation_page(
-                request, text_error=str(exc), draft=form.get("body", ""), status=422
-            )
+    body = form.get("body", "")
+    try:
+        async with request.app[DATABASE].write() as session:
+            found = await session.get(Escalation, escalation_id)
+            if found is None:
+                raise web.HTTPNotFound(text="No such escalation.")
+            patient = await session.get(Patient, found.patient_id) if found.patient_id else None
+            if patient is None:
+                raise _ShowAgain(text_error="This alert has no patient to text.", status=422)
+            if quiet_now(patient, now) and form.get("confirm_night") != "yes":
+                raise _ShowAgain(draft=body, confirm_night=True)
+            try:
+                sent = await clinician_texts.send_to_patient(
+                    session=session,
+                    patient=patient,
+                    body=body,
+                    user_id=user.user_id,
+                    now=now,
+                    address=audit_log.source(request),
+                    escalation_id=escalation_id,
+                )
+            except clinician_texts.TextRefused as exc:
+                raise _ShowAgain(text_error=str(exc), draft=body, status=exc.status) from exc
+    except _ShowAgain as again:
+        return await escalation_page(request, **again.page)
     send_now(request.app, [sent.message.id])
     raise notices.to(here, notice="text_queued")
 
