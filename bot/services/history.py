@@ -48,6 +48,7 @@ class EscalationView:
     # the patient's own words that raised it and the question they answered, if any
     words: Message | None = None
     words_question: str = ""
+    words_reading: str = ""  # what the words were read as, when they answered a question
     # each answer with its question's text and what it was read as
     readings: list[tuple[Answer, str, str]] = field(default_factory=list)
     # the patient's other escalations not yet resolved, most severe first
@@ -128,7 +129,7 @@ async def escalation_view(*, session: AsyncSession, escalation_id: int) -> Escal
             )
         ).all()
     ]
-    words, question, readings = await _words_and_readings(
+    words, question, reading, readings = await _words_and_readings(
         session, escalation, checkin, messages, answers
     )
     others: list[Escalation] = []
@@ -168,6 +169,7 @@ async def escalation_view(*, session: AsyncSession, escalation_id: int) -> Escal
         pages=pages,
         words=words,
         words_question=question,
+        words_reading=reading,
         readings=readings,
         others=others,
         unanswered_sends=sends,
@@ -195,7 +197,7 @@ async def _words_and_readings(
     checkin: Checkin | None,
     messages: list[Message],
     answers: list[Answer],
-) -> tuple[Message | None, str, list[tuple[Answer, str, str]]]:
+) -> tuple[Message | None, str, str, list[tuple[Answer, str, str]]]:
     """The patient's words that raised the escalation, with the question they answered; and
     every answer with its question and reading.
 
@@ -219,7 +221,7 @@ async def _words_and_readings(
         else {}
     )
     readings = []
-    question = ""
+    question = reading = ""
     for a in answers:
         q = known.get(a.question_key)
         text = q.text if q else a.question_key
@@ -228,7 +230,7 @@ async def _words_and_readings(
             if escalation.reason in FROM_A_TOTAL:
                 words = None  # the reply only completed the score the alert is about
             else:
-                question = text
+                question, reading = text, readings[-1][2]
     if words is not None and not question:
         # no answer was read from it (crisis words, a free text): the text before it
         asked = [
@@ -237,7 +239,7 @@ async def _words_and_readings(
             if m.direction is Direction.OUT and m.created_at <= words.created_at and m.id < words.id
         ]
         question = describe.short(asked[-1].body) if asked else ""
-    return words, question, readings
+    return words, question, reading, readings
 
 
 async def _sent_since_last_reply(

@@ -48,6 +48,19 @@ async def test_crisis_words_come_first_with_the_question_they_interrupted(h: Har
     assert "1 — Several days" in html and "Little interest or pleasure" in html
 
 
+async def test_a_safety_answer_is_quoted_with_what_it_was_read_as(h: Harness) -> None:
+    p = await h.patient("Sam")
+    await h.start(p, "phq9")
+    for reply in ["1", "1", "1", "1", "1", "1", "1", "1", "1"]:
+        await h.sms(p.phone, reply)
+    item9 = [e for e in await _escalations(h) if e.reason == "item9_positive"]
+    assert item9
+    await h.login(await h.user())
+    html = await _page(h, item9[0].id)
+    assert "in reply to <q>9/9 Thoughts that you would be better off dead" in html
+    assert "read as <strong>1 — Several days</strong>" in html
+
+
 async def test_other_open_alerts_and_the_hold_are_shown(h: Harness) -> None:
     p = await h.patient("Sam")
     await h.start(p, "phq9")
