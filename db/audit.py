@@ -28,8 +28,20 @@ def row(
         "subject_id": str(subject_id),
         "at": at,
         "source_address": source_address,
-        "details": details or {},
+        "details": _without_nul(details or {}),
     }
+
+
+def _without_nul(value: Any) -> Any:
+    """Details as PostgreSQL's JSON can keep them: it refuses a NUL character in text, and a
+    search typed with one must not lose its audit row (or fail the page)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {str(k).replace("\x00", ""): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def record(

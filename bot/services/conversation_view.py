@@ -23,6 +23,7 @@ from bot.services import flow_store
 from db.enums import CheckinStatus, Direction
 from db.models import Answer, Checkin, Escalation, Message, Score, Treatment
 from flows import describe
+from flows.model import Flow
 
 CHECKINS_PER_PAGE = 20
 MAX_MESSAGES = 600  # a page never holds more; a longer run of free texts is cut, oldest first
@@ -98,18 +99,14 @@ def _started(c: Checkin) -> datetime:
     return c.started_at or c.due_at
 
 
-async def _questions(
-    session: AsyncSession, checkins: Sequence[Checkin]
-) -> dict[int, dict[str, describe.Question]]:
-    """Per check-in, its flow version's questions (a version is read once per page)."""
-    by_version: dict[tuple[str, int | None], dict[str, describe.Question]] = {}
-    out: dict[int, dict[str, describe.Question]] = {}
+async def _flows(session: AsyncSession, checkins: Sequence[Checkin]) -> dict[int, Flow | None]:
+    """Per check-in, its pinned flow version (each version read once per page)."""
+    by_version: dict[tuple[str, int | None], Flow | None] = {}
+    out: dict[int, Flow | None] = {}
     for c in checkins:
         key = (c.flow_key, c.flow_version)
         if key not in by_version:
-            by_version[key] = await flow_store.questions_of(
-                session=session, key=c.flow_key, version=c.flow_version, checksum=c.flow_checksum
-            )
+            by_version[key] = await flow_store.of_checkin(session=session, checkin=c)
         out[c.id] = by_version[key]
     return out
 
@@ -122,20 +119,6 @@ def _within(column: Any, lower: datetime | None, upper: datetime | None) -> list
     if upper is not None:
         out.append(column < upper)
     return out
-
-
-async def _titles(session: AsyncSession, checkins: Sequence[Checkin]) -> dict[int, str]:
-    titles: dict[int, str] = {}
-    for c in checkins:
-        title = c.flow_key
-        if c.flow_version is not None:
-            found = flow_store.cached(
-                c.flow_key, c.flow_version, c.flow_checksum or "", session=session
-            )
-            if found is not None:
-                title = found.title
-        titles[c.id] = title
-    return titles
 
 
 async def conversation_page(
@@ -228,13 +211,13 @@ async def conversation_page(
         ).all()
     )
 
-    questions = await _questions(session, checkins)
-    titles = await _titles(session, checkins)
+    flows = await _flows(session, checkins)
     blocks = _blocks(checkins, messages, answers, unanswered, scores, escalations, treatments)
     for b in blocks:
         if b.checkin_id is not None:
-            b.title = titles.get(b.checkin_id, b.flow_key)
-            _annotate(b, questions.get(b.checkin_id, {}))
+            flow = flows.get(b.checkin_id)
+            b.title = flow.title if flow is not None else b.flow_key
+            _annotate(b, describe.questions(flow) if flow is not None else {})
     return ConversationPage(blocks, older, truncated)
 
 

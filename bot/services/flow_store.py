@@ -12,9 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.enums import VersionStatus
-from db.models import FlowVersion
+from db.models import Checkin, FlowVersion
 from db.parsed_cache import ParsedCache, parsed_definitions
-from flows import describe
 from flows.definition import load_flow
 from flows.model import Flow
 
@@ -93,15 +92,17 @@ async def pinned(
     return parse_cached(key, version, row.checksum, row.source, session=session)
 
 
-async def questions_of(
-    *, session: AsyncSession, key: str, version: int | None, checksum: str | None
-) -> dict[str, describe.Question]:
-    """The questions of a check-in's pinned flow version, by answer key; none when the
-    version is unknown (a check-in that never started, a flow since deleted)."""
-    if version is None:
-        return {}
+async def of_checkin(*, session: AsyncSession, checkin: Checkin) -> Flow | None:
+    """The flow version a check-in was pinned to; None when it has none (never started)
+    or it is gone, so a page about old check-ins still shows what it can."""
+    if checkin.flow_version is None:
+        return None
     try:
-        flow = await pinned(session=session, key=key, version=version, checksum=checksum)
+        return await pinned(
+            session=session,
+            key=checkin.flow_key,
+            version=checkin.flow_version,
+            checksum=checkin.flow_checksum,
+        )
     except FlowUnavailableError:
-        return {}
-    return describe.questions(flow)
+        return None

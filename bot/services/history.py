@@ -210,16 +210,8 @@ async def _words_and_readings(
         words = next((m for m in messages if m.id == escalation.message_id), None)
         if words is None:
             words = await session.get(Message, escalation.message_id)
-    known = (
-        await flow_store.questions_of(
-            session=session,
-            key=checkin.flow_key,
-            version=checkin.flow_version,
-            checksum=checkin.flow_checksum,
-        )
-        if checkin is not None
-        else {}
-    )
+    flow = await flow_store.of_checkin(session=session, checkin=checkin) if checkin else None
+    known = describe.questions(flow) if flow is not None else {}
     readings = []
     question = reading = ""
     for a in answers:
@@ -280,7 +272,7 @@ def patient_matches(q: str) -> ColumnElement[bool]:
 
 async def search_patients(*, session: AsyncSession, q: str, limit: int = 200) -> list[Patient]:
     query = select(Patient).order_by(Patient.first_name, Patient.id).limit(limit)
-    q = q.strip()[:80]
+    q = q.replace("\x00", "").strip()[:80]  # PostgreSQL text cannot hold a NUL
     if q:
         query = query.where(patient_matches(q))
     return list((await session.scalars(query)).all())

@@ -687,3 +687,10 @@ async def test_a_queue_longer_than_a_page_says_so(
     _uid, _email, token = await staff(h)
     body = await (await h.client.get("/api/v1/escalations", headers=bearer(token))).json()
     assert [i["id"] for i in body["items"]] == ids[:3] and body["next"] is not None
+
+
+async def test_a_nul_in_a_search_is_not_an_error(h: Harness) -> None:
+    """PostgreSQL text cannot hold a NUL: the searches drop it rather than fail."""
+    await h.login(await h.user())
+    for path in ("/?q=Ma%00ya", "/queue/rows?q=Ma%00ya", "/patients?q=Ma%00ya"):
+        assert (await h.client.get(path)).status == 200, path

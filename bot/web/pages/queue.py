@@ -66,7 +66,10 @@ async def _rows(request: web.Request, user: SessionUser, *, refresh: bool = Fals
     moderate never outshouts a high. Audited ``escalation.list`` (one event per request,
     also the refresh script's): the subject is the patient when the list is filtered to
     one, the details the count and the filters applied."""
-    filters = {k: request.query.get(k, "").strip()[:80] for k in ("severity", "status", "q")}
+    filters = {
+        k: request.query.get(k, "").replace("\x00", "").strip()[:80]
+        for k in ("severity", "status", "q")
+    }
     filters["mine"] = "1" if request.query.get("mine") == "1" else ""
     statuses = [EscalationStatus.OPEN, EscalationStatus.CLAIMED]
     if filters["status"] in {s.value for s in EscalationStatus}:
@@ -134,7 +137,8 @@ async def _rows(request: web.Request, user: SessionUser, *, refresh: bool = Fals
             if users
             else {}
         )
-        counts, mine = await queue.open_counts(session, user.user_id)
+        # the counts head the full page; its 15-second refresh replaces only the rows
+        counts, mine = ({}, 0) if refresh else await queue.open_counts(session, user.user_id)
     details: dict[str, object] = {"count": len(rows), "status": [str(s) for s in statuses]}
     if severity is not None:
         details["severity"] = str(severity)
@@ -305,15 +309,8 @@ async def _running_safety_flow(session: AsyncSession, patient_id: int | None) ->
         )
     ).all()
     for c in running:
-        if c.flow_version is None:
-            continue
-        try:
-            flow = await flow_store.pinned(
-                session=session, key=c.flow_key, version=c.flow_version, checksum=c.flow_checksum
-            )
-        except flow_store.FlowUnavailableError:
-            continue
-        if any(q.safety for q in describe.questions(flow).values()):
+        flow = await flow_store.of_checkin(session=session, checkin=c)
+        if flow is not None and any(q.safety for q in describe.questions(flow).values()):
             return flow.title
     return None
 
